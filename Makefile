@@ -1,0 +1,28 @@
+# mg-tune: `make demo` runs a real search on the embedded data; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mg-tune-installed
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+demo: $(STAMP)
+	$(BIN)/mg-tune search search_spaces/quickstart.yaml --name demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/guided_step.py
+
+clean:
+	rm -rf $(VENV) mlruns mlflow.db runs demo-output

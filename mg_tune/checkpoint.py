@@ -1,0 +1,42 @@
+"""Checkpoints: one file per epoch, device independent, loadable with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors and JSON-like values (no pickled
+code): ``model`` and ``optimizer`` state dicts, ``epoch``, validation
+``metrics`` and the full ``config`` (``TrainConfig.model_dump(mode="json")``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def epoch_dir(root: str | Path, epoch: int) -> Path:
+    """``root/epoch=NNN``: where the checkpoint of ``epoch`` lives."""
+    return Path(root) / f"epoch={epoch:03d}"
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int, metrics: dict[str, float], config: dict[str, Any]) -> Path:
+    """Write the checkpoint atomically (temporary file, then rename) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": epoch,
+        "metrics": dict(metrics),
+        "config": config,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU; refuses anything but tensors and plain data."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)

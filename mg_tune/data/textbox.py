@@ -1,0 +1,557 @@
+"""SMERF-style TextBox datasets (SMERF, Sec. 3.1-3.2 and App. A.1), generated lazily.
+
+Every sample is a pure function of ``(seed, split, index)``: it is drawn from
+``numpy.random.default_rng([seed, SPLITS[split], index])`` when requested, so nothing is
+held in memory and the same triple always yields bit-identical tensors.
+
+Images are 64x64 RGB floats in [0, 1]. Objects (SMERF Fig. 4) are white on a dark
+background and never overlap (at least ``GAP`` pixels apart):
+
+* Text: a letter of the embedded 5x7 bitmap font ``GLYPHS_5X7``, scaled x3 (15x21 px);
+  its segmentation mask is the stroke pixels, its box the tight 15x21 rectangle.
+* Box1: a filled 10x10 box; Box2: a filled 4x4 box (segmentation mask = box).
+
+Boxes follow ``mg_tune.data.masks`` conventions: ``(x0, y0, x1, y1)``, x = column, y = row,
+x1/y1 exclusive.
+
+Variants (``TEXTBOX_VARIANTS``): ``"multilabel"`` (4 classes A, B, Box1, Box2),
+``"spurious"`` (Waterbirds-like colour shortcut) and the seven reasoning settings of
+SMERF Table 1 (``"simple_fr"``, ``"simple_nr"``, ``"complex_fr"``, ``"complex_cr1"``..``"complex_cr4"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mg_tune.data.base import DatasetInfo
+from mg_tune.data.masks import Box, annotated_subset, box_mask, class_box_masks, dilate_box
+
+IMAGE_SIZE = 64
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "heldout": 2, "test": 3}
+GAP = 2
+"""Minimum number of background pixels between any two objects."""
+_MAX_PLACEMENT_TRIES = 1000
+
+Color = tuple[float, float, float]
+WHITE: Color = (1.0, 1.0, 1.0)
+BLACK: Color = (0.0, 0.0, 0.0)
+
+GLYPHS_5X7: dict[str, tuple[str, ...]] = {
+    "A": (
+        ".###.",
+        "#...#",
+        "#...#",
+        "#####",
+        "#...#",
+        "#...#",
+        "#...#",
+    ),
+    "B": (
+        "####.",
+        "#...#",
+        "#...#",
+        "####.",
+        "#...#",
+        "#...#",
+        "####.",
+    ),
+}
+"""Embedded bitmap font: 7 rows of 5 columns per letter, '#' = stroke pixel."""
+
+
+def glyph(letter: str, scale: int) -> np.ndarray:
+    """Stroke mask of ``letter`` as a read-only bool array ``[7*scale, 5*scale]`` (nearest-neighbour upscaling)."""
+    rows = np.array([[c == "#" for c in row] for row in GLYPHS_5X7[letter]])
+    pixels = rows.repeat(scale, axis=0).repeat(scale, axis=1)
+    pixels.flags.writeable = False
+    return pixels
+
+
+def _solid(side: int) -> np.ndarray:
+    pixels = np.ones((side, side), dtype=bool)
+    pixels.flags.writeable = False
+    return pixels
+
+
+OBJECT_PIXELS: dict[str, np.ndarray] = {
+    "A": glyph("A", 3),
+    "B": glyph("B", 3),
+    "Box1": _solid(10),
+    "Box2": _solid(4),
+}
+"""Segmentation mask (``[h, w]`` bool) of each object kind; its shape is the object's box size."""
+
+
+@dataclass(frozen=True, eq=False)
+class SceneObject:
+    """One drawn object.
+
+    ``pixels`` is the segmentation mask inside ``box`` (shape ``[y1-y0, x1-x0]``), painted
+    with ``color``; if ``fill`` is set, the whole box is first painted with ``fill``.
+    """
+
+    name: str
+    box: Box
+    pixels: np.ndarray
+    color: Color = WHITE
+    fill: Color | None = None
+
+    def seg_mask(self, size: int = IMAGE_SIZE) -> np.ndarray:
+        """Full-image bool segmentation mask ``[size, size]``."""
+        x0, y0, x1, y1 = self.box
+        mask = np.zeros((size, size), dtype=bool)
+        mask[y0:y1, x0:x1] = self.pixels
+        return mask
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """Everything about one sample before rendering.
+
+    ``labels`` is the multi-/one-hot label vector; ``class_objects`` lists pairs
+    ``(class k, object index)``: the object's box belongs to ``M_k`` (masks) and its pixels
+    to the class's segmentation mask; ``avoid`` lists object indices forming the secondary
+    ("objects to avoid") mask; ``bucket`` is the SMERF bucket id (None outside SMERF).
+    """
+
+    background: np.ndarray
+    objects: tuple[SceneObject, ...]
+    labels: tuple[int, ...]
+    class_objects: tuple[tuple[int, int], ...]
+    avoid: tuple[int, ...] = ()
+    group: int = -1
+    bucket: int | None = None
+
+    def render(self) -> np.ndarray:
+        """Paint objects, in order, over the background; returns float32 ``[3, H, W]`` in [0, 1]."""
+        image = self.background.astype(np.float32, copy=True)
+        for obj in self.objects:
+            x0, y0, x1, y1 = obj.box
+            region = image[:, y0:y1, x0:x1]
+            if obj.fill is not None:
+                region[:] = np.asarray(obj.fill, dtype=np.float32)[:, None, None]
+            region[:, obj.pixels] = np.asarray(obj.color, dtype=np.float32)[:, None]
+        return image
+
+
+def _apart(a: Box, b: Box, gap: int) -> bool:
+    """True iff boxes ``a`` and ``b`` are separated by at least ``gap`` pixels along x or y."""
+    return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
+
+
+def scatter(rng: np.random.Generator, kinds: Sequence[str], size: int = IMAGE_SIZE) -> tuple[SceneObject, ...]:
+    """Place one object per kind (keys of ``OBJECT_PIXELS``) uniformly at random, pairwise ``GAP`` apart.
+
+    Rejection sampling: each object's top-left corner is redrawn until it clears all
+    previously placed objects (SMERF App. A.1: locations "constrained to avoid overlapping").
+    """
+    objects: list[SceneObject] = []
+    for kind in kinds:
+        pixels = OBJECT_PIXELS[kind]
+        h, w = pixels.shape
+        for _ in range(_MAX_PLACEMENT_TRIES):
+            x0, y0 = (int(v) for v in rng.integers(0, [size - w + 1, size - h + 1]))
+            box = (x0, y0, x0 + w, y0 + h)
+            if all(_apart(box, other.box, GAP) for other in objects):
+                objects.append(SceneObject(kind, box, pixels))
+                break
+        else:
+            raise RuntimeError(f"could not place {list(kinds)} without overlap in a {size}x{size} image")
+    return tuple(objects)
+
+
+def _one_hot(label: int, num_classes: int) -> tuple[int, ...]:
+    return tuple(int(k == label) for k in range(num_classes))
+
+
+class TextBoxDataset(Dataset):
+    """Base class: lazy deterministic sample generation and the common sample dict.
+
+    ``__getitem__(i)`` returns:
+
+    * ``image``: FloatTensor ``[3, 64, 64]`` in [0, 1];
+    * ``labels``: FloatTensor ``[K]``, multi-hot (``info.multilabel``) or one-hot;
+    * ``masks``: FloatTensor ``[K, 64, 64]``, ``M_k`` = union of class k's boxes after
+      ``dilate_box(box, dilation)`` (model guidance paper, Sec. 3); zeros for absent classes;
+    * ``seg_masks``: FloatTensor ``[K, 64, 64]``, pixel masks of the same objects (undilated);
+    * ``has_mask``: BoolTensor scalar; on ``train`` True only for the ``annotated_subset``
+      (``annotation_fraction``), always True on other splits. Masks are returned for every
+      sample (for evaluation); guidance losses must use only samples with ``has_mask``;
+    * ``group``: LongTensor scalar (-1 without groups);
+    * ``secondary_mask``: FloatTensor ``[64, 64]``, union of the (undilated) boxes of
+      SMERF "objects to avoid" (zeros for non-SMERF variants);
+    * ``index``: int.
+    """
+
+    info: ClassVar[DatasetInfo]
+
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        seed: int = 0,
+        annotation_fraction: float = 1.0,
+        dilation: float = 0.0,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got split={split!r}")
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got size={size}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got seed={seed}")
+        if not dilation >= 0:
+            raise ValueError(f"dilation must be >= 0 (percent), got dilation={dilation}")
+        self.split = split
+        self.size = size
+        self.seed = seed
+        self.dilation = dilation
+        self.annotation_fraction = annotation_fraction
+        annotated = annotated_subset(size, annotation_fraction, seed)
+        self._has_mask = annotated if split == "train" else torch.ones(size, dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _make_scene(self, rng: np.random.Generator) -> Scene:
+        raise NotImplementedError
+
+    def scene(self, i: int) -> Scene:
+        """The unrendered sample ``i``, drawn from ``default_rng([seed, split_id, i])``."""
+        if not 0 <= i < self.size:
+            raise IndexError(f"index {i} out of range for dataset of size {self.size}")
+        return self._make_scene(np.random.default_rng([self.seed, SPLITS[self.split], int(i)]))
+
+    def boxes(self, i: int) -> list[tuple[int, int, int, int, int]]:
+        """``(class_index, x0, y0, x1, y1)`` of every box forming ``masks`` for sample ``i``, before dilation."""
+        scene = self.scene(i)
+        return [(k, *scene.objects[j].box) for k, j in scene.class_objects]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        scene = self.scene(i)
+        num_classes = self.info.num_classes
+        classes = [k for k, _ in scene.class_objects]
+        boxes = [
+            dilate_box(scene.objects[j].box, self.dilation, IMAGE_SIZE, IMAGE_SIZE) for _, j in scene.class_objects
+        ]
+        seg = np.zeros((num_classes, IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
+        for k, j in scene.class_objects:
+            seg[k] |= scene.objects[j].seg_mask()
+        return {
+            "image": torch.from_numpy(scene.render()),
+            "labels": torch.tensor(scene.labels, dtype=torch.float32),
+            "masks": class_box_masks(boxes, classes, num_classes, IMAGE_SIZE, IMAGE_SIZE),
+            "seg_masks": torch.from_numpy(seg).float(),
+            "has_mask": self._has_mask[i].clone(),
+            "group": torch.tensor(scene.group, dtype=torch.long),
+            "secondary_mask": box_mask([scene.objects[j].box for j in scene.avoid], IMAGE_SIZE, IMAGE_SIZE),
+            "index": int(i),
+        }
+
+
+class MultiLabelTextBox(TextBoxDataset):
+    """(a) Multi-label TextBox: K=4 classes ``("A", "B", "Box1", "Box2")``.
+
+    Each image holds a uniformly random non-empty subset of the classes (a 4-bit mask
+    drawn from 1..15), one object per present class, white on a background of uniform
+    noise in ``[0, noise)`` per pixel and channel. Setting for F1 / mAP / EPG / IoU.
+    """
+
+    info = DatasetInfo("textbox_multilabel", ("A", "B", "Box1", "Box2"), multilabel=True)
+
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        seed: int = 0,
+        annotation_fraction: float = 1.0,
+        dilation: float = 0.0,
+        noise: float = 0.1,
+    ) -> None:
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"noise must lie in [0, 1], got noise={noise}")
+        super().__init__(split, size, seed, annotation_fraction, dilation)
+        self.noise = noise
+
+    def _make_scene(self, rng: np.random.Generator) -> Scene:
+        subset = int(rng.integers(1, 16))
+        present = [k for k in range(4) if subset >> k & 1]
+        objects = scatter(rng, [self.info.class_names[k] for k in present])
+        background = rng.uniform(0.0, self.noise, (3, IMAGE_SIZE, IMAGE_SIZE))
+        labels = tuple(int(k in present) for k in range(4))
+        return Scene(background, objects, labels, tuple((k, j) for j, k in enumerate(present)))
+
+
+class SpuriousTextBox(TextBoxDataset):
+    """(b) Waterbirds-like TextBox with a background-colour shortcut (CRAYON, Sec. IV-A; Waterbirds).
+
+    Foreground: letter "A" (label 0) or "B" (label 1), uniformly, drawn x2 (10x14) at a
+    random offset inside a black ``PATCH``x``PATCH`` patch at a random position. The box
+    mask of the label class is the patch; its segmentation mask is the letter strokes.
+    Background outside the patch: land (greenish) or water (bluish) colour plus Gaussian
+    noise (std ``BG_NOISE``); it equals the label (A-land, B-water) with probability
+    ``spurious_rate`` on train/val/heldout and 0.5 on test. The black patch hides the cue
+    inside the box. Group id = 2 * label + background (0 = land, 1 = water).
+    """
+
+    info = DatasetInfo(
+        "textbox_spurious", ("A", "B"), multilabel=False, group_names=("A/land", "A/water", "B/land", "B/water")
+    )
+    PATCH = 20
+    LETTER_SCALE = 2
+    BACKGROUNDS: tuple[Color, Color] = ((0.35, 0.60, 0.20), (0.15, 0.35, 0.75))
+    BG_NOISE = 0.05
+    TEST_RATE = 0.5
+
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        seed: int = 0,
+        annotation_fraction: float = 1.0,
+        dilation: float = 0.0,
+        spurious_rate: float = 0.95,
+    ) -> None:
+        if not 0.0 <= spurious_rate <= 1.0:
+            raise ValueError(f"spurious_rate must lie in [0, 1], got spurious_rate={spurious_rate}")
+        super().__init__(split, size, seed, annotation_fraction, dilation)
+        self.spurious_rate = spurious_rate
+
+    @property
+    def cue_rate(self) -> float:
+        """Probability that background == label on this split."""
+        return self.TEST_RATE if self.split == "test" else self.spurious_rate
+
+    def _make_scene(self, rng: np.random.Generator) -> Scene:
+        label = int(rng.integers(2))
+        background = label if rng.random() < self.cue_rate else 1 - label
+        colour = np.asarray(self.BACKGROUNDS[background])[:, None, None]
+        canvas = np.clip(colour + rng.normal(0.0, self.BG_NOISE, (3, IMAGE_SIZE, IMAGE_SIZE)), 0.0, 1.0)
+        letter = self.info.class_names[label]
+        strokes = glyph(letter, self.LETTER_SCALE)
+        h, w = strokes.shape
+        px, py = (int(v) for v in rng.integers(0, IMAGE_SIZE - self.PATCH + 1, size=2))
+        lx, ly = (int(v) for v in rng.integers(GAP, [self.PATCH - w - GAP + 1, self.PATCH - h - GAP + 1]))
+        pixels = np.zeros((self.PATCH, self.PATCH), dtype=bool)
+        pixels[ly : ly + h, lx : lx + w] = strokes
+        patch = SceneObject(letter, (px, py, px + self.PATCH, py + self.PATCH), pixels, fill=BLACK)
+        return Scene(canvas, (patch,), _one_hot(label, 2), ((label, 0),), group=2 * label + background)
+
+
+# --- SMERF reasoning settings (Table 1) -------------------------------------------------
+
+TEXT, BOX1, BOX2 = "T", "B1", "B2"
+"""Object names of SMERF Table 1: Text, Box1 (10x10), Box2 (4x4)."""
+
+
+def bucket_contents(bucket: int) -> tuple[str | None, bool, bool]:
+    """Objects of SMERF bucket ``1..12`` as ``(text, has_box1, has_box2)`` (SMERF Fig. 5 / Table 1).
+
+    ``bucket = 1 + 3*b + t`` with ``t`` indexing text (None, "A", "B") and ``b`` the boxes
+    (0: none, 1: Box2 only, 2: Box1 only, 3: both); e.g. buckets 10-12 hold both boxes and
+    buckets 1, 4, 7, 10 hold no text.
+    """
+    if not 1 <= bucket <= 12:
+        raise ValueError(f"bucket must lie in 1..12, got bucket={bucket}")
+    b, t = divmod(bucket - 1, 3)
+    return (None, "A", "B")[t], b in (2, 3), b in (1, 3)
+
+
+class Reasoning(NamedTuple):
+    """Label of a bucket and its objects to focus on / avoid (SMERF Table 1 rows)."""
+
+    label: int
+    focus: frozenset[str]
+    avoid: frozenset[str]
+
+
+SmerfRule = Callable[[str | None, bool, bool], Reasoning | None]
+
+
+def _present(text: str | None, box1: bool, box2: bool) -> frozenset[str]:
+    return frozenset(n for n, on in ((TEXT, text is not None), (BOX1, box1), (BOX2, box2)) if on)
+
+
+def _reason(label: int, focus: set[str], text: str | None, box1: bool, box2: bool) -> Reasoning:
+    """Reasoning whose objects to avoid are all present objects not focused on."""
+    return Reasoning(label, frozenset(focus), _present(text, box1, box2) - focus)
+
+
+def _by_text(text: str | None, focus: set[str], box1: bool, box2: bool) -> Reasoning | None:
+    """Label by the letter (Table 1: "if T=A: 0; if T=B: 1"); None (undefined) without text."""
+    return None if text is None else _reason(int(text == "B"), focus, text, box1, box2)
+
+
+def _simple_fr(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
+    """Simple-FR: "if B1: 1; otherwise: 0"."""
+    return _reason(int(box1), {BOX1} if box1 else set(), text, box1, box2)
+
+
+def _simple_nr(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
+    """Simple-NR: "if T=A: 0; if T=B: 1"."""
+    return _by_text(text, {TEXT}, box1, box2)
+
+
+def _complex_fr(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
+    """Complex-FR: "if B1 & B2: 1; otherwise: 0".
+
+    Table 1 avoids only Text: a lone box in buckets 4-9 is neither focus nor avoid (its
+    presence matters jointly with the other box). Buckets 8 and 9, missing from Table 1's
+    avoid row, are read as "T" like buckets 2, 3, 5, 6 (as in SMERF's reference code).
+    """
+    both = box1 and box2
+    avoid = frozenset({TEXT}) if text is not None else frozenset()
+    return Reasoning(int(both), frozenset({BOX1, BOX2}) if both else frozenset(), avoid)
+
+
+def _complex_cr1(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
+    """Complex-CR1: "if B2 & B1: 1; if B2 & NO B1: 0; if NO B2 & T=A: 0; if NO B2 & T=B: 1"."""
+    if box2:
+        return _reason(1, {BOX1, BOX2}, text, box1, box2) if box1 else _reason(0, {BOX2}, text, box1, box2)
+    return _by_text(text, {TEXT}, box1, box2)
+
+
+def _complex_cr2(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
+    """Complex-CR2: "if B1 & B2: 1; if B1 & NO B2: 0; if NO B1 & T=A: 0; if NO B1 & T=B: 1"."""
+    if box1:
+        return _reason(1, {BOX1, BOX2}, text, box1, box2) if box2 else _reason(0, {BOX1}, text, box1, box2)
+    return _by_text(text, {TEXT}, box1, box2)
+
+
+def _complex_cr3(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
+    """Complex-CR3: "if B2 & T=A: 0; if B2 & T=B: 1; if NO B2 & B1: 1; if NO B2 & NO B1: 0"."""
+    if box2:
+        return _by_text(text, {BOX2, TEXT}, box1, box2)
+    return _reason(int(box1), {BOX1} if box1 else set(), text, box1, box2)
+
+
+def _complex_cr4(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
+    """Complex-CR4: "if B1 & T=A: 0; if B1 & T=B: 1; if NO B1 & B2: 1; if NO B1 & NO B2: 0"."""
+    if box1:
+        return _by_text(text, {BOX1, TEXT}, box1, box2)
+    return _reason(int(box2), {BOX2} if box2 else set(), text, box1, box2)
+
+
+SMERF_RULES: dict[str, SmerfRule] = {
+    "simple_fr": _simple_fr,
+    "simple_nr": _simple_nr,
+    "complex_fr": _complex_fr,
+    "complex_cr1": _complex_cr1,
+    "complex_cr2": _complex_cr2,
+    "complex_cr3": _complex_cr3,
+    "complex_cr4": _complex_cr4,
+}
+"""SMERF Table 1 "Reasoning" rows: (text, box1, box2) -> Reasoning, or None for undefined buckets."""
+
+
+def smerf_reasoning(setting: str, bucket: int) -> Reasoning | None:
+    """Table 1 entry (label, objects to focus, objects to avoid) of ``bucket`` in ``setting``; None if undefined."""
+    if setting not in SMERF_RULES:
+        raise ValueError(f"setting must be one of {sorted(SMERF_RULES)}, got setting={setting!r}")
+    return SMERF_RULES[setting](*bucket_contents(bucket))
+
+
+class SmerfTextBox(TextBoxDataset):
+    """(c) A SMERF reasoning setting (SMERF Sec. 3.2, Table 1; App. A.1).
+
+    Black background, objects per ``bucket_contents``. The bucket is drawn from the
+    defined buckets of the setting: uniformly on val/heldout/test and, on train, with
+    class-balanced weights (each class gets half the mass, spread uniformly over its
+    buckets); this reproduces App. A.1 / Table 2 (Complex-FR trains on 3x more samples of
+    buckets 10-12) and is uniform for the other, already balanced, settings. Class
+    ``label`` has ``masks[label]`` = union of the boxes of the objects to focus (empty for
+    "N"); ``secondary_mask`` = union of the boxes of the objects to avoid.
+    """
+
+    setting: ClassVar[str]
+    CLASS_NAMES = ("negative", "positive")
+
+    def __init_subclass__(cls, setting: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.setting = setting
+        cls.info = DatasetInfo(f"textbox_{setting}", cls.CLASS_NAMES, multilabel=False)
+
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        seed: int = 0,
+        annotation_fraction: float = 1.0,
+        dilation: float = 0.0,
+    ) -> None:
+        super().__init__(split, size, seed, annotation_fraction, dilation)
+        table = {b: smerf_reasoning(self.setting, b) for b in range(1, 13)}
+        self.buckets = np.array([b for b, r in table.items() if r is not None])
+        labels = np.array([table[b].label for b in self.buckets])
+        if split == "train":
+            weights = np.array([1.0 / np.sum(labels == y) for y in labels])
+        else:
+            weights = np.ones(len(self.buckets))
+        self.bucket_probs = weights / weights.sum()
+
+    def bucket(self, i: int) -> int:
+        """SMERF bucket id (1..12) of sample ``i``."""
+        return self.scene(i).bucket
+
+    def _make_scene(self, rng: np.random.Generator) -> Scene:
+        bucket = int(rng.choice(self.buckets, p=self.bucket_probs))
+        text, box1, box2 = bucket_contents(bucket)
+        kinds = [k for k, on in ((text, text is not None), ("Box1", box1), ("Box2", box2)) if on]
+        objects = scatter(rng, kinds)
+        reasoning = SMERF_RULES[self.setting](text, box1, box2)
+        names = [{"Box1": BOX1, "Box2": BOX2}.get(o.name, TEXT) for o in objects]
+        return Scene(
+            background=np.zeros((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32),
+            objects=objects,
+            labels=_one_hot(reasoning.label, 2),
+            class_objects=tuple((reasoning.label, j) for j, n in enumerate(names) if n in reasoning.focus),
+            avoid=tuple(j for j, n in enumerate(names) if n in reasoning.avoid),
+            bucket=bucket,
+        )
+
+
+class SimpleFRTextBox(SmerfTextBox, setting="simple_fr"):
+    """Simple-FR (Table 1, col. 1): label 1 iff Box1 is present; 12 buckets."""
+
+
+class SimpleNRTextBox(SmerfTextBox, setting="simple_nr"):
+    """Simple-NR (Table 1, col. 2): label from the letter (A: 0, B: 1); buckets without text undefined."""
+
+
+class ComplexFRTextBox(SmerfTextBox, setting="complex_fr"):
+    """Complex-FR (Table 1, col. 3; SMERF Fig. 5): label 1 iff Box1 and Box2 are both present."""
+
+
+class ComplexCR1TextBox(SmerfTextBox, setting="complex_cr1"):
+    """Complex-CR1 (Table 1, col. 4): boxes decide when Box2 is present, the letter otherwise."""
+
+
+class ComplexCR2TextBox(SmerfTextBox, setting="complex_cr2"):
+    """Complex-CR2 (Table 1, col. 5): boxes decide when Box1 is present, the letter otherwise."""
+
+
+class ComplexCR3TextBox(SmerfTextBox, setting="complex_cr3"):
+    """Complex-CR3 (Table 1, col. 6): the letter decides when Box2 is present, Box1 otherwise."""
+
+
+class ComplexCR4TextBox(SmerfTextBox, setting="complex_cr4"):
+    """Complex-CR4 (Table 1, col. 7): the letter decides when Box1 is present, Box2 otherwise."""
+
+
+TEXTBOX_VARIANTS: dict[str, type[TextBoxDataset]] = {
+    "multilabel": MultiLabelTextBox,
+    "spurious": SpuriousTextBox,
+    **{cls.setting: cls for cls in SmerfTextBox.__subclasses__()},
+}
+
+
+def build_textbox(variant: str, split: str, size: int, seed: int = 0, **options: Any) -> TextBoxDataset:
+    """Instantiate ``TEXTBOX_VARIANTS[variant](split, size, seed, **options)``."""
+    if variant not in TEXTBOX_VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(TEXTBOX_VARIANTS)}, got variant={variant!r}")
+    return TEXTBOX_VARIANTS[variant](split, size, seed, **options)

@@ -1,0 +1,187 @@
+"""Validation/test metrics of one model on one split, streamed batch by batch.
+
+Classification (main paper Sec. 3.3): micro F1 and mAP for multi-label data,
+accuracy plus worst-group / mean-group accuracy where the data has groups
+(Sec. 5.5, CRAYON). Localization, over one attribution map per (image,
+ground-truth class) whose mask is non-empty: EPG, IoU (threshold chosen on a
+held-out split), SegEPG and X-SegEPG where segmentation masks exist, and the
+SMERF attribution focus levels PAFL (primary mask) / SAFL (secondary mask).
+
+Nothing is kept per image except the scores needed for mAP, so memory does
+not grow with the resolution of the data set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from mg_tune.guidance import metrics as M
+from mg_tune.guidance.attribution import attribute
+from mg_tune.models.staged import StagedModel
+
+IOU_THRESHOLDS: tuple[float, ...] = M.DEFAULT_IOU_THRESHOLDS
+
+
+@dataclass
+class _Mean:
+    """Running mean of per-map scores."""
+
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, values: Tensor) -> None:
+        self.total += float(values.sum())
+        self.count += values.numel()
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+@dataclass
+class SplitEvaluation:
+    """Metrics of a split and the mean IoU at every candidate threshold."""
+
+    metrics: dict[str, float]
+    iou_curve: Tensor = field(repr=False)
+
+    def best_iou_threshold(self) -> float:
+        """The candidate threshold with the highest mean IoU (ties: the smallest)."""
+        return float(IOU_THRESHOLDS[int(torch.argmax(self.iou_curve))])
+
+
+def ground_truth_pairs(labels: Tensor, multilabel: bool) -> tuple[Tensor, Tensor]:
+    """(image index, class) of every ground-truth class (the label for single-label data)."""
+    if multilabel:
+        rows, classes = labels.nonzero(as_tuple=True)
+        return rows, classes
+    return torch.arange(labels.shape[0]), labels.argmax(dim=1)
+
+
+@torch.no_grad()
+def _scores(model: StagedModel, images: Tensor, multilabel: bool) -> Tensor:
+    logits = model(images).float()
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+
+
+def evaluate_split(
+    model: StagedModel,
+    loader: DataLoader,
+    method: str,
+    layer: str,
+    multilabel: bool,
+    group_names: tuple[str, ...] = (),
+    iou_threshold: float | None = None,
+    device: torch.device | str = "cpu",
+) -> SplitEvaluation:
+    """Evaluate ``model`` (switched to eval mode) on every batch of ``loader``.
+
+    ``iou_threshold`` is the threshold chosen on a held-out split; when None
+    (evaluating the held-out split itself), ``iou`` is reported at the best
+    threshold of this split and ``iou_threshold`` says which it was.
+    """
+    model.eval()
+    scores, targets, groups = [], [], []
+    epg, seg_epg, x_seg_epg, pafl, safl = (_Mean() for _ in range(5))
+    iou_sums = torch.zeros(len(IOU_THRESHOLDS), dtype=torch.float64)
+    iou_count = 0
+    for batch in loader:
+        images = batch["image"].to(device)
+        labels = batch["labels"]
+        scores.append(_scores(model, images, multilabel).cpu())
+        targets.append(labels)
+        groups.append(batch["group"])
+        rows, classes = ground_truth_pairs(labels, multilabel)
+        box = batch["masks"][rows, classes]
+        secondary = batch["secondary_mask"][rows]
+        keep = (box.sum((1, 2)) > 0) | (secondary.sum((1, 2)) > 0)
+        if not keep.any():
+            continue
+        rows, classes, box, secondary = rows[keep], classes[keep], box[keep], secondary[keep]
+        seg = batch["seg_masks"][rows, classes]
+        with torch.enable_grad():
+            maps = attribute(model, images[rows.to(device)], classes.to(device), method, layer, size=tuple(box.shape[-2:]))
+        maps = maps.maps.detach().float().cpu()
+        on_box = box.sum((1, 2)) > 0
+        if on_box.any():
+            a, m = maps[on_box], box[on_box]
+            epg.add(M.epg(a, m))
+            pafl.add(M.attribution_focus(a, m))
+            iou_sums += torch.stack([M.iou(a, m, t).double().sum() for t in IOU_THRESHOLDS])
+            iou_count += int(on_box.sum())
+            with_seg = seg[on_box].sum((1, 2)) > 0
+            if with_seg.any():
+                seg_epg.add(M.seg_epg(a[with_seg], seg[on_box][with_seg], m[with_seg]))
+                x_seg_epg.add(M.x_seg_epg(a[with_seg], seg[on_box][with_seg]))
+        on_secondary = secondary.sum((1, 2)) > 0
+        if on_secondary.any():
+            safl.add(M.attribution_focus(maps[on_secondary], secondary[on_secondary]))
+    curve = iou_sums / max(iou_count, 1)
+    result = SplitEvaluation(metrics={}, iou_curve=curve)
+    threshold = result.best_iou_threshold() if iou_threshold is None else iou_threshold
+    metrics = {
+        "epg": epg.value,
+        "iou": float(curve[IOU_THRESHOLDS.index(threshold)]),
+        "iou_threshold": threshold,
+        "seg_epg": seg_epg.value,
+        "x_seg_epg": x_seg_epg.value,
+        "pafl": pafl.value,
+        "safl": safl.value,
+    }
+    metrics.update(_classification(torch.cat(scores), torch.cat(targets), torch.cat(groups), multilabel, group_names))
+    result.metrics = metrics
+    return result
+
+
+def _classification(
+    scores: Tensor, targets: Tensor, groups: Tensor, multilabel: bool, group_names: tuple[str, ...]
+) -> dict[str, float]:
+    if multilabel:
+        return {"f1": M.f1_score(scores, targets), "map": M.mean_average_precision(scores, targets)}
+    pred, true = scores.argmax(1), targets.argmax(1)
+    one_hot_pred = torch.nn.functional.one_hot(pred, scores.shape[1]).float()
+    out = {
+        "f1": M.f1_score(one_hot_pred, targets),
+        "map": M.mean_average_precision(scores, targets),
+        "accuracy": M.accuracy(pred, true),
+    }
+    if group_names:
+        accs = M.group_accuracies(pred, true, groups)
+        out["worst_group_acc"] = accs["worst_group_acc"]
+        out["mean_group_acc"] = accs["mean_group_acc"]
+        for g, name in enumerate(group_names):
+            if f"group_acc/{g}" in accs:
+                out[f"group_acc/{name}"] = accs[f"group_acc/{g}"]
+    return out
+
+
+def evaluate_checkpoint(checkpoint: str, split: str = "test", device: str = "cpu") -> dict[str, float]:
+    """Metrics of a saved checkpoint on ``split`` (the main paper's test protocol).
+
+    The IoU threshold is chosen on the held-out split, as during training.
+    """
+    from mg_tune.checkpoint import load_checkpoint
+    from mg_tune.config import TrainConfig
+    from mg_tune.data import build_split
+    from mg_tune.models import build_model
+
+    state = load_checkpoint(checkpoint)
+    config = TrainConfig.model_validate(state["config"])
+    dataset = build_split(config.data, split)
+    heldout = build_split(config.data, "heldout")
+    model = build_model(config.model, dataset.info.num_classes).to(device)
+    model.load_state_dict(state["model"])
+    common = dict(
+        model=model,
+        method=config.attribution,
+        layer=config.layer,
+        multilabel=dataset.info.multilabel,
+        group_names=dataset.info.group_names,
+        device=device,
+    )
+    threshold = evaluate_split(loader=DataLoader(heldout, batch_size=config.eval_batch_size), **common).best_iou_threshold()
+    return evaluate_split(loader=DataLoader(dataset, batch_size=config.eval_batch_size), iou_threshold=threshold, **common).metrics

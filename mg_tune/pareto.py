@@ -1,0 +1,192 @@
+"""Pareto dominance, non-dominated sorting and hypervolume for multi-objective search.
+
+Pure numerical helpers (NumPy + ``moocore``); nothing here talks to MLflow.
+
+Conventions
+-----------
+``points`` is an ``[n, m]`` array: one row per trial, one column per objective.
+``maximize`` holds one bool per objective. Internally every objective is
+*oriented* so that larger is better: ``o_j(x) = x_j`` if objective ``j`` is
+maximised, ``o_j(x) = -x_j`` if it is minimised.
+
+Dominance
+    Row ``a`` dominates row ``b`` (``a ≻ b``) iff ``o_j(a) >= o_j(b)`` for every
+    ``j`` and ``o_j(a) > o_j(b)`` for at least one ``j``. Equal rows do not
+    dominate each other, so duplicates and ties of a front row are all kept.
+
+Pareto front
+    The rows that no other row dominates.
+
+Non-dominated sorting
+    Rank 0 is the Pareto front of all rows; rank ``r`` is the Pareto front of
+    the rows left after removing ranks ``0 .. r-1`` (NSGA-II, Deb et al. 2002).
+
+Hypervolume
+    For a reference point ``ref``, the hypervolume of a set ``P`` is the
+    Lebesgue measure of the region it dominates and that dominates ``ref``::
+
+        HV(P, ref) = λ_m( ⋃_{p ∈ P} { z : o(ref) <= o(z) <= o(p) } )
+
+    A row that does not strictly dominate ``ref`` in every objective spans a
+    box of zero volume and contributes nothing. Larger is better.
+
+Missing values
+    A row containing NaN (a failed or unfinished trial) is never on the front,
+    adds no hypervolume, and is ranked after every finite row.
+"""
+
+from collections.abc import Sequence
+
+import moocore
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "crowding_distance",
+    "hypervolume",
+    "non_dominated_sort",
+    "normalized_hypervolume",
+    "pareto_front",
+]
+
+
+def _as_points(points: ArrayLike, n_objectives: int) -> np.ndarray:
+    """Return ``points`` as a float ``[n, n_objectives]`` array (empty input → ``[0, m]``)."""
+    arr = np.asarray(points, dtype=float)
+    if arr.size == 0:
+        return arr.reshape(0, n_objectives)
+    if arr.ndim != 2 or arr.shape[1] != n_objectives:
+        raise ValueError(f"points must have shape [n, {n_objectives}], got {arr.shape}")
+    return arr
+
+
+def _as_maximize(maximize: Sequence[bool]) -> np.ndarray:
+    """Return ``maximize`` as a 1-D bool array with at least one objective."""
+    flags = np.asarray(maximize, dtype=bool)
+    if flags.ndim != 1 or flags.size == 0:
+        raise ValueError("maximize must be a non-empty sequence of bools, one per objective")
+    return flags
+
+
+def _finite_rows(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of rows that contain no NaN."""
+    return ~np.isnan(points).any(axis=1)
+
+
+def pareto_front(points: ArrayLike, maximize: Sequence[bool]) -> list[int]:
+    """Indices (ascending) of the non-dominated rows of ``points``.
+
+    Row ``i`` is kept iff no row ``k`` has ``o(k) >= o(i)`` everywhere and
+    ``o(k) > o(i)`` somewhere (see the module docstring), so duplicates and
+    ties of front rows are all kept. Rows with NaN are never on the front.
+    Empty input gives ``[]``.
+    """
+    flags = _as_maximize(maximize)
+    pts = _as_points(points, flags.size)
+    finite = np.flatnonzero(_finite_rows(pts))
+    if finite.size == 0:
+        return []
+    keep = moocore.is_nondominated(pts[finite], maximise=flags, keep_weakly=True)
+    return finite[keep].tolist()
+
+
+def hypervolume(points: ArrayLike, ref: ArrayLike, maximize: Sequence[bool]) -> float:
+    """Hypervolume of ``points`` with respect to the reference point ``ref``.
+
+    ``HV = λ_m(⋃_p {z : o(ref) <= o(z) <= o(p)})``: the volume of the union
+    of the boxes spanned by ``ref`` and each row, in the original units.
+    Rows that do not strictly dominate ``ref`` and NaN rows contribute 0;
+    empty input gives 0.0.
+    """
+    flags = _as_maximize(maximize)
+    pts = _as_points(points, flags.size)
+    ref_arr = np.asarray(ref, dtype=float)
+    if ref_arr.shape != (flags.size,):
+        raise ValueError(f"ref must have shape ({flags.size},), got {ref_arr.shape}")
+    pts = pts[_finite_rows(pts)]
+    if pts.shape[0] == 0:
+        return 0.0
+    return float(moocore.hypervolume(pts, ref=ref_arr, maximise=flags))
+
+
+def normalized_hypervolume(
+    points: ArrayLike,
+    bounds: Sequence[tuple[float, float]],
+    maximize: Sequence[bool],
+) -> float:
+    """Hypervolume in the unit cube spanned by fixed per-objective bounds; lies in ``[0, 1]``.
+
+    With ``bounds[j] = (low_j, high_j)``, each objective is mapped to a
+    "larger is better" score in ``[0, 1]``::
+
+        s_j = (x_j - low_j) / (high_j - low_j)    if objective j is maximised
+        s_j = (high_j - x_j) / (high_j - low_j)   if objective j is minimised
+
+    clipped to ``[0, 1]``, and the hypervolume is taken with reference point
+    ``s = 0`` (the worst corner of the box). The result is the fraction of
+    the box dominated by the set: 0 when nothing beats the worst corner, 1
+    when a row reaches the best corner. Because the bounds are fixed rather
+    than taken from the data, the value is comparable across iterations and
+    never decreases as trials are added, which makes it a convergence
+    measure for a search.
+    """
+    flags = _as_maximize(maximize)
+    pts = _as_points(points, flags.size)
+    lim = np.asarray(bounds, dtype=float)
+    if lim.shape != (flags.size, 2):
+        raise ValueError(f"bounds must be {flags.size} (low, high) pairs, got shape {lim.shape}")
+    low, high = lim[:, 0], lim[:, 1]
+    if not np.all(high > low):
+        raise ValueError("each bound needs low < high")
+    scores = np.where(flags, pts - low, high - pts) / (high - low)
+    scores = np.clip(scores, 0.0, 1.0)  # NaN passes through and is dropped below
+    return hypervolume(scores, np.zeros(flags.size), [True] * flags.size)
+
+
+def non_dominated_sort(points: ArrayLike, maximize: Sequence[bool]) -> list[int]:
+    """Front rank of every row: 0 = Pareto front, 1 = front once rank 0 is removed, ...
+
+    Duplicate rows share a rank. Rows with NaN get the rank one past the
+    worst finite front (0 if every row has NaN). Empty input gives ``[]``.
+    """
+    flags = _as_maximize(maximize)
+    pts = _as_points(points, flags.size)
+    finite = _finite_rows(pts)
+    ranks = np.zeros(pts.shape[0], dtype=int)
+    if finite.any():
+        ranks[finite] = moocore.pareto_rank(pts[finite], maximise=flags)
+        ranks[~finite] = ranks[finite].max() + 1
+    return ranks.tolist()
+
+
+def crowding_distance(points: ArrayLike) -> np.ndarray:
+    """NSGA-II crowding distance of each row within one front.
+
+    For each objective ``j`` the rows are sorted by ``x_j``; the two extreme
+    rows get ``inf`` and an interior row at sorted position ``k`` gets::
+
+        (x_j[k+1] - x_j[k-1]) / (max_j - min_j)
+
+    (0 when the objective is constant). The distance is the sum over
+    objectives; larger means a less crowded row. Orientation does not matter
+    (the formula is symmetric), so there is no ``maximize`` argument. Fronts
+    with at most two rows are all ``inf``. ``points`` must be finite.
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2:
+        raise ValueError(f"points must have shape [n, m], got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("crowding_distance needs finite points")
+    n = pts.shape[0]
+    distance = np.zeros(n)
+    if n <= 2:
+        distance[:] = np.inf
+        return distance
+    order = np.argsort(pts, axis=0, kind="stable")
+    for j in range(pts.shape[1]):
+        sorted_j = pts[order[:, j], j]
+        span = sorted_j[-1] - sorted_j[0]
+        if span > 0:
+            distance[order[1:-1, j]] += (sorted_j[2:] - sorted_j[:-2]) / span
+        distance[order[[0, -1], j]] = np.inf
+    return distance

@@ -1,0 +1,263 @@
+"""Guided training of one configuration — the core every search trial runs.
+
+Each step minimises (main paper eq. overall)
+
+    L = L_class + λ · mean_{n ∈ annotated} L_loc(A_{k_n}(x_n), M_{k_n}(x_n))
+
+with L_class binary cross-entropy (multi-label) or cross-entropy
+(single-label), and k_n **one ground-truth class drawn at random per image
+and batch** (Sec. 3.5). Only images that keep their annotation
+(``annotation_fraction``) and have a non-empty mask for k_n enter L_loc; the
+mean over them keeps λ independent of the batch size.
+
+After every epoch the model is evaluated on the validation split (the IoU
+threshold is chosen on the held-out split), a checkpoint and an attribution
+overlay are written, and ``callback(EpochResult)`` is called: the search
+layer reports from there. No Ray or MLflow here: a notebook calls
+:func:`train` directly.
+
+Determinism: model init uses ``seed``; epoch e shuffles and draws classes
+with a generator seeded by ``(seed, e)``, so a run resumed from the
+checkpoint of epoch e continues exactly as the uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from mg_tune.checkpoint import CHECKPOINT_FILE, epoch_dir, load_checkpoint, save_checkpoint
+from mg_tune.config import TrainConfig
+from mg_tune.data import build_split
+from mg_tune.data.masks import crayon_relevance
+from mg_tune.evaluation import evaluate_split, ground_truth_pairs
+from mg_tune.guidance.attribution import attribute, check_method
+from mg_tune.guidance.losses import get_loss
+from mg_tune.models import StagedModel, build_model
+from mg_tune.overlay import save_overlay
+
+OVERLAY_FILE = "overlay.png"
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the trial must be reported as failed."""
+
+
+@dataclass
+class EpochResult:
+    """What one finished epoch hands to the callback."""
+
+    epoch: int
+    metrics: dict[str, float]
+    checkpoint: Path
+    overlay: Path | None
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochResult] = field(default_factory=list)
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return self.history[-1].metrics if self.history else {}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def choose_target_classes(labels: Tensor, generator: torch.Generator) -> Tensor:
+    """One ground-truth class per image, uniformly among its positives (Sec. 3.5).
+
+    Images without any positive class get class 0 (their mask is empty, so they
+    never enter the localization loss).
+    """
+    weights = labels.float() + 1e-12 * (labels.sum(1, keepdim=True) == 0)
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+
+
+class GuidedTrainer:
+    """Holds the model, optimiser and data of one run; :func:`train` drives it."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.train_set = build_split(config.data, "train")
+        self.val_set = build_split(config.data, "val")
+        self.heldout_set = build_split(config.data, "heldout")
+        self.info = self.train_set.info
+        self.model: StagedModel = build_model(config.model, self.info.num_classes, config.weights).to(self.device)
+        check_method(config.attribution, self.model)
+        if config.init_checkpoint:
+            self.model.load_state_dict(load_checkpoint(config.init_checkpoint)["model"])
+        self.reference = self._frozen_copy() if config.loss == "crayon_attention" else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.loss_fn = get_loss(config.loss)
+        self.mask_key = "masks" if config.data.mask_kind == "box" else "seg_masks"
+        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        self.scaler = torch.amp.GradScaler(enabled=config.amp and self.device.type == "cuda")
+
+    def _frozen_copy(self) -> StagedModel:
+        reference = copy.deepcopy(self.model).eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        return reference
+
+    def loader(self, dataset, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+        size = self.config.batch_size if shuffle else self.config.eval_batch_size
+        return DataLoader(dataset, batch_size=size, shuffle=shuffle, generator=generator, num_workers=self.config.num_workers)
+
+    def restore(self, checkpoint: str | Path) -> int:
+        """Load model and optimiser from a checkpoint; return the epoch it ended."""
+        state = load_checkpoint(checkpoint)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        return int(state["epoch"])
+
+    # -- one step -----------------------------------------------------------------
+    def losses(self, batch: dict, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """(total, classification, localization) loss of one batch."""
+        cfg = self.config
+        images = batch["image"].to(self.device)
+        labels = batch["labels"].to(self.device)
+        targets = choose_target_classes(batch["labels"], generator).to(self.device)
+        masks = batch[self.mask_key][torch.arange(len(targets)), targets.cpu()].to(self.device)
+        use = (batch["has_mask"].to(self.device)) & (masks.sum((1, 2)) > 0)
+        guided = cfg.lam > 0 and bool(use.any())
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=cfg.amp):
+            if guided:
+                att = attribute(self.model, images, targets, cfg.attribution, cfg.layer, create_graph=True, size=tuple(masks.shape[-2:]))
+                logits = self.model(images) if cfg.attribution == "bcos" else att.logits
+                loc = self._localization(att.maps[use].float(), masks[use], images[use], targets[use])
+            else:
+                logits = self.model(images)
+                loc = torch.zeros((), device=self.device)
+            cls = self._classification(logits.float(), labels)
+        return cls + cfg.lam * loc, cls, loc
+
+    def _classification(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.info.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, labels)
+        return F.cross_entropy(logits, labels.argmax(1))
+
+    def _localization(self, maps: Tensor, masks: Tensor, images: Tensor, targets: Tensor) -> Tensor:
+        params = dict(self.config.loss_params)
+        if self.reference is None:
+            return self.loss_fn(maps, masks, **params).mean()
+        # CRAYON-Attention: the original model's saliency, judged yes/no against the mask.
+        with torch.enable_grad():
+            ref = attribute(self.reference, images, targets, self.config.attribution, self.config.layer, size=tuple(masks.shape[-2:]))
+        ref_maps = ref.maps.detach().float()
+        relevant = crayon_relevance(ref_maps, masks)
+        return self.loss_fn(maps, ref_maps, relevant, **params).mean()
+
+    def step(self, batch: dict, generator: torch.Generator) -> tuple[float, float, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        total, cls, loc = self.losses(batch, generator)
+        if not torch.isfinite(total):
+            raise DivergedError(
+                f"non-finite loss {total.item()} (class {cls.item()}, localization {loc.item()}) "
+                f"with lam={self.config.lam}, lr={self.config.lr}"
+            )
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total.item(), cls.item(), loc.item()
+
+    # -- one epoch ----------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        self.model.train()
+        sums = np.zeros(3)
+        batches = 0
+        for batch in self.loader(self.train_set, shuffle=True, generator=generator):
+            sums += self.step(batch, generator)
+            batches += 1
+        mean = sums / max(batches, 1)
+        return {"train_loss": mean[0], "train_class_loss": mean[1], "train_loc_loss": mean[2]}
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics; the IoU threshold is chosen on the held-out split."""
+        common = dict(
+            model=self.model,
+            method=self.config.attribution,
+            layer=self.config.layer,
+            multilabel=self.info.multilabel,
+            group_names=self.info.group_names,
+            device=self.device,
+        )
+        heldout = evaluate_split(loader=self.loader(self.heldout_set, shuffle=False), **common)
+        val = evaluate_split(loader=self.loader(self.val_set, shuffle=False), iou_threshold=heldout.best_iou_threshold(), **common)
+        return val.metrics
+
+    def write_overlay(self, path: Path) -> Path | None:
+        """Attribution overlay of the first ``overlay_images`` validation images."""
+        n = min(self.config.overlay_images, len(self.val_set))
+        if n == 0:
+            return None
+        batch = next(iter(DataLoader(torch.utils.data.Subset(self.val_set, range(n)), batch_size=n)))
+        rows, classes = ground_truth_pairs(batch["labels"], self.info.multilabel)
+        first = torch.unique(rows, return_inverse=False)
+        pick = torch.stack([torch.nonzero(rows == r)[0, 0] for r in first])
+        rows, classes = rows[pick], classes[pick]
+        self.model.eval()
+        images = batch["image"][rows].to(self.device)
+        maps = attribute(self.model, images, classes.to(self.device), self.config.attribution, self.config.layer, size=(images.shape[-2], images.shape[-1])).maps
+        return save_overlay(path, images.cpu(), maps.detach().cpu(), batch[self.mask_key][rows, classes])
+
+
+def train(
+    config: TrainConfig,
+    callback: Callable[[EpochResult], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+) -> TrainResult:
+    """Train ``config`` for ``config.epochs`` epochs; see the module docstring.
+
+    Args:
+        callback: called after every epoch with its :class:`EpochResult`.
+        checkpoint_dir: where ``epoch=NNN/checkpoint.pt`` and ``overlay.png``
+            go (a temporary directory when None).
+        resume_from: a checkpoint to continue from (epochs after it are run).
+
+    Raises:
+        DivergedError: when the loss becomes NaN or infinite.
+    """
+    trainer = GuidedTrainer(config)
+    start = trainer.restore(resume_from) + 1 if resume_from else 1
+    result = TrainResult()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
+        for epoch in range(start, config.epochs + 1):
+            metrics = trainer.train_epoch(epoch)
+            metrics.update(trainer.validate())
+            metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+            folder = epoch_dir(root, epoch)
+            checkpoint = save_checkpoint(folder / CHECKPOINT_FILE, trainer.model, trainer.optimizer, epoch, metrics, config.model_dump(mode="json"))
+            overlay = trainer.write_overlay(folder / OVERLAY_FILE)
+            epoch_result = EpochResult(epoch, metrics, checkpoint, overlay)
+            result.history.append(epoch_result)
+            if callback is not None:
+                callback(epoch_result)
+    return result
