@@ -1,0 +1,67 @@
+"""Spec → Optuna: the define-by-run search space, the sampler and warm-start points.
+
+λ is conditional on the loss: Optuna samples ``lam_<loss>`` (a distinct
+parameter per loss, as Optuna's conditional spaces require) from that loss's
+log-uniform range, and :func:`trial_params` maps it back to ``lam``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import optuna
+
+from mg_tune.search.spec import SearchSpec
+
+LAMBDA_PREFIX = "lam_"
+
+
+def define_by_run(spec: SearchSpec) -> Callable[[optuna.Trial], None]:
+    """The define-by-run function OptunaSearch calls for every new trial."""
+
+    def define(trial: optuna.Trial) -> None:
+        for name, dist in spec.space.items():
+            if name == "lam":
+                continue
+            if dist.kind == "choice":
+                trial.suggest_categorical(name, dist.choice)
+            elif dist.kind == "int":
+                trial.suggest_int(name, *dist.int)
+            else:
+                trial.suggest_float(name, *getattr(dist, dist.kind), log=dist.kind == "loguniform")
+        if "lam" in spec.space:
+            loss = trial.params.get("loss", spec.losses()[0])
+            trial.suggest_float(LAMBDA_PREFIX + loss, *spec.lambda_range(loss), log=True)
+
+    return define
+
+
+def trial_params(sampled: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's parameter names → TrainConfig field names (``lam_energy`` → ``lam``)."""
+    return {("lam" if k.startswith(LAMBDA_PREFIX) else k): v for k, v in sampled.items()}
+
+
+def warm_start_points(spec: SearchSpec) -> list[dict[str, Any]]:
+    """Points enqueued before sampling: the full grid for ``sampler: grid``."""
+    if spec.sampler != "grid":
+        return []
+    return [
+        {(LAMBDA_PREFIX + p.get("loss", spec.losses()[0]) if k == "lam" else k): v for k, v in p.items()}
+        for p in spec.grid_points()
+    ]
+
+
+def build_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by the spec, seeded by ``spec.seed``.
+
+    NSGA-II/III use a population of max(4, min(50, trials // 2)) so small
+    searches still get past random initialisation; TPE is multivariate.
+    """
+    population = max(4, min(50, spec.trials // 2))
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed, population_size=population)
+    if spec.sampler == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=spec.seed, population_size=population)
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, n_startup_trials=max(2, spec.trials // 4))
+    return optuna.samplers.RandomSampler(seed=spec.seed)  # random, and grid (all points enqueued)

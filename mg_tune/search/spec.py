@@ -1,0 +1,282 @@
+"""Search specs: the YAML files in ``search_spaces/``, validated by pydantic.
+
+A spec fixes part of :class:`~mg_tune.config.TrainConfig` (``fixed``), names
+the hyperparameters to search (``space``) and how (``sampler``, ``trials``,
+``concurrency``, ``resources``), and what "better" means (``objectives``,
+all maximised unless ``direction: min``, and optional ``constraints`` that a
+checkpoint must meet to be on the Pareto front).
+
+Search-space entries::
+
+    lr: {loguniform: [1.0e-4, 1.0e-2]}
+    epochs: {int: [2, 6]}
+    dilation: {uniform: [0, 50]}
+    attribution: {choice: [ixg, gradcam]}
+    lam: {loguniform_by_loss: {energy: [1.0e-4, 5.0e-2]}}   # conditional on `loss`
+
+``lam`` is always conditional on the loss: its range defaults to one decade
+around the reproducibility study's grid for that loss (Table 5), i.e.
+[min/√10, max·√10]. The ``grid`` sampler runs every combination of the
+``choice`` lists and, for λ, the paper's exact grid per loss.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.guidance.losses import LOSSES
+
+PAPER_LAMBDA_GRID: dict[str, tuple[float, ...]] = {
+    "l1": (1e-3, 5e-3, 1e-2),
+    "energy": (5e-4, 1e-3, 5e-3),
+    "rrr": (5e-6, 1e-5, 5e-5),
+    "ppce": (1e-4, 5e-4, 1e-3),
+    "energy_star": (0.5,),
+}
+"""λ_loc grids of the main paper as listed by the reproducibility study (Table 5)."""
+
+METRIC_NAMES: tuple[str, ...] = (
+    "f1", "map", "accuracy", "epg", "iou", "seg_epg", "x_seg_epg", "pafl", "safl",
+    "worst_group_acc", "mean_group_acc",
+)
+SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "random", "grid")
+SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint"))
+DATA_SEARCHABLE: tuple[str, ...] = ("annotation_fraction", "dilation", "mask_kind")
+
+
+def default_lambda_range(loss: str) -> tuple[float, float]:
+    """One decade around the paper's grid: [min/√10, max·√10]."""
+    grid = PAPER_LAMBDA_GRID.get(loss, (1e-3, 1e-1))
+    return min(grid) / math.sqrt(10), max(grid) * math.sqrt(10)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Distribution(_Strict):
+    """Exactly one of the keys below."""
+
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int: tuple[int, int] | None = None
+    choice: list[Any] | None = None
+    loguniform_by_loss: dict[str, tuple[float, float]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Distribution":
+        kinds = [k for k in ("loguniform", "uniform", "int", "choice", "loguniform_by_loss") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of loguniform, uniform, int, choice, loguniform_by_loss (got {kinds or 'none'})")
+        for kind in ("loguniform", "uniform", "int"):
+            bounds = getattr(self, kind)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{kind} needs low < high, got {list(bounds)}")
+        for bounds in [self.loguniform] + list((self.loguniform_by_loss or {}).values()):
+            if bounds is not None and bounds[0] <= 0:
+                raise ValueError(f"loguniform needs positive bounds, got {list(bounds)}")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        if self.loguniform_by_loss:
+            unknown = sorted(set(self.loguniform_by_loss) - set(LOSSES))
+            if unknown:
+                raise ValueError(f"unknown loss {unknown[0]!r} in loguniform_by_loss; valid losses: {', '.join(LOSSES)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("loguniform", "uniform", "int", "choice", "loguniform_by_loss") if getattr(self, k) is not None)
+
+
+class Objective(_Strict):
+    name: str
+    direction: Literal["max", "min"] = "max"
+
+    @field_validator("name")
+    @classmethod
+    def _is_metric(cls, name: str) -> str:
+        if name not in METRIC_NAMES:
+            raise ValueError(f"objective {name!r} is not a metric; valid metrics: {', '.join(METRIC_NAMES)}")
+        return name
+
+
+class Constraint(_Strict):
+    """``metric >= value`` or ``metric <= value``, parsed from strings like ``"f1 >= 0.6"``."""
+
+    metric: str
+    op: Literal[">=", "<="]
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        for op in (">=", "<="):
+            if op in text:
+                metric, value = (part.strip() for part in text.split(op, 1))
+                if metric not in METRIC_NAMES:
+                    raise ValueError(f"constraint {text!r}: {metric!r} is not a metric; valid metrics: {', '.join(METRIC_NAMES)}")
+                return cls(metric=metric, op=op, value=float(value))
+        raise ValueError(f"constraint {text!r} must look like 'metric >= value' or 'metric <= value'")
+
+    def holds(self, value: float) -> bool:
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SearchSpec(_Strict):
+    """A whole search; see the module docstring."""
+
+    name: str = "search"
+    data: DataConfig = Field(default_factory=DataConfig)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(name=n) for n in ("f1", "epg", "iou")])
+    constraints: list[str] = Field(default_factory=list)
+    sampler: Literal["nsga2", "nsga3", "tpe", "random", "grid"] = "nsga2"
+    trials: int = Field(8, gt=0)
+    concurrency: int = Field(2, gt=0)
+    resources: Resources = Field(default_factory=Resources)
+    seed: int = 0
+    tracking_uri: str | None = None
+    storage_path: str | None = None
+    max_failures: int = Field(2, ge=0)
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objective_strings(cls, value: Any) -> Any:
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchSpec":
+        for name in self.space:
+            if name not in SEARCHABLE and name not in DATA_SEARCHABLE:
+                raise ValueError(f"space.{name}: not a searchable hyperparameter; valid: {', '.join(SEARCHABLE + DATA_SEARCHABLE)}")
+            if name in self.fixed:
+                raise ValueError(f"{name} is both fixed and searched")
+        if "lam" in self.space and self.space["lam"].kind != "loguniform_by_loss":
+            raise ValueError("space.lam must be loguniform_by_loss (λ's range depends on the loss)")
+        bounds: dict[str, list[Constraint]] = {}
+        for text in self.constraints:
+            c = Constraint.parse(text)
+            bounds.setdefault(c.metric, []).append(c)
+        for metric, cs in bounds.items():
+            low = max((c.value for c in cs if c.op == ">="), default=-math.inf)
+            high = min((c.value for c in cs if c.op == "<="), default=math.inf)
+            if low > high:
+                raise ValueError(f"constraints on {metric} contradict each other: {metric} >= {low} and {metric} <= {high}")
+        self.train_config({**self.fixed, **self.first_point()})  # every fixed value must be valid
+        return self
+
+    # -- derived views ------------------------------------------------------------
+    @property
+    def parsed_constraints(self) -> list[Constraint]:
+        return [Constraint.parse(t) for t in self.constraints]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def losses(self) -> list[str]:
+        if "loss" in self.space:
+            return list(self.space["loss"].choice or [])
+        return [self.fixed.get("loss", TrainConfig.model_fields["loss"].default)]
+
+    def lambda_range(self, loss: str) -> tuple[float, float]:
+        ranges = self.space["lam"].loguniform_by_loss if "lam" in self.space else {}
+        return tuple(ranges.get(loss, default_lambda_range(loss)))
+
+    def first_point(self) -> dict[str, Any]:
+        """A representative point of the space (used to validate the spec)."""
+        point = {}
+        for name, dist in self.space.items():
+            if dist.kind == "choice":
+                point[name] = dist.choice[0]
+            elif dist.kind == "int":
+                point[name] = dist.int[0]
+            elif name == "lam":
+                point[name] = self.lambda_range(self.losses()[0])[0]
+            else:
+                point[name] = getattr(dist, dist.kind)[0]
+        return point
+
+    def train_config(self, params: dict[str, Any]) -> TrainConfig:
+        """The TrainConfig of one trial: the spec's data and fixed values, then ``params``."""
+        values = {**self.fixed, **params}
+        data_updates = {k: values.pop(k) for k in DATA_SEARCHABLE if k in values}
+        data = self.data.model_copy(update=data_updates)
+        return TrainConfig(data=DataConfig.model_validate(data.model_dump()), **values)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination for the ``grid`` sampler; λ takes the paper's grid of each loss."""
+        names = [n for n in self.space if n != "lam"]
+        for n in names:
+            if self.space[n].kind != "choice":
+                raise ValueError(f"sampler 'grid' needs choice lists; space.{n} is {self.space[n].kind}")
+        points = []
+        for combo in itertools.product(*(self.space[n].choice for n in names)):
+            point = dict(zip(names, combo))
+            loss = point.get("loss", self.losses()[0])
+            lams = PAPER_LAMBDA_GRID.get(loss, (self.fixed.get("lam", 0.0),)) if "lam" in self.space else (None,)
+            for lam in lams:
+                points.append(point | ({"lam": lam} if lam is not None else {}))
+        return points
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file, field and value."""
+
+
+def load_spec(path: str | Path) -> tuple[SearchSpec, str]:
+    """Read and validate a YAML spec; return it with its text (logged to MLflow)."""
+    from pydantic import ValidationError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}:{where} malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        return SearchSpec.model_validate(raw), text
+    except ValidationError as exc:
+        raise SpecError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: Any) -> str:
+    """The first pydantic error as 'field.path: message (got value)', with a did-you-mean for typos."""
+    import difflib
+
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        field = str(err["loc"][-1])
+        parent = SearchSpec
+        candidates = list(parent.model_fields) + list(TrainConfig.model_fields) + list(DataConfig.model_fields)
+        close = difflib.get_close_matches(field, candidates, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{loc}: unknown key{hint}"
+    message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
+    return f"{loc}: {message}{shown}" if loc else f"{message}"

@@ -1,0 +1,83 @@
+"""Search specs: validation, conditional λ, grid points, error messages."""
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
+from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, default_lambda_range, load_spec
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+@pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_validate(path):
+    spec, text = load_spec(path)
+    assert spec.name and text.startswith("#")
+    spec.train_config(spec.first_point())
+
+
+def test_default_lambda_range_is_a_decade_around_the_paper_grid():
+    low, high = default_lambda_range("energy")  # grid 5e-4 .. 5e-3
+    assert low == pytest.approx(5e-4 / math.sqrt(10)) and high == pytest.approx(5e-3 * math.sqrt(10))
+    assert high / low == pytest.approx(100.0)
+
+
+def test_lambda_range_is_conditional_on_the_sampled_loss():
+    spec = SearchSpec.model_validate(
+        {"space": {"loss": {"choice": ["energy", "rrr"]}, "lam": {"loguniform_by_loss": {"energy": [0.1, 1.0]}}}}
+    )
+    study = optuna.create_study(directions=["maximize"] * 3, sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {"energy": [], "rrr": []}
+    define = define_by_run(spec)
+    for _ in range(40):
+        trial = study.ask()
+        define(trial)
+        params = trial_params(trial.params)
+        seen[params["loss"]].append(params["lam"])
+        study.tell(trial, [0.0, 0.0, 0.0])
+    assert all(0.1 <= v <= 1.0 for v in seen["energy"]) and seen["energy"]
+    low, high = default_lambda_range("rrr")
+    assert all(low <= v <= high for v in seen["rrr"]) and seen["rrr"]
+
+
+def test_grid_sampler_enumerates_the_papers_lambda_grid():
+    spec = SearchSpec.model_validate(
+        {"sampler": "grid", "space": {"loss": {"choice": ["l1", "energy"]}, "layer": {"choice": ["input", "final"]}, "lam": {"loguniform_by_loss": {}}}}
+    )
+    points = spec.grid_points()
+    assert len(points) == 2 * 2 * 3
+    assert sorted(p["lam"] for p in points if p["loss"] == "energy" and p["layer"] == "input") == sorted(PAPER_LAMBDA_GRID["energy"])
+    enqueued = warm_start_points(spec)
+    assert {"loss": "l1", "layer": "input", "lam_l1": 1e-3} in enqueued
+
+
+@pytest.mark.parametrize("sampler,cls", [("nsga2", optuna.samplers.NSGAIISampler), ("nsga3", optuna.samplers.NSGAIIISampler), ("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler)])
+def test_sampler_names_build_optuna_samplers(sampler, cls):
+    assert isinstance(build_sampler(SearchSpec(sampler=sampler)), cls)
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("trials: 3\nsampler: nsga9\n", "sampler: Input should be 'nsga2'"),
+        ("trails: 3\n", "trails: unknown key; did you mean 'trials'?"),
+        ("space: {lr: {loguniform: [0, 1.0]}}\n", "space.lr: loguniform needs positive bounds"),
+        ("space: {lr: {loguniform: [1.0, 0.1]}}\n", "space.lr: loguniform needs low < high"),
+        ("objectives: [f1, accuracy_top5]\n", "objective 'accuracy_top5' is not a metric"),
+        ("constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n", "constraints on f1 contradict each other"),
+        ("fixed: {loss: enrgy}\n", "loss='enrgy' is not one of"),
+        ("trials: many\n", "trials: Input should be a valid integer"),
+        ("space: {lam: {loguniform: [0.1, 1.0]}}\n", "space.lam must be loguniform_by_loss"),
+        ("data: {variant: multilabel\n", "malformed YAML"),
+    ],
+)
+def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    text = str(info.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text
