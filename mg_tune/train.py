@@ -112,7 +112,8 @@ class GuidedTrainer:
         if config.init_checkpoint:
             self.model.load_state_dict(load_checkpoint(config.init_checkpoint)["model"])
         self.reference = self._frozen_copy() if config.loss == "crayon_attention" else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.loss_fn = get_loss(config.loss)
         self.mask_key = "masks" if config.data.mask_kind == "box" else "seg_masks"
         self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
@@ -180,7 +181,8 @@ class GuidedTrainer:
                 f"non-finite loss {total.item()} (class {cls.item()}, localization {loc.item()}) "
                 f"with lam={self.config.lam}, lr={self.config.lr}"
             )
-        self.scaler.scale(total).backward()
+        # gradients of the parameters only: at the input layer the image also requires grad
+        self.scaler.scale(total).backward(inputs=self.trainable)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return total.item(), cls.item(), loc.item()
