@@ -303,7 +303,6 @@ class SpuriousTextBox(TextBoxDataset):
         "textbox_spurious", ("A", "B"), multilabel=False, group_names=("A/land", "A/water", "B/land", "B/water")
     )
     PATCH = 20
-    LETTER_SCALE = 2
     BACKGROUNDS: tuple[Color, Color] = ((0.35, 0.60, 0.20), (0.15, 0.35, 0.75))
     BG_NOISE = 0.05
     TEST_RATE = 0.5
@@ -316,11 +315,16 @@ class SpuriousTextBox(TextBoxDataset):
         annotation_fraction: float = 1.0,
         dilation: float = 0.0,
         spurious_rate: float = 0.95,
+        letter_scale: int = 2,
     ) -> None:
         if not 0.0 <= spurious_rate <= 1.0:
             raise ValueError(f"spurious_rate must lie in [0, 1], got spurious_rate={spurious_rate}")
+        if letter_scale not in (1, 2, 3):
+            raise ValueError(f"letter_scale must be 1, 2 or 3, got letter_scale={letter_scale}")
         super().__init__(split, size, seed, annotation_fraction, dilation)
         self.spurious_rate = spurious_rate
+        self.letter_scale = letter_scale
+        self.patch = max(self.PATCH, 7 * letter_scale + 2 * GAP + 2)
 
     @property
     def cue_rate(self) -> float:
@@ -333,13 +337,14 @@ class SpuriousTextBox(TextBoxDataset):
         colour = np.asarray(self.BACKGROUNDS[background])[:, None, None]
         canvas = np.clip(colour + rng.normal(0.0, self.BG_NOISE, (3, IMAGE_SIZE, IMAGE_SIZE)), 0.0, 1.0)
         letter = self.info.class_names[label]
-        strokes = glyph(letter, self.LETTER_SCALE)
+        strokes = glyph(letter, self.letter_scale)
         h, w = strokes.shape
-        px, py = (int(v) for v in rng.integers(0, IMAGE_SIZE - self.PATCH + 1, size=2))
-        lx, ly = (int(v) for v in rng.integers(GAP, [self.PATCH - w - GAP + 1, self.PATCH - h - GAP + 1]))
-        pixels = np.zeros((self.PATCH, self.PATCH), dtype=bool)
+        side = self.patch
+        px, py = (int(v) for v in rng.integers(0, IMAGE_SIZE - side + 1, size=2))
+        lx, ly = (int(v) for v in rng.integers(GAP, [side - w - GAP + 1, side - h - GAP + 1]))
+        pixels = np.zeros((side, side), dtype=bool)
         pixels[ly : ly + h, lx : lx + w] = strokes
-        patch = SceneObject(letter, (px, py, px + self.PATCH, py + self.PATCH), pixels, fill=BLACK)
+        patch = SceneObject(letter, (px, py, px + side, py + side), pixels, fill=BLACK)
         return Scene(canvas, (patch,), _one_hot(label, 2), ((label, 0),), group=2 * label + background)
 
 

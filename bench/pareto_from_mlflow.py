@@ -1,0 +1,252 @@
+"""Reading a search's Pareto front from MLflow: bounded paging vs one history request per run (issue 5).
+
+Fills a fresh SQLite tracking store with ``--trials`` x ``--epochs``
+checkpoints laid out exactly as :class:`mg_tune.tracking.TrialLogger` writes
+them (one child run per trial, one READY LoggedModel per epoch with its
+metrics linked, the same metrics with ``step=epoch`` on the run), but fast
+and **without checkpoint files**: per trial one ``create_run``, one
+``log_batch`` of params, then per epoch ``create_logged_model`` and
+``finalize_logged_model``, and one ``log_batch`` of all its epochs' metrics
+(MLflow has no batch call for LoggedModels). Artifacts play no part in
+reading the front, so skipping them changes nothing measured. The writers
+are ``--workers`` processes with SQLite's fsync turned off (fill only; the
+store is put back into SQLite's default journal mode before reading).
+
+Then, on the same store, it times and counts tracking-store requests
+(:func:`mg_tune.tracking.count_requests`; against an MLflow server each is
+one HTTP request) of
+
+* **mg-tune**: :func:`mg_tune.pareto_report.search_pareto` with
+  ``tag=False`` (experiment + ``search_runs`` pages + ``search_logged_models``
+  pages, then the front and hypervolume);
+* **naive**: ``search_runs`` pages, then ``get_metric_history(run, key)``
+  for every run and objective (what the MLflow client offers for per-epoch
+  values), then the same front.
+
+Both must find the same front. ``--sizes`` runs several search sizes to
+show the scaling: mg-tune's requests grow only by one per 1,000 runs or
+checkpoints (a page), the naive count by 3 per trial. With ``--server`` the
+reads also go over HTTP to an ``mlflow server`` (127.0.0.1) on the same
+store, which is how a cluster reads them.
+
+    python bench/pareto_from_mlflow.py                      # 1,000 trials x 10 epochs
+    python bench/pareto_from_mlflow.py --sizes 100 1000 --server
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus, Metric, Param
+
+from mg_tune.pareto import pareto_front
+from mg_tune.pareto_report import search_pareto
+from mg_tune.tracking import (
+    EPOCH_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    SEARCH_TAG,
+    TRIAL_TAG,
+    SearchRun,
+    count_requests,
+    iter_runs,
+    start_search,
+)
+
+OBJECTIVES = ["f1", "epg", "iou"]
+
+
+def _fast_sqlite() -> None:
+    """Fill-only: no fsync per commit, WAL (so parallel writers mostly wait on CPU, not on disk)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+
+def _start(uri: str, name: str, trials: int) -> SearchRun:
+    return start_search(name, {"objectives": OBJECTIVES, "trials": trials}, "bench: true\n", uri, resume=False)
+
+
+def _fill_trials(search: SearchRun, first: int, last: int, epochs: int) -> None:
+    client = MlflowClient(search.tracking_uri)
+    for t in range(first, last):
+        rng = np.random.default_rng(t)
+        trial = f"trial_{t:05d}"
+        tags = {TRIAL_TAG: trial, PARENT_TAG: search.run_id, SEARCH_TAG: search.name, ROLE_TAG: "trial"}
+        run_id = client.create_run(search.experiment_id, run_name=trial, tags=tags).info.run_id
+        client.log_batch(run_id, params=[Param("lam", repr(float(10 ** rng.uniform(-3, 2)))), Param("loss", "energy")])
+        metrics = []
+        for epoch in range(1, epochs + 1):
+            model = client.create_logged_model(
+                search.experiment_id, name=f"{trial}-epoch-{epoch:03d}", source_run_id=run_id,
+                tags={TRIAL_TAG: trial, EPOCH_TAG: str(epoch), SEARCH_TAG: search.name},
+            )
+            f1, epg, iou = rng.beta(2, 2, size=3)
+            values = {"f1": f1, "epg": epg * (1.2 - f1) / 1.2, "iou": iou * epg, "loss": rng.uniform(), "epoch": epoch}
+            metrics += [Metric(k, float(v), model.creation_timestamp, epoch, model_id=model.model_id) for k, v in values.items()]
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        client.log_batch(run_id, metrics=metrics)
+        client.set_terminated(run_id, "FINISHED")
+
+
+def fill(db: Path, name: str, trials: int, epochs: int, workers: int) -> float:
+    """Write ``trials`` x ``epochs`` checkpoints (no files) from ``workers`` processes; return seconds.
+
+    The writers are child processes with fill-only SQLite pragmas; afterwards
+    the file is put back in SQLite's default (rollback journal) mode, so the
+    measuring process reads an ordinary store.
+    """
+    uri = f"sqlite:///{db}"
+    t0 = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=_fast_sqlite) as pool:
+        search = pool.submit(_start, uri, name, trials).result()  # creates the schema, single writer
+    bounds = np.linspace(0, trials, workers + 1).astype(int)
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_fast_sqlite) as pool:
+        for job in [pool.submit(_fill_trials, search, a, b, epochs) for a, b in zip(bounds[:-1], bounds[1:])]:
+            job.result()
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.execute("PRAGMA journal_mode=DELETE")
+    return time.perf_counter() - t0
+
+
+def naive_front(uri: str, name: str) -> tuple[set[tuple[str, int]], int]:
+    """Front via one ``get_metric_history`` per run and objective; returns (front, rows)."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(f"mg-tune/{name}")
+    rows: dict[tuple[str, int], dict[str, float]] = {}
+    for run in iter_runs(client, experiment.experiment_id, f"tags.`{ROLE_TAG}` = 'trial'"):
+        for key in OBJECTIVES:
+            for metric in client.get_metric_history(run.info.run_id, key):
+                rows.setdefault((run.info.run_id, metric.step), {})[key] = metric.value
+    keys = sorted(rows)
+    points = np.array([[rows[k].get(o, np.nan) for o in OBJECTIVES] for k in keys]).reshape(-1, len(OBJECTIVES))
+    return {keys[i] for i in pareto_front(points, [True] * len(OBJECTIVES))}, len(keys)
+
+
+def measure(uri: str, name: str, repeats: int) -> dict:
+    """Best-of-``repeats`` seconds and request counts for both readers; asserts they agree."""
+    best_fast, best_naive = float("inf"), float("inf")
+    for _ in range(repeats):
+        with count_requests() as fast_count:
+            t0 = time.perf_counter()
+            result = search_pareto(uri, name, OBJECTIVES, [True, True, True], tag=False)
+            best_fast = min(best_fast, time.perf_counter() - t0)
+        with count_requests() as naive_count:
+            t0 = time.perf_counter()
+            front, rows = naive_front(uri, name)
+            best_naive = min(best_naive, time.perf_counter() - t0)
+    fast_front = set(zip(result.front.run_id, result.front.epoch.astype(int)))
+    assert fast_front == front and rows == len(result.table), "the two readers disagree"
+    return {
+        "rows": len(result.table),
+        "front": len(fast_front),
+        "fast_s": best_fast,
+        "naive_s": best_naive,
+        "fast_req": fast_count.store,
+        "naive_req": naive_count.store,
+        "fast_http": fast_count.http,
+        "naive_http": naive_count.http,
+        "fast_calls": dict(fast_count.calls),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``mlflow server`` on 127.0.0.1 over an existing SQLite store (1 worker, no job runner)."""
+
+    def __init__(self, backend_uri: str, artifacts: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+        self.proc = subprocess.Popen(
+            [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts.as_uri()],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.uri = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("mlflow server did not become healthy in 90 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000], help="numbers of trials (one store each)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many reads")
+    parser.add_argument("--workers", type=int, default=1, help="writer processes for the fill (SQLite serialises writers: 2 were slower than 1 here)")
+    parser.add_argument("--server", action="store_true", help="also read over HTTP from an mlflow server")
+    args = parser.parse_args()
+
+    print(f"# Pareto from MLflow: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    header = f"{'via':6} {'trials':>6} {'ckpts':>6} {'front':>5} | {'mg-tune req':>11} {'s':>7} | {'naive req':>9} {'s':>7} | {'req ratio':>9} {'time ratio':>10}"
+    lines = [header, "-" * len(header)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for trials in args.sizes:
+            folder = Path(tmp) / f"n{trials}"
+            folder.mkdir()
+            uri = f"sqlite:///{folder / 'mlflow.db'}"
+            fill_s = fill(folder / "mlflow.db", "bench", trials, args.epochs, args.workers)
+            print(f"filled {trials} trials x {args.epochs} epochs in {fill_s:.1f} s ({args.workers} writer processes)", flush=True)
+            targets = [("sqlite", uri)]
+            server = Server(uri, folder / "artifacts") if args.server else None
+            if server is not None:
+                targets.append(("http", server.uri))
+            try:
+                for via, target in targets:
+                    m = measure(target, "bench", args.repeats)
+                    req = (m["fast_http"], m["naive_http"]) if via == "http" else (m["fast_req"], m["naive_req"])
+                    lines.append(
+                        f"{via:6} {trials:>6} {m['rows']:>6} {m['front']:>5} | {req[0]:>11} {m['fast_s']:>7.2f} | "
+                        f"{req[1]:>9} {m['naive_s']:>7.2f} | {req[1] / req[0]:>8.0f}x {m['naive_s'] / m['fast_s']:>9.1f}x"
+                    )
+                    print(lines[-1], f"  mg-tune calls: {m['fast_calls']}", flush=True)
+            finally:
+                if server is not None:
+                    server.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+    print()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""The Pareto front of a search, computed from MLflow alone.
+
+:func:`checkpoint_table` reads every (trial, epoch) checkpoint of a search
+with a bounded number of requests -- the experiment, ``search_runs`` pages
+(trial params and status) and ``search_logged_models`` pages (one READY
+LoggedModel per epoch, with its metrics; see :mod:`mg_tune.tracking`) -- and
+:func:`search_pareto` applies :func:`mg_tune.pareto.pareto_front` and
+:func:`mg_tune.pareto.normalized_hypervolume` to it, then (``tag=True``)
+writes the result back to MLflow: tags on the front's runs and LoggedModels,
+the hypervolume and a pairwise Pareto plot on the parent run.
+
+Hypervolume
+    ``HV = normalized_hypervolume(front, bounds, maximize)``: the fraction of
+    the box spanned by ``bounds`` (default ``(0, 1)`` per objective: F1, mAP,
+    EPG and IoU are fractions) dominated by the front, in ``[0, 1]``. Fixed
+    bounds keep it comparable while a search grows; it is logged on the
+    parent run as ``pareto_hypervolume`` with ``step`` = the number of
+    (trial, epoch) points with finite objectives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModel, LoggedModelStatus, Metric, Run, RunTag
+
+from mg_tune.pareto import normalized_hypervolume, pareto_front
+from mg_tune.tracking import (
+    CHECKPOINT_ARTIFACT,
+    ROLE_TAG,
+    TRIAL_TAG,
+    count_requests,
+    experiment_name,
+    find_search_run,
+    iter_logged_models,
+    iter_runs,
+    model_epoch,
+    redact_uri,
+)
+
+__all__ = [
+    "PARETO_EPOCHS_TAG",
+    "PARETO_TAG",
+    "ParetoResult",
+    "checkpoint_table",
+    "count_requests",
+    "pareto_figure",
+    "pareto_png",
+    "search_pareto",
+]
+
+PARETO_TAG = "pareto"
+PARETO_EPOCHS_TAG = "pareto_epochs"
+OBJECTIVES_TAG = "pareto_objectives"
+CONSTRAINTS_TAG = "pareto_constraints"
+HYPERVOLUME_METRIC = "pareto_hypervolume"
+PLOT_DIR = "pareto"
+ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri"]
+_FLOAT_MAX = 1.7976931348623157e308  # how SQL stores ±inf
+
+
+@dataclass
+class ParetoResult:
+    """``table``: every (trial, epoch) with a ``pareto`` bool column; ``front``: its Pareto rows."""
+
+    table: pd.DataFrame
+    front: pd.DataFrame
+    hypervolume: float
+    objectives: list[str]
+    maximize: list[bool]
+    constraints: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Search:
+    client: MlflowClient
+    experiment_id: str
+    parent: Run | None
+    runs: dict[str, Run]
+    models: dict[tuple[str, int], LoggedModel]
+
+
+def _read(tracking_uri: str, search: str) -> _Search:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(search))
+    if experiment is None or experiment.lifecycle_stage != "active":
+        raise ValueError(f"no search named {search!r} in {redact_uri(tracking_uri)}")
+    exp_id = experiment.experiment_id
+    runs = {r.info.run_id: r for r in iter_runs(client, exp_id, f"tags.`{ROLE_TAG}` = 'trial'")}
+    models: dict[tuple[str, int], LoggedModel] = {}
+    for model in iter_logged_models(client, exp_id):
+        epoch = model_epoch(model)
+        if model.status != LoggedModelStatus.READY or epoch is None or model.source_run_id not in runs:
+            continue
+        key = (model.source_run_id, epoch)
+        old = models.get(key)
+        if old is None or model.creation_timestamp < old.creation_timestamp:  # first write wins
+            models[key] = model
+    return _Search(client, exp_id, find_search_run(client, exp_id), runs, models)
+
+
+def _value(value: float) -> float:
+    return math.copysign(math.inf, value) if abs(value) >= _FLOAT_MAX else value
+
+
+def _model_metrics(model: LoggedModel, epoch: int) -> dict[str, float]:
+    """Metrics linked to ``model`` at ``step=epoch`` (latest timestamp wins)."""
+    latest: dict[str, tuple[int, float]] = {}
+    for metric in model.metrics or []:
+        if metric.step == epoch and (metric.key not in latest or metric.timestamp >= latest[metric.key][0]):
+            latest[metric.key] = (metric.timestamp, _value(metric.value))
+    return {k: v for k, (_, v) in latest.items()}
+
+
+def _numeric(column: pd.Series) -> pd.Series:
+    """A param column as numbers when every value parses as one, else unchanged."""
+    converted = pd.to_numeric(column, errors="coerce")
+    return converted if converted.notna().sum() == column.notna().sum() else column
+
+
+def _table(data: _Search) -> pd.DataFrame:
+    rows = []
+    param_keys: set[str] = set()
+    metric_keys: set[str] = set()
+    for (run_id, epoch), model in data.models.items():
+        run = data.runs[run_id]
+        params = {f"params.{k}": v for k, v in run.data.params.items()}
+        metrics = _model_metrics(model, epoch)
+        metrics.pop("epoch", None)
+        param_keys.update(params)
+        metric_keys.update(metrics)
+        rows.append(
+            {
+                "run_id": run_id,
+                "trial_id": run.data.tags.get(TRIAL_TAG, run.info.run_name),
+                "epoch": epoch,
+                "model_id": model.model_id,
+                "status": run.info.status,
+                "checkpoint_uri": f"{model.artifact_location.rstrip('/')}/{CHECKPOINT_ARTIFACT}",
+                **params,
+                **metrics,
+            }
+        )
+    columns = ID_COLUMNS + sorted(param_keys) + sorted(metric_keys)
+    table = pd.DataFrame(rows, columns=columns)
+    for key in param_keys:
+        table[key] = _numeric(table[key])
+    for key in metric_keys:
+        table[key] = table[key].astype(float)
+    table["epoch"] = table["epoch"].astype(int)
+    return table.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def checkpoint_table(tracking_uri: str, search: str) -> pd.DataFrame:
+    """One row per (trial, epoch) checkpoint of search ``search``.
+
+    Columns: ``run_id``, ``trial_id``, ``epoch``, ``model_id`` (the epoch's
+    LoggedModel), ``status`` (the trial run's status), ``checkpoint_uri``,
+    then ``params.<name>`` for the trial params (numeric where they parse),
+    then one float column per metric (NaN where an epoch did not log it or
+    logged NaN). Rows are sorted by trial and epoch. Epochs of failed or
+    still running trials are included: each is a complete checkpoint.
+    Cost: 1 + ceil(trials/1000) + ceil(checkpoints/1000) + 1 (parent run) store requests.
+
+    Raises:
+        ValueError: no search of that name.
+    """
+    return _table(_read(tracking_uri, search))
+
+
+def _front_indices(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool]) -> list[int]:
+    points = table[list(objectives)].to_numpy(dtype=float) if len(table) else np.zeros((0, len(objectives)))
+    return pareto_front(points, maximize)
+
+
+def search_pareto(
+    tracking_uri: str,
+    search: str,
+    objectives: list[str],
+    maximize: list[bool],
+    tag: bool = True,
+    bounds: Sequence[tuple[float, float]] | None = None,
+    constraints: Sequence[Any] | None = None,
+) -> ParetoResult:
+    """Pareto-optimal checkpoints of a search over ``objectives``, from MLflow alone.
+
+    ``front`` = the rows of :func:`checkpoint_table` returned by
+    :func:`mg_tune.pareto.pareto_front` (a row with a NaN objective is never
+    on it; ties are all kept); ``hypervolume`` = normalised hypervolume of
+    the front within ``bounds`` (default ``(0, 1)`` per objective).
+
+    ``constraints``: checkpoints must satisfy all of them to be eligible;
+    the front is the Pareto front of the eligible rows only. Each is a
+    string ``"metric >= value"`` / ``"metric <= value"`` or an object with
+    ``metric`` and ``holds(value) -> bool`` (e.g.
+    :class:`mg_tune.search.spec.Constraint`); a NaN value never holds. The
+    table gets a bool column ``feasible``.
+
+    With ``tag=True`` the result is written back (only changes are sent):
+
+    * trial runs with >= 1 front epoch: tags ``pareto=true`` and
+      ``pareto_epochs="3,5"``; these tags are removed from other runs;
+    * front LoggedModels: tag ``pareto=true`` (removed from the others);
+    * parent run: metric ``pareto_hypervolume``, tag
+      ``pareto_objectives="f1:max,epg:max,iou:max"`` and
+      ``pareto_constraints`` (``"; "``-joined, empty if none), artifacts
+      ``pareto/pareto.html`` (self-contained plotly) and ``pareto/pareto.png``.
+
+    Raises:
+        ValueError: unknown search, mismatched ``maximize``, or an objective
+            no checkpoint logged.
+    """
+    objectives, maximize = list(objectives), [bool(m) for m in maximize]
+    if not objectives or len(objectives) != len(maximize):
+        raise ValueError(f"need one maximize flag per objective, got objectives={objectives} maximize={maximize}")
+    bounds = list(bounds) if bounds is not None else [(0.0, 1.0)] * len(objectives)
+    data = _read(tracking_uri, search)
+    table = _table(data)
+    missing = [o for o in objectives if o not in table.columns]
+    if missing and len(table):
+        known = [c for c in table.columns if c not in ID_COLUMNS and not c.startswith("params.")]
+        raise ValueError(f"objective {missing[0]!r} was not logged by search {search!r}; its metrics are {known}")
+    for name in missing:
+        table[name] = pd.Series(dtype=float)
+    parsed = [_as_constraint(c) for c in constraints or []]
+    table["feasible"] = _feasible(table, parsed, search)
+    eligible = np.flatnonzero(table["feasible"].to_numpy(dtype=bool))
+    index = eligible[_front_indices(table.iloc[eligible], objectives, maximize)].tolist()
+    table["pareto"] = False
+    table.loc[index, "pareto"] = True
+    front = table.iloc[index].reset_index(drop=True)
+    hv = normalized_hypervolume(front[objectives].to_numpy(dtype=float).reshape(-1, len(objectives)), bounds, maximize)
+    described = [f"{c.metric} {getattr(c, 'op', '?')} {getattr(c, 'value', '?')}" for c in parsed]
+    result = ParetoResult(table, front, hv, objectives, maximize, described)
+    if tag:
+        _write_back(data, result)
+    return result
+
+
+@dataclass(frozen=True)
+class _Bound:
+    metric: str
+    op: str
+    value: float
+
+    def holds(self, value: float) -> bool:
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+
+def _as_constraint(constraint: Any) -> Any:
+    """A ``"metric >= value"`` string → an object with ``metric`` and ``holds``; objects pass through."""
+    if not isinstance(constraint, str):
+        return constraint
+    for op in (">=", "<="):
+        if op in constraint:
+            metric, value = (part.strip() for part in constraint.split(op, 1))
+            try:
+                return _Bound(metric, op, float(value))
+            except ValueError:
+                break
+    raise ValueError(f"constraint {constraint!r} must look like 'metric >= value' or 'metric <= value'")
+
+
+def _feasible(table: pd.DataFrame, constraints: Sequence[Any], search: str) -> np.ndarray:
+    ok = np.ones(len(table), dtype=bool)
+    for constraint in constraints:
+        if constraint.metric not in table.columns:
+            if len(table):
+                raise ValueError(f"constraint on {constraint.metric!r}: that metric was not logged by search {search!r}")
+            continue
+        values = table[constraint.metric].to_numpy(dtype=float)
+        ok &= np.array([not math.isnan(v) and bool(constraint.holds(v)) for v in values], dtype=bool)
+    return ok
+
+
+def _write_back(data: _Search, result: ParetoResult) -> None:
+    client = data.client
+    front_epochs: dict[str, list[int]] = {}
+    for run_id, epoch in zip(result.front["run_id"], result.front["epoch"]):
+        front_epochs.setdefault(run_id, []).append(int(epoch))
+    for run_id, run in data.runs.items():
+        tags = run.data.tags
+        if run_id in front_epochs:
+            want = ",".join(str(e) for e in sorted(set(front_epochs[run_id])))
+            if tags.get(PARETO_TAG) != "true" or tags.get(PARETO_EPOCHS_TAG) != want:
+                client.log_batch(run_id, tags=[RunTag(PARETO_TAG, "true"), RunTag(PARETO_EPOCHS_TAG, want)])
+        else:
+            for key in (PARETO_TAG, PARETO_EPOCHS_TAG):
+                if key in tags:
+                    client.delete_tag(run_id, key)
+    front_models = set(result.front["model_id"])
+    for model in data.models.values():
+        on_front = model.model_id in front_models
+        has_tag = (model.tags or {}).get(PARETO_TAG) == "true"
+        if on_front and not has_tag:
+            client.set_logged_model_tags(model.model_id, {PARETO_TAG: "true"})
+        elif not on_front and PARETO_TAG in (model.tags or {}):
+            client.delete_logged_model_tag(model.model_id, PARETO_TAG)
+    if data.parent is None:
+        return
+    parent_id = data.parent.info.run_id
+    finite = int(np.isfinite(result.table[result.objectives].to_numpy(dtype=float)).all(axis=1).sum())
+    spec = ",".join(f"{o}:{'max' if m else 'min'}" for o, m in zip(result.objectives, result.maximize))
+    client.log_batch(
+        parent_id,
+        metrics=[Metric(HYPERVOLUME_METRIC, result.hypervolume, _now_ms(), finite)],
+        tags=[RunTag(OBJECTIVES_TAG, spec), RunTag(CONSTRAINTS_TAG, "; ".join(result.constraints))],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / PLOT_DIR
+        folder.mkdir()
+        figure = pareto_figure(result.table, result.objectives, result.maximize)
+        figure.write_html(folder / "pareto.html", include_plotlyjs=True, full_html=True)
+        pareto_png(result.table, result.objectives, result.maximize, folder / "pareto.png")
+        client.log_artifacts(parent_id, str(folder), PLOT_DIR)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _pairs(objectives: Sequence[str]) -> list[tuple[str, str]]:
+    """Objective pairs to plot; a single objective is plotted against ``epoch``."""
+    if len(objectives) == 1:
+        return [("epoch", objectives[0])]
+    return list(itertools.combinations(objectives, 2))
+
+
+def _label(name: str, objectives: Sequence[str], maximize: Sequence[bool]) -> str:
+    if name not in objectives:
+        return name
+    return f"{name} ({'max' if maximize[list(objectives).index(name)] else 'min'})"
+
+
+def pareto_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool]):
+    """Plotly figure: one scatter per objective pair (F1–EPG, F1–IoU, EPG–IoU, ...), front in red.
+
+    ``table`` needs the objective columns, ``trial_id``, ``epoch`` and a bool
+    ``pareto`` column (as in :attr:`ParetoResult.table`). Hovering a point
+    shows its trial, epoch and values.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    pairs = _pairs(objectives)
+    fig = make_subplots(rows=1, cols=len(pairs), horizontal_spacing=0.08)
+    on = table["pareto"].astype(bool) if "pareto" in table else pd.Series(False, index=table.index)
+    for col, (x, y) in enumerate(pairs, start=1):
+        for mask, name, color, size in ((~on, "checkpoints", "rgba(120,120,120,0.45)", 6), (on, "Pareto front", "crimson", 10)):
+            part = table[mask]
+            fig.add_trace(
+                go.Scatter(
+                    x=part[x],
+                    y=part[y],
+                    mode="markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}},
+                    customdata=np.stack([part["trial_id"].astype(str), part["epoch"].astype(str)], axis=1) if len(part) else None,
+                    hovertemplate=f"trial %{{customdata[0]}}<br>epoch %{{customdata[1]}}<br>{x}: %{{x:.4f}}<br>{y}: %{{y:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text=_label(x, objectives, maximize), row=1, col=col)
+        fig.update_yaxes(title_text=_label(y, objectives, maximize), row=1, col=col)
+    n_front = int(on.sum())
+    fig.update_layout(
+        title=f"Pareto front: {n_front} of {len(table)} checkpoints",
+        template="plotly_white",
+        height=420,
+        width=max(460, 420 * len(pairs)),
+    )
+    return fig
+
+
+def pareto_png(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool], path: str | Path) -> Path:
+    """The same pairwise plot as :func:`pareto_figure`, as a PNG (matplotlib, no display needed)."""
+    from matplotlib.figure import Figure
+
+    pairs = _pairs(objectives)
+    fig = Figure(figsize=(4.2 * len(pairs), 4.0), dpi=110, layout="constrained")
+    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    on = table["pareto"].astype(bool).to_numpy() if "pareto" in table else np.zeros(len(table), bool)
+    for ax, (x, y) in zip(axes, pairs):
+        ax.scatter(table[x][~on], table[y][~on], s=12, c="0.55", alpha=0.5, label="checkpoints", linewidths=0)
+        ax.scatter(table[x][on], table[y][on], s=30, c="crimson", label="Pareto front", edgecolors="white", linewidths=0.5)
+        ax.set_xlabel(_label(x, objectives, maximize))
+        ax.set_ylabel(_label(y, objectives, maximize))
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", fontsize="small")
+    fig.suptitle(f"Pareto front: {int(on.sum())} of {len(table)} checkpoints")
+    path = Path(path)
+    fig.savefig(path)
+    return path

@@ -1,0 +1,208 @@
+"""Pareto front from MLflow alone: table completeness, exact values, dominance, tags, plots, request bound."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from mg_tune.checkpoint import load_checkpoint, save_checkpoint
+from mg_tune.pareto import normalized_hypervolume
+from mg_tune.pareto_report import checkpoint_table, count_requests, search_pareto
+from mg_tune.tracking import TrialLogger, download_checkpoint, iter_logged_models, start_search
+from mg_tune.train import EpochResult
+
+OBJECTIVES = ["f1", "epg", "iou"]
+
+
+def fresh_store(tmp_path_factory) -> str:
+    """A new SQLite tracking store; MLflow's schema migration (~8 s) runs once per session, then the file is copied."""
+    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    lock = tmp_path_factory.getbasetemp() / "mlflow-template.lock"
+    if not template.exists():
+        MlflowClient(f"sqlite:///{lock}").search_experiments()
+        lock.replace(template)
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    shutil.copyfile(template, db)
+    return f"sqlite:///{db}"
+
+
+def fake_epoch(root: Path, trial: str, epoch: int, metrics: dict[str, float]) -> EpochResult:
+    torch.manual_seed(1000 * int(trial[1:]) + epoch)
+    ckpt = save_checkpoint(root / trial / f"epoch={epoch:03d}" / "checkpoint.pt", torch.nn.Linear(3, 2), None, epoch, metrics, {"trial": trial})
+    return EpochResult(epoch, dict(metrics), ckpt, None)
+
+
+def expected_metrics() -> dict[tuple[str, int], dict[str, float]]:
+    """6 trials x 3 epochs (p3 fails after 2), values on a 0.05 grid so that ties and duplicates occur."""
+    rng = np.random.default_rng(7)
+    values = {}
+    for t in range(6):
+        for e in (1, 2, 3):
+            if (t, e) == (3, 3):
+                continue
+            f1, epg, iou = (np.round(rng.uniform(0.1, 0.9, 3) * 20) / 20).tolist()
+            values[(f"p{t}", e)] = {"f1": f1, "epg": epg, "iou": iou, "loss": rng.uniform()}
+    values[("p5", 3)] = dict(values[("p4", 3)])  # a duplicate point
+    values[("p4", 2)].update(f1=0.99, epg=0.99, iou=math.nan)  # NaN: never on the front
+    values[("p1", 3)].update(f1=0.95, epg=0.95, iou=0.05)  # best F1 and EPG, worst IoU
+    return values
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    uri = fresh_store(tmp_path_factory)
+    root = tmp_path_factory.mktemp("ckpt")
+    search = start_search("pf", {"objectives": OBJECTIVES}, "objectives: [f1, epg, iou]\n", uri, resume=False)
+    values = expected_metrics()
+
+    def run_trial(t: int, epochs=(1, 2, 3)) -> TrialLogger:
+        logger = TrialLogger(search, f"p{t}", {"lam": 10.0**-t, "loss": "energy"})
+        for e in epochs:
+            if (f"p{t}", e) in values:
+                logger.log_epoch(fake_epoch(root, f"p{t}", e, values[(f"p{t}", e)]))
+        return logger
+
+    errors = []
+
+    def threaded(t: int) -> None:
+        try:
+            run_trial(t).finish()
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=threaded, args=(t,)) for t in (0, 1)]  # two trials logging concurrently
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    run_trial(2, epochs=(1, 2))  # crashes after epoch 2 ...
+    run_trial(2).finish()  # ... and is restarted: re-logs 1-2, then 3
+    run_trial(3).finish("FAILED", reason="DivergedError: loss nan at epoch 3")
+    run_trial(4).finish()
+    run_trial(5)  # still running
+    return uri, search, values
+
+
+def test_every_checkpoint_once_with_exact_values(filled):
+    uri, _, values = filled
+    table = checkpoint_table(uri, "pf")
+    assert len(table) == len(values) == 17
+    assert not table.duplicated(["trial_id", "epoch"]).any()
+    for row in table.itertuples():
+        want = values[(row.trial_id, row.epoch)]
+        for key, value in want.items():
+            got = getattr(row, key)
+            assert (math.isnan(value) and math.isnan(got)) or got == value, (row.trial_id, row.epoch, key)
+    status = dict(zip(table.trial_id, table.status))
+    assert status == {"p0": "FINISHED", "p1": "FINISHED", "p2": "FINISHED", "p3": "FAILED", "p4": "FINISHED", "p5": "RUNNING"}
+    assert table["params.lam"].dtype == float and set(table["params.loss"]) == {"energy"}
+    assert list(table.columns[:6]) == ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri"]
+
+
+def test_front_equals_brute_force_dominance(filled):
+    uri, _, _ = filled
+    result = search_pareto(uri, "pf", OBJECTIVES, [True, True, True], tag=False)
+    pts = result.table[OBJECTIVES].to_numpy(float)
+    brute = set()
+    for i, p in enumerate(pts):
+        if np.isnan(p).any():
+            continue
+        dominated = any(np.all(q >= p) and np.any(q > p) for q in pts if not np.isnan(q).any())
+        if not dominated:
+            brute.add((result.table.trial_id[i], int(result.table.epoch[i])))
+    assert set(zip(result.front.trial_id, result.front.epoch)) == brute
+    assert ("p1", 3) in brute and ("p4", 2) not in brute
+    assert result.table["pareto"].sum() == len(result.front)
+    finite = pts[~np.isnan(pts).any(axis=1)]
+    assert result.hypervolume == pytest.approx(normalized_hypervolume(finite, [(0, 1)] * 3, [True] * 3))
+
+    constrained = search_pareto(uri, "pf", OBJECTIVES, [True, True, True], tag=False, constraints=["iou >= 0.3", "f1 <= 0.9"])
+    ok = (result.table.iou >= 0.3) & (result.table.f1 <= 0.9)
+    sub = pts[ok.to_numpy()]
+    want = {
+        (result.table.trial_id[i], int(result.table.epoch[i]))
+        for i in np.flatnonzero(ok.to_numpy())
+        if not any(np.all(q >= pts[i]) and np.any(q > pts[i]) for q in sub)
+    }
+    assert set(zip(constrained.front.trial_id, constrained.front.epoch)) == want and ("p1", 3) not in want
+    assert constrained.table.feasible.tolist() == ok.tolist() and constrained.constraints == ["iou >= 0.3", "f1 <= 0.9"]
+
+    mixed = search_pareto(uri, "pf", ["f1", "loss"], [True, False], tag=False)
+    mp = mixed.table[["f1", "loss"]].to_numpy(float)
+    mixed_brute = {i for i, p in enumerate(mp) if not any(q[0] >= p[0] and q[1] <= p[1] and (q[0] > p[0] or q[1] < p[1]) for q in mp)}
+    assert set(mixed.table.index[mixed.table.pareto]) == mixed_brute
+
+
+def test_tags_hypervolume_and_plots_written_back(filled, tmp_path):
+    uri, search, _ = filled
+    client = MlflowClient(uri)
+    result = search_pareto(uri, "pf", OBJECTIVES, [True, True, True])
+    front = {(r.run_id, r.epoch) for r in result.front.itertuples()}
+    for run_id, group in result.table.groupby("run_id"):
+        tags = client.get_run(run_id).data.tags
+        epochs = sorted(e for (r, e) in front if r == run_id)
+        if epochs:
+            assert tags["pareto"] == "true" and tags["pareto_epochs"] == ",".join(map(str, epochs))
+        else:
+            assert "pareto" not in tags and "pareto_epochs" not in tags
+    tagged = {m.model_id for m in iter_logged_models(client, search.experiment_id) if (m.tags or {}).get("pareto") == "true"}
+    assert tagged == set(result.front.model_id)
+
+    parent = client.get_run(search.run_id)
+    assert parent.data.metrics["pareto_hypervolume"] == pytest.approx(result.hypervolume)
+    assert client.get_metric_history(search.run_id, "pareto_hypervolume")[-1].step == 16  # finite points
+    assert parent.data.tags["pareto_objectives"] == "f1:max,epg:max,iou:max"
+    assert sorted(a.path for a in client.list_artifacts(search.run_id, "pareto")) == ["pareto/pareto.html", "pareto/pareto.png"]
+    html = Path(client.download_artifacts(search.run_id, "pareto/pareto.html", str(tmp_path))).read_text()
+    png = Path(client.download_artifacts(search.run_id, "pareto/pareto.png", str(tmp_path))).read_bytes()
+    assert "plotly" in html and "<script src=" not in html and len(html) > 1_000_000  # self-contained
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a different front: stale tags disappear, new ones appear
+    other = search_pareto(uri, "pf", OBJECTIVES, [False, False, False])
+    other_runs = set(other.front.run_id)
+    for run_id in result.table.run_id.unique():
+        assert (client.get_run(run_id).data.tags.get("pareto") == "true") == (run_id in other_runs)
+    tagged = {m.model_id for m in iter_logged_models(client, search.experiment_id) if (m.tags or {}).get("pareto") == "true"}
+    assert tagged == set(other.front.model_id)
+
+
+def test_every_checkpoint_downloads_and_loads(filled, tmp_path):
+    uri, _, values = filled
+    table = checkpoint_table(uri, "pf")
+    for row in table.itertuples():
+        state = load_checkpoint(download_checkpoint(uri, row.run_id, row.epoch, tmp_path / row.model_id))
+        assert state["epoch"] == row.epoch and state["metrics"]["f1"] == values[(row.trial_id, row.epoch)]["f1"]
+        torch.manual_seed(1000 * int(row.trial_id[1:]) + row.epoch)
+        assert torch.equal(state["model"]["weight"], torch.nn.Linear(3, 2).weight.detach())
+
+
+def test_reading_a_search_is_a_bounded_number_of_requests(filled):
+    uri, _, _ = filled
+    with count_requests() as counter:
+        checkpoint_table(uri, "pf")
+    # experiment, trial runs (1 page), logged models (1 page), parent run
+    assert counter.store <= 4, counter.calls
+    assert counter.calls["search_logged_models"] == 1 and "get_metric_history" not in counter.calls
+
+
+def test_errors_are_clear(filled):
+    uri, _, _ = filled
+    with pytest.raises(ValueError, match="no search named 'nope'"):
+        checkpoint_table(uri, "nope")
+    with pytest.raises(ValueError, match="objective 'map' was not logged"):
+        search_pareto(uri, "pf", ["f1", "map"], [True, True], tag=False)
+    with pytest.raises(ValueError, match="constraint on 'map'"):
+        search_pareto(uri, "pf", ["f1"], [True], tag=False, constraints=["map >= 0.5"])
+    with pytest.raises(ValueError, match="must look like"):
+        search_pareto(uri, "pf", ["f1"], [True], tag=False, constraints=["f1 > 0.5"])
+    with pytest.raises(ValueError, match="one maximize flag per objective"):
+        search_pareto(uri, "pf", ["f1", "epg"], [True], tag=False)
