@@ -79,6 +79,7 @@ class ParetoResult:
     objectives: list[str]
     maximize: list[bool]
     constraints: list[str] = field(default_factory=list)
+    plot_path: Path | None = None
 
 
 @dataclass
@@ -191,6 +192,7 @@ def search_pareto(
     tag: bool = True,
     bounds: Sequence[tuple[float, float]] | None = None,
     constraints: Sequence[Any] | None = None,
+    plot_dir: str | Path | None = None,
 ) -> ParetoResult:
     """Pareto-optimal checkpoints of a search over ``objectives``, from MLflow alone.
 
@@ -214,7 +216,8 @@ def search_pareto(
     * parent run: metric ``pareto_hypervolume``, tag
       ``pareto_objectives="f1:max,epg:max,iou:max"`` and
       ``pareto_constraints`` (``"; "``-joined, empty if none), artifacts
-      ``pareto/pareto.html`` (self-contained plotly) and ``pareto/pareto.png``.
+      ``pareto/pareto.html`` (self-contained plotly) and ``pareto/pareto.png``;
+      with ``plot_dir`` the two files are also kept there (``plot_path``).
 
     Raises:
         ValueError: unknown search, mismatched ``maximize``, or an objective
@@ -243,7 +246,7 @@ def search_pareto(
     described = [f"{c.metric} {getattr(c, 'op', '?')} {getattr(c, 'value', '?')}" for c in parsed]
     result = ParetoResult(table, front, hv, objectives, maximize, described)
     if tag:
-        _write_back(data, result)
+        _write_back(data, result, plot_dir)
     return result
 
 
@@ -283,7 +286,7 @@ def _feasible(table: pd.DataFrame, constraints: Sequence[Any], search: str) -> n
     return ok
 
 
-def _write_back(data: _Search, result: ParetoResult) -> None:
+def _write_back(data: _Search, result: ParetoResult, plot_dir: str | Path | None) -> None:
     client = data.client
     front_epochs: dict[str, list[int]] = {}
     for run_id, epoch in zip(result.front["run_id"], result.front["epoch"]):
@@ -317,12 +320,14 @@ def _write_back(data: _Search, result: ParetoResult) -> None:
         tags=[RunTag(OBJECTIVES_TAG, spec), RunTag(CONSTRAINTS_TAG, "; ".join(result.constraints))],
     )
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / PLOT_DIR
-        folder.mkdir()
+        folder = Path(plot_dir) if plot_dir is not None else Path(tmp) / PLOT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
         figure = pareto_figure(result.table, result.objectives, result.maximize)
         figure.write_html(folder / "pareto.html", include_plotlyjs=True, full_html=True)
-        pareto_png(result.table, result.objectives, result.maximize, folder / "pareto.png")
+        png = pareto_png(result.table, result.objectives, result.maximize, folder / "pareto.png")
         client.log_artifacts(parent_id, str(folder), PLOT_DIR)
+        if plot_dir is not None:
+            result.plot_path = png
 
 
 def _now_ms() -> int:

@@ -7,7 +7,7 @@ log-uniform range, and :func:`trial_params` maps it back to ``lam``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
@@ -16,10 +16,18 @@ from mg_tune.search.spec import SearchSpec
 LAMBDA_PREFIX = "lam_"
 
 
-def define_by_run(spec: SearchSpec) -> Callable[[optuna.Trial], None]:
-    """The define-by-run function OptunaSearch calls for every new trial."""
+class define_by_run:
+    """The define-by-run function OptunaSearch calls for every new trial.
 
-    def define(trial: optuna.Trial) -> None:
+    A class rather than a closure: Ray Tune pickles the searcher (and so this
+    function) into its experiment checkpoint for ``--resume``.
+    """
+
+    def __init__(self, spec: SearchSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        spec = self.spec
         for name, dist in spec.space.items():
             if name == "lam":
                 continue
@@ -32,8 +40,6 @@ def define_by_run(spec: SearchSpec) -> Callable[[optuna.Trial], None]:
         if "lam" in spec.space:
             loss = trial.params.get("loss", spec.losses()[0])
             trial.suggest_float(LAMBDA_PREFIX + loss, *spec.lambda_range(loss), log=True)
-
-    return define
 
 
 def trial_params(sampled: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,133 @@
+"""Run a search: a Ray Tune ``Tuner`` whose searcher is Optuna (multi-objective).
+
+Every trial runs :func:`mg_tune.train.train`; after each epoch the trial logs
+the epoch (metrics, checkpoint, overlay) to its MLflow child run *first* and
+then reports to Tune with the checkpoint, so a trial that dies restarts from
+its last checkpoint (``FailureConfig``) and MLflow never has a gap or a
+duplicate. The Pareto front is then computed from MLflow alone
+(:mod:`mg_tune.pareto_report`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from mg_tune.checkpoint import CHECKPOINT_FILE
+from mg_tune.pareto_report import ParetoResult, search_pareto
+from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
+from mg_tune.search.spec import SearchSpec
+from mg_tune.tracking import SearchRun, TrialLogger, finish_search, mark_orphans, start_search
+from mg_tune.train import DivergedError, EpochResult, train
+
+
+@dataclass
+class SearchOutcome:
+    search: SearchRun
+    pareto: ParetoResult
+    trials: int
+    errors: int
+
+
+def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> None:
+    """Ray Tune function trainable: one guided-training configuration."""
+    params = trial_params(config)
+    context = tune.get_context()
+    logger = TrialLogger(search, context.get_trial_id(), params)
+    logger.set_tags({"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.trial_name": context.get_trial_name()})
+    restored = tune.get_checkpoint()
+    resume_from = None
+    if restored is not None:
+        resume_from = Path(restored.to_directory()) / CHECKPOINT_FILE
+    work = Path(tempfile.mkdtemp(prefix="mg-tune-trial-"))
+
+    def report(epoch: EpochResult) -> None:
+        logger.log_epoch(epoch)
+        folder = work / "report"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        shutil.copy(epoch.checkpoint, folder / CHECKPOINT_FILE)
+        tune.report({**epoch.metrics, "epoch": epoch.epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    try:
+        train(spec.train_config(params), callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from)
+    except DivergedError as exc:
+        logger.finish("FAILED", reason=str(exc))
+        raise
+    except Exception as exc:
+        logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.finish("FINISHED")
+
+
+def storage_path(spec: SearchSpec) -> str:
+    """Where Ray Tune keeps the experiment state: the spec's path, ``./runs`` by default."""
+    path = spec.storage_path or "runs"
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec, search=search),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    path = os.path.join(storage_path(spec), spec.name)
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    points = warm_start_points(spec)
+    searcher = OptunaSearch(
+        define_by_run(spec),
+        metric=spec.metric_names,
+        mode=spec.modes,
+        sampler=build_sampler(spec),
+        seed=spec.seed,
+        points_to_evaluate=points or None,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.concurrency),
+            num_samples=len(points) if spec.sampler == "grid" else spec.trials,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage_path(spec),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+        ),
+    )
+
+
+def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False) -> SearchOutcome:
+    """Run (or resume) the search ``spec.name`` and return its Pareto front."""
+    search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    status = "FAILED"
+    try:
+        results = build_tuner(spec, search, resume).fit()
+        status = "FINISHED"
+    finally:
+        mark_orphans(search, reason="the search driver stopped before this trial finished")
+        finish_search(search, status)
+    pareto = search_pareto(
+        tracking_uri,
+        spec.name,
+        spec.metric_names,
+        [m == "max" for m in spec.modes],
+        constraints=spec.parsed_constraints,
+        plot_dir=Path(storage_path(spec)) / spec.name / "pareto" if "://" not in storage_path(spec) else None,
+    )
+    return SearchOutcome(search, pareto, trials=len(results), errors=len(results.errors))
