@@ -494,6 +494,13 @@ def _stage(src: Path, folder: Path, name: str) -> Path:
     return dst
 
 
+def find_trial_run(client: MlflowClient, search: SearchRun, trial_id: str) -> Run | None:
+    """The child run of ``trial_id`` under the search's parent run, or ``None``."""
+    query = f"tags.`{TRIAL_TAG}` = {_quote(trial_id)} AND tags.`{PARENT_TAG}` = {_quote(search.run_id)}"
+    found = client.search_runs([search.experiment_id], query, max_results=1, order_by=["attributes.start_time ASC"])
+    return found[0] if found else None
+
+
 class TrialLogger:
     """Logs one trial into its child run of a search; safe to rebuild after a crash.
 
@@ -516,10 +523,8 @@ class TrialLogger:
 
     # -- setup
     def _open_run(self, params: dict[str, str]) -> str:
-        query = f"tags.`{TRIAL_TAG}` = {_quote(self.trial_id)} AND tags.`{PARENT_TAG}` = {_quote(self.search.run_id)}"
-        found = self.client.search_runs([self.search.experiment_id], query, max_results=1, order_by=["attributes.start_time ASC"])
-        if found:
-            run = found[0]
+        run = find_trial_run(self.client, self.search, self.trial_id)
+        if run is not None:
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")
             missing = {k: v for k, v in params.items() if k not in run.data.params}

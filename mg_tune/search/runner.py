@@ -22,11 +22,13 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from mg_tune.checkpoint import CHECKPOINT_FILE
+from mlflow import MlflowClient
+
+from mg_tune.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.spec import SearchSpec
-from mg_tune.tracking import SearchRun, TrialLogger, finish_search, mark_orphans, start_search
+from mg_tune.tracking import SearchRun, TrialLogger, download_checkpoint, find_trial_run, finish_search, mark_orphans, start_search
 from mg_tune.train import DivergedError, EpochResult, train
 
 
@@ -39,15 +41,21 @@ class SearchOutcome:
 
 
 def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> None:
-    """Ray Tune function trainable: one guided-training configuration."""
+    """Ray Tune function trainable: one guided-training configuration.
+
+    MLflow is the source of truth: a trial whose run is already FINISHED (the
+    driver died before Ray recorded it) is not run again, and a restarted
+    trial resumes from the newest checkpoint in MLflow or Ray, whichever is
+    further along, so no epoch is trained or logged twice.
+    """
     params = trial_params(config)
     context = tune.get_context()
-    logger = TrialLogger(search, context.get_trial_id(), params)
+    trial_id = context.get_trial_id()
+    existing = find_trial_run(MlflowClient(search.tracking_uri), search, trial_id)
+    if existing is not None and existing.info.status == "FINISHED":
+        return
+    logger = TrialLogger(search, trial_id, params)
     logger.set_tags({"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.trial_name": context.get_trial_name()})
-    restored = tune.get_checkpoint()
-    resume_from = None
-    if restored is not None:
-        resume_from = Path(restored.to_directory()) / CHECKPOINT_FILE
     work = Path(tempfile.mkdtemp(prefix="mg-tune-trial-"))
 
     def report(epoch: EpochResult) -> None:
@@ -59,16 +67,25 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
         tune.report({**epoch.metrics, "epoch": epoch.epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
+        resume_from = _resume_point(logger, work)
         train(spec.train_config(params), callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from)
-    except DivergedError as exc:
-        logger.finish("FAILED", reason=str(exc))
-        raise
     except Exception as exc:
-        logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}")
+        logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}" if not isinstance(exc, DivergedError) else str(exc))
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.finish("FINISHED")
+
+
+def _resume_point(logger: TrialLogger, work: Path) -> Path | None:
+    """The newest checkpoint of this trial in Ray's restored state or in MLflow."""
+    restored = tune.get_checkpoint()
+    ray_path = Path(restored.to_directory()) / CHECKPOINT_FILE if restored is not None else None
+    ray_epoch = load_checkpoint(ray_path)["epoch"] if ray_path is not None else 0
+    logged = logger.logged_epochs()
+    if logged and max(logged) > ray_epoch:
+        return download_checkpoint(logger.search.tracking_uri, logger.run_id, max(logged), work / "mlflow")
+    return ray_path
 
 
 def storage_path(spec: SearchSpec) -> str:

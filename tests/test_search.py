@@ -1,0 +1,117 @@
+"""End to end: a real local Ray search, tracked in a real MLflow store, Pareto from MLflow."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mg_tune.checkpoint import load_checkpoint
+from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.search.runner import run_search
+from mg_tune.search.spec import SearchSpec
+from mg_tune.tracking import ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name
+
+OBJECTIVES = ["f1", "epg", "iou"]
+
+
+def spec_dict(name, storage, trials=6, epochs=2):
+    return {
+        "name": name,
+        "data": {"variant": "multilabel", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
+        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "mid2", "epochs": epochs, "batch_size": 32, "overlay_images": 2},
+        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [0.01, 3.0], "l1": [0.01, 3.0]}}, "lr": {"loguniform": [3e-4, 3e-3]}},
+        "sampler": "nsga2",
+        "trials": trials,
+        "concurrency": 2,
+        "storage_path": str(storage),
+    }
+
+
+def brute_force_front(points):
+    keep = []
+    for i, p in enumerate(points):
+        dominated = any(np.all(q >= p) and np.any(q > p) for j, q in enumerate(points) if j != i)
+        if not dominated:
+            keep.append(i)
+    return keep
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("search")
+    uri = f"sqlite:///{root}/mlflow.db"
+    spec = SearchSpec.model_validate(spec_dict("e2e", root / "runs"))
+    outcome = run_search(spec, yaml.safe_dump(spec_dict("e2e", root / "runs")), uri)
+    return uri, outcome, root
+
+
+def test_every_trial_epoch_has_metrics_and_a_loadable_checkpoint(finished_search):
+    uri, outcome, root = finished_search
+    assert outcome.trials == 6 and outcome.errors == 0
+    table = checkpoint_table(uri, "e2e")
+    assert len(table) == 12
+    assert sorted(table.groupby("trial_id")["epoch"].apply(sorted).tolist()) == [[1, 2]] * 6
+    assert table[OBJECTIVES].notna().all().all()
+    row = table.iloc[0]
+    path = download_checkpoint(uri, row["run_id"], int(row["epoch"]), root / "ckpt")
+    state = load_checkpoint(path)
+    assert state["epoch"] == row["epoch"]
+    assert state["metrics"]["epg"] == pytest.approx(row["epg"])
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name("e2e"))
+    trials = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+    assert len({r.data.tags[TRIAL_TAG] for r in trials}) == 6
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert all(r.data.tags.get("mg_tune.node_id") for r in trials)
+
+
+def test_pareto_from_mlflow_is_exactly_the_non_dominated_set(finished_search):
+    uri, outcome, root = finished_search
+    result = search_pareto(uri, "e2e", OBJECTIVES, [True] * 3, tag=False)
+    points = result.table[OBJECTIVES].to_numpy(dtype=float)
+    expected = {(result.table.trial_id[i], result.table.epoch[i]) for i in brute_force_front(points)}
+    assert {(t, e) for t, e in zip(result.front.trial_id, result.front.epoch)} == expected
+    assert outcome.pareto.plot_path is not None and outcome.pareto.plot_path.read_bytes()[:4] == b"\x89PNG"
+    assert 0 < result.hypervolume <= 1
+
+
+def _trial_runs(uri, name):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name(name))
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+
+
+def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_dict("resumable", tmp_path / "runs", trials=6, epochs=3)))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cli = [sys.executable, "-m", "mg_tune.cli", "search", str(spec_path)]
+    driver = subprocess.Popen(cli, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and sum(r.info.status == "FINISHED" for r in _trial_runs(uri, "resumable")) < 2:
+        time.sleep(2)
+    finished_before = {r.data.tags[TRIAL_TAG]: r.info.end_time for r in _trial_runs(uri, "resumable") if r.info.status == "FINISHED"}
+    assert len(finished_before) >= 2, "the search did not get going"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done = subprocess.run([*cli, "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = _trial_runs(uri, "resumable")
+    ids = [r.data.tags[TRIAL_TAG] for r in runs]
+    assert len(ids) == len(set(ids)) == 6
+    assert all(r.info.status == "FINISHED" for r in runs)
+    table = checkpoint_table(uri, "resumable")
+    assert len(table) == 18 and not table.duplicated(["trial_id", "epoch"]).any()
+    # trials finished before the kill were not started again: their runs were never reopened
+    assert {r.data.tags[TRIAL_TAG]: r.info.end_time for r in runs if r.data.tags[TRIAL_TAG] in finished_before} == finished_before
+    assert "Pareto front of search 'resumable'" in done.stdout
