@@ -96,6 +96,68 @@ def pareto(
     console.print(f"hypervolume: {result.hypervolume:.4f}")
 
 
+def evaluation_table(table, objectives: list[str], title: str) -> Table:
+    """A rich table of evaluated checkpoints: trial, epoch, validation and test value of every objective."""
+    out = Table(title=title)
+    columns = [(c, label) for o in objectives for c, label in ((o, f"val {o}"), (f"test_{o}", f"test {o}"))]
+    columns += [(c, label) for c, label in (("test_map", "test map"), ("test_iou_threshold", "IoU thr")) if c in table.columns and c not in dict(columns)]
+    for label in ["trial", "epoch", *(label for _, label in columns)]:
+        out.add_column(label, justify="right")
+    for _, row in table.iterrows():
+        out.add_row(str(row["trial_id"]), str(int(row["epoch"])), *(f"{row[c]:.3f}" for c, _ in columns))
+    return out
+
+
+@app.command()
+def evaluate(
+    search_name: str = typer.Option(..., "--search", help="search name"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+    objectives: str = typer.Option("f1,epg,iou", "--objectives", help="comma-separated metrics, all maximised"),
+    all_checkpoints: bool = typer.Option(False, "--all", help="evaluate every checkpoint, not only the Pareto front"),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda"),
+) -> None:
+    """Evaluate the Pareto checkpoints of a search on the test split; log test_* metrics to MLflow."""
+    from mg_tune.evaluate import evaluate_pareto
+    from mg_tune.tracking import default_tracking_uri
+
+    names = [o.strip() for o in objectives.split(",") if o.strip()]
+    try:
+        table = evaluate_pareto(tracking_uri or default_tracking_uri(), search_name, names, [True] * len(names), pareto_only=not all_checkpoints, device=device)
+    except ValueError as exc:
+        fail(str(exc))
+    which = "every checkpoint" if all_checkpoints else "the Pareto checkpoints"
+    console.print(evaluation_table(table, names, f"Test metrics of {which} of search {search_name!r} ({len(table)})"))
+
+
+@app.command()
+def export(
+    search_name: str = typer.Option(..., "--search", help="search name"),
+    trial: str = typer.Option(..., "--trial", help="trial id (tag mg_tune.trial_id)"),
+    epoch: int = typer.Option(..., "--epoch", help="epoch of the checkpoint"),
+    to: str = typer.Option(..., "--to", help="a new directory or s3://bucket/prefix"),
+    register: Optional[str] = typer.Option(None, "--register", help="also register in the MLflow Model Registry under this name"),
+    alias: Optional[str] = typer.Option(None, "--alias", help="alias of the registered version (needs --register)"),
+    s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", help="S3 endpoint (default $MLFLOW_S3_ENDPOINT_URL)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Export one checkpoint as a model package (model.pt, config.json, metrics.json, MODEL_CARD.md)."""
+    from mg_tune.export import export_checkpoint
+    from mg_tune.tracking import default_tracking_uri
+
+    try:
+        uri = export_checkpoint(
+            tracking_uri or default_tracking_uri(), search_name, trial, epoch, to,
+            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"exported to {uri}", highlight=False, markup=False, soft_wrap=True)
+    if register:
+        where = f"models:/{register}@{alias}" if alias else f"registered model {register!r}"
+        console.print(f"registered in the MLflow Model Registry: {where}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f'load it with: mg_tune.load_model("{uri}")', highlight=False, markup=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

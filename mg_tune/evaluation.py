@@ -62,6 +62,11 @@ def ground_truth_pairs(labels: Tensor, multilabel: bool) -> tuple[Tensor, Tensor
     return torch.arange(labels.shape[0]), labels.argmax(dim=1)
 
 
+def attribution_target(multilabel: bool) -> str:
+    """Attribute the logit for multi-label (BCE) data, the class log-odds for single-label (softmax) data."""
+    return "logit" if multilabel else "log_odds"
+
+
 @torch.no_grad()
 def _scores(model: StagedModel, images: Tensor, multilabel: bool) -> Tensor:
     logits = model(images).float()
@@ -104,7 +109,9 @@ def evaluate_split(
         rows, classes, box, secondary = rows[keep], classes[keep], box[keep], secondary[keep]
         seg = batch["seg_masks"][rows, classes]
         with torch.enable_grad():
-            maps = attribute(model, images[rows.to(device)], classes.to(device), method, layer, size=tuple(box.shape[-2:]))
+            maps = attribute(
+                model, images[rows.to(device)], classes.to(device), method, layer, size=tuple(box.shape[-2:]), target=attribution_target(multilabel)
+            )
         maps = maps.maps.detach().float().cpu()
         on_box = box.sum((1, 2)) > 0
         if on_box.any():

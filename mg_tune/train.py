@@ -41,7 +41,7 @@ from mg_tune.checkpoint import CHECKPOINT_FILE, epoch_dir, load_checkpoint, save
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.data.masks import crayon_relevance
-from mg_tune.evaluation import evaluate_split, ground_truth_pairs
+from mg_tune.evaluation import attribution_target, evaluate_split, ground_truth_pairs
 from mg_tune.guidance.attribution import attribute, check_method
 from mg_tune.guidance.losses import get_loss
 from mg_tune.models import StagedModel, build_model
@@ -107,6 +107,7 @@ class GuidedTrainer:
         self.val_set = build_split(config.data, "val")
         self.heldout_set = build_split(config.data, "heldout")
         self.info = self.train_set.info
+        self.target = attribution_target(self.info.multilabel)
         self.model: StagedModel = build_model(config.model, self.info.num_classes, config.weights).to(self.device)
         check_method(config.attribution, self.model)
         if config.init_checkpoint:
@@ -148,7 +149,9 @@ class GuidedTrainer:
         guided = cfg.lam > 0 and bool(use.any())
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=cfg.amp):
             if guided:
-                att = attribute(self.model, images, targets, cfg.attribution, cfg.layer, create_graph=True, size=tuple(masks.shape[-2:]))
+                att = attribute(
+                    self.model, images, targets, cfg.attribution, cfg.layer, create_graph=True, size=tuple(masks.shape[-2:]), target=self.target
+                )
                 logits = self.model(images) if cfg.attribution == "bcos" else att.logits
                 loc = self._localization(att.maps[use].float(), masks[use], images[use], targets[use])
             else:
@@ -168,7 +171,7 @@ class GuidedTrainer:
             return self.loss_fn(maps, masks, **params).mean()
         # CRAYON-Attention: the original model's saliency, judged yes/no against the mask.
         with torch.enable_grad():
-            ref = attribute(self.reference, images, targets, self.config.attribution, self.config.layer, size=tuple(masks.shape[-2:]))
+            ref = attribute(self.reference, images, targets, self.config.attribution, self.config.layer, size=tuple(masks.shape[-2:]), target=self.target)
         ref_maps = ref.maps.detach().float()
         relevant = crayon_relevance(ref_maps, masks)
         return self.loss_fn(maps, ref_maps, relevant, **params).mean()
@@ -225,7 +228,8 @@ class GuidedTrainer:
         rows, classes = rows[pick], classes[pick]
         self.model.eval()
         images = batch["image"][rows].to(self.device)
-        maps = attribute(self.model, images, classes.to(self.device), self.config.attribution, self.config.layer, size=(images.shape[-2], images.shape[-1])).maps
+        size = (images.shape[-2], images.shape[-1])
+        maps = attribute(self.model, images, classes.to(self.device), self.config.attribution, self.config.layer, size=size, target=self.target).maps
         return save_overlay(path, images.cpu(), maps.detach().cpu(), batch[self.mask_key][rows, classes])
 
 

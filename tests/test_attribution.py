@@ -118,3 +118,22 @@ def test_maps_are_resized_to_mask_size_and_differentiable(layer):
 def test_unknown_method_is_refused_with_the_valid_names():
     with pytest.raises(ValueError, match="valid methods: " + ", ".join(METHODS)):
         attribute(build_model("smerf_cnn", 2), _images(1), torch.tensor([0]), "lrp", "input")
+
+
+def test_log_odds_target_is_the_difference_of_logit_maps_for_two_classes():
+    model = build_model("smerf_cnn", 2).eval()
+    x = _images(2)
+    a, b = torch.tensor([0, 1]), torch.tensor([1, 0])
+    log_odds = attribute(model, x, a, "ixg", "mid1", target="log_odds").maps
+    difference = attribute(model, x, a, "ixg", "mid1").maps - attribute(model, x, b, "ixg", "mid1").maps
+    torch.testing.assert_close(log_odds, difference)
+
+
+def test_log_odds_target_with_many_classes_is_logit_minus_logsumexp_of_the_others():
+    model = build_model("smerf_cnn", 4).eval()
+    x = _images(1).requires_grad_(True)
+    maps = attribute(model, x, torch.tensor([2]), "ixg", "input", target="log_odds").maps
+    logits = model(x)[0]
+    score = logits[2] - torch.logsumexp(logits[[0, 1, 3]], dim=0)
+    (grad,) = torch.autograd.grad(score, x)
+    torch.testing.assert_close(maps, (x * grad).sum(1))

@@ -13,6 +13,15 @@ layer (the image itself at ``input``) and y_k the logit (main paper Sec. 3.2):
   dynamic weights detached (the ``bcos`` package's explanation mode). The
   contributions sum to y_k minus the constant logit bias.
 
+What is attributed: the logit y_k (``target="logit"``, the main paper's
+multi-label setting, where each logit is the log-odds of its class under
+binary cross-entropy) or, for single-label (softmax) classifiers, the
+log-odds of class k, ``target="log_odds"``:
+log p_k / (1 − p_k) = y_k − log Σ_{j≠k} exp y_j (= y_k − y_j for two
+classes). Softmax decisions depend only on logit differences, so with
+``logit`` a model can hide a shortcut as evidence *against* the other class,
+which no map of y_k shows; the log-odds map shows it.
+
 With ``create_graph=True`` the maps stay differentiable w.r.t. the model
 parameters (a double backward), so a localization loss on them trains the
 model. The gradient of y_k w.r.t. U only traverses the network above the
@@ -35,6 +44,7 @@ from torch import Tensor
 from mg_tune.models.staged import StagedModel
 
 METHODS: tuple[str, ...] = ("ixg", "gradcam", "intgrad", "bcos")
+TARGETS: tuple[str, ...] = ("logit", "log_odds")
 _REQUIRED_FAMILY = {"intgrad": "x_dnn", "bcos": "bcos"}
 
 
@@ -65,6 +75,7 @@ def attribute(
     layer: str,
     create_graph: bool = False,
     size: tuple[int, int] | None = None,
+    target: str = "logit",
 ) -> Attribution:
     """Attribution maps of ``targets[n]`` for each image at ``layer``.
 
@@ -72,12 +83,15 @@ def attribute(
         images: ``[N, 3, H, W]``.
         targets: ``[N]`` class index per image (one map per image).
         size: resize the maps (bilinear) to this ``(H, W)``, e.g. the mask size.
+        target: ``"logit"`` or ``"log_odds"`` (see the module docstring).
     """
     check_method(method, model)
+    if target not in TARGETS:
+        raise ValueError(f"unknown attribution target {target!r}; valid targets: {', '.join(TARGETS)}")
     mode = explanation_mode(model) if method == "bcos" else contextlib.nullcontext()
     with mode:
         feature, logits = model.features_and_logits(images, layer)
-        selected = logits.gather(1, targets.view(-1, 1)).sum()
+        selected = _target_scores(logits, targets, target).sum()
         (grad,) = torch.autograd.grad(selected, feature, create_graph=create_graph)
     if method == "gradcam":
         weights = grad.mean(dim=(2, 3), keepdim=True)
@@ -87,3 +101,12 @@ def attribute(
     if size is not None and tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
     return Attribution(maps=maps, logits=logits)
+
+
+def _target_scores(logits: Tensor, targets: Tensor, target: str) -> Tensor:
+    """y_k, or the log-odds y_k − log Σ_{j≠k} exp y_j, per image."""
+    chosen = logits.gather(1, targets.view(-1, 1)).squeeze(1)
+    if target == "logit":
+        return chosen
+    others = logits.masked_fill(F.one_hot(targets, logits.shape[1]).bool(), float("-inf"))
+    return chosen - torch.logsumexp(others, dim=1)

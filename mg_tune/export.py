@@ -1,0 +1,581 @@
+"""Export a checkpoint as a self-contained model package, and load packages safely.
+
+A package holds four files (:data:`EXPORT_FILES`):
+
+==================  ===========================================================
+``model.pt``        the model's ``state_dict`` only: tensors by name, loadable
+                    with ``torch.load(weights_only=True)`` (no optimiser state)
+``config.json``     ``TrainConfig.model_dump(mode="json")``: rebuilds the model
+``metrics.json``    which checkpoint it is (search, trial, epoch, run and
+                    LoggedModel ids) and its metrics: ``validation`` and
+                    ``train`` of that epoch, ``test`` where ``mg-tune evaluate``
+                    logged them (``test_<name>`` on the LoggedModel)
+``MODEL_CARD.md``   short human summary: hyperparameters, metrics, how to load
+==================  ===========================================================
+
+Targets of :func:`export_checkpoint`: a local directory, ``s3://bucket/prefix``
+and, additionally, the MLflow Model Registry (the epoch's LoggedModel becomes
+a registered model version, optionally with an alias).
+
+Nothing half-written: the checkpoint is looked up, downloaded and the whole
+package is written to a staging directory first. A new local directory is
+then moved into place with one rename (a crash can leave a hidden staging
+directory ``.<name>.*`` beside it, never a partial package); on S3 the files
+are uploaded only once all of them exist locally, ``metrics.json`` last, so
+an S3 package that has ``metrics.json`` is complete. A target that already holds something other
+than an export of the same checkpoint is refused, and so are local paths
+with ``..`` or whose symlinks lead out of the current directory.
+
+:func:`load_model` reads a package (directory or ``s3://`` prefix) or a raw
+``checkpoint.pt`` with ``weights_only=True`` and rebuilds the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModel, LoggedModelStatus, Run
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+from pydantic import ValidationError
+
+from mg_tune.checkpoint import CHECKPOINT_FILE
+from mg_tune.config import TrainConfig
+from mg_tune.data import build_split
+from mg_tune.models import StagedModel, build_model
+from mg_tune.pareto_report import _model_metrics
+from mg_tune.tracking import (
+    SearchRun,
+    experiment_name,
+    find_checkpoint_model,
+    find_search_run,
+    find_trial_run,
+    iter_logged_models,
+    model_epoch,
+    redact_uri,
+)
+
+__all__ = ["EXPORT_FILES", "export_checkpoint", "load_model"]
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+EXPORT_FILES: tuple[str, ...] = (MODEL_FILE, CONFIG_FILE, CARD_FILE, METRICS_FILE)
+"""The files of a package, in upload order (``metrics.json`` last marks it complete)."""
+TEST_PREFIX = "test_"
+TRAIN_PREFIX = "train_"
+ENDPOINT_VARIABLES = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+
+
+# --------------------------------------------------------------------------- the checkpoint in MLflow
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The checkpoint being exported: its trial run, its LoggedModel and the metrics linked to it."""
+
+    search: str
+    trial_id: str
+    epoch: int
+    run: Run
+    model: LoggedModel
+
+    def record(self) -> dict[str, Any]:
+        """The content of ``metrics.json``: identity, then metrics split into validation/train/test."""
+        metrics = _model_metrics(self.model, self.epoch)
+        metrics.pop("epoch", None)
+        test = {k.removeprefix(TEST_PREFIX): v for k, v in metrics.items() if k.startswith(TEST_PREFIX)}
+        train = {k: v for k, v in metrics.items() if k.startswith(TRAIN_PREFIX)}
+        validation = {k: v for k, v in metrics.items() if not k.startswith((TEST_PREFIX, TRAIN_PREFIX))}
+        return {
+            "search": self.search,
+            "trial_id": self.trial_id,
+            "epoch": self.epoch,
+            "run_id": self.run.info.run_id,
+            "model_id": self.model.model_id,
+            "validation": _json_numbers(validation),
+            "train": _json_numbers(train),
+            "test": _json_numbers(test),
+        }
+
+
+def _json_numbers(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    """Sorted metrics with non-finite values as ``null`` (strict JSON)."""
+    return {k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
+
+
+def _find_source(tracking_uri: str, search: str, trial_id: str, epoch: int) -> _Source:
+    """Look the checkpoint up with a bounded number of requests (experiment, parent run, trial run, models).
+
+    Raises:
+        ValueError: unknown search, trial or epoch.
+    """
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(search))
+    parent = find_search_run(client, experiment.experiment_id) if experiment and experiment.lifecycle_stage == "active" else None
+    if parent is None:
+        raise ValueError(f"no search named {search!r} in {redact_uri(tracking_uri)}")
+    handle = SearchRun(tracking_uri, experiment.experiment_id, parent.info.run_id, search)
+    run = find_trial_run(client, handle, trial_id)
+    if run is None:
+        raise ValueError(f"search {search!r} has no trial {trial_id!r}")
+    try:
+        model = find_checkpoint_model(client, run.info.run_id, epoch)
+    except FileNotFoundError:
+        logged = _logged_epochs(client, experiment.experiment_id, run.info.run_id)
+        raise ValueError(f"trial {trial_id!r} of search {search!r} has no checkpoint of epoch {epoch}; logged epochs: {logged or 'none'}") from None
+    return _Source(search, trial_id, int(epoch), run, model)
+
+
+def _logged_epochs(client: MlflowClient, experiment_id: str, run_id: str) -> list[int]:
+    """Epochs of ``run_id`` with a READY checkpoint (for error messages)."""
+    models = iter_logged_models(client, experiment_id, f"source_run_id = '{run_id}'")
+    return sorted({e for m in models if m.status == LoggedModelStatus.READY and (e := model_epoch(m)) is not None})
+
+
+def _download(source: _Source, tracking_uri: str, folder: Path) -> Path:
+    """Download the checkpoint file of ``source`` into ``folder``."""
+    import mlflow.artifacts
+
+    uri = f"{source.model.artifact_location.rstrip('/')}/{CHECKPOINT_FILE}"
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri))
+
+
+def _register(tracking_uri: str, model: LoggedModel, name: str, alias: str | None) -> None:
+    """Register ``model`` as a new version of registered model ``name`` (created if needed); set ``alias``.
+
+    Does what ``mlflow.register_model("models:/<model_id>", name)`` does, for
+    ``tracking_uri`` rather than the global one: the version's source is the
+    model's artifact location (what MLflow resolves ``models:/<model_id>``
+    to; MLflow's SQL registry would resolve that URI against the *global*
+    tracking URI) and the LoggedModel gets the version in its
+    ``mlflow.modelVersions`` tag, which links the two in the MLflow UI.
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        with _existing_ok():
+            client.create_registered_model(name)
+        version = client.create_model_version(name, source=model.artifact_location, run_id=model.source_run_id, model_id=model.model_id)
+        linked = json.loads(client.get_logged_model(model.model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        linked.append({"name": name, "version": version.version})
+        client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
+        if alias:
+            client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as exc:
+        raise ValueError(f"cannot register model {name!r}{f' with alias {alias!r}' if alias else ''}: {_first_line(exc.message)}") from None
+
+
+@contextlib.contextmanager
+def _existing_ok() -> Iterator[None]:
+    """Ignore MLflow's "already exists" errors (registering a new version of an existing model)."""
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+# --------------------------------------------------------------------------- the package
+
+
+def _write_package(source: _Source, checkpoint: Path, folder: Path, uri: str) -> None:
+    """Write the four package files of ``checkpoint`` into ``folder``; ``uri`` is where it will live."""
+    state = _read_checkpoint(checkpoint, f"checkpoint of trial {source.trial_id!r} epoch {source.epoch}")
+    config = _config(state["config"], f"the config of trial {source.trial_id!r} epoch {source.epoch}")
+    torch.save(state["model"], folder / MODEL_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    record = source.record()
+    (folder / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (folder / CARD_FILE).write_text(model_card(record, config, source.run.data.params, uri), encoding="utf-8")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value).replace("|", "\\|")
+
+
+def model_card(record: Mapping[str, Any], config: TrainConfig, params: Mapping[str, str], uri: str) -> str:
+    """``MODEL_CARD.md``: what the model is, the trial's hyperparameters, its metrics, how to load it."""
+    names = sorted(set(record["validation"]) | set(record["test"]))
+    lines = [
+        f"# mg-tune model: search `{record['search']}`, trial `{record['trial_id']}`, epoch {record['epoch']}",
+        "",
+        f"`{config.model}` trained on `{config.data.name}/{config.data.variant}` with L = L_class + λ·L_loc, "
+        f"loss `{config.loss}`, λ = {config.lam:g}, attribution `{config.attribution}` at layer `{config.layer}`.",
+        f"MLflow: experiment `mg-tune/{record['search']}`, trial run `{record['run_id']}`, LoggedModel `{record['model_id']}`.",
+        "",
+        "## Hyperparameters of the trial",
+        "",
+        "| name | value |",
+        "| --- | --- |",
+        *(f"| {_cell(k)} | {_cell(v)} |" for k, v in sorted(params.items())),
+        "",
+        "## Metrics",
+        "",
+        "IoU uses the threshold chosen on the held-out split (`iou_threshold`). "
+        + ("Test metrics were logged by `mg-tune evaluate`." if record["test"] else "No test metrics yet: run `mg-tune evaluate`."),
+        "",
+        "| metric | validation | test |",
+        "| --- | ---: | ---: |",
+        *(f"| {name} | {_cell(record['validation'].get(name))} | {_cell(record['test'].get(name))} |" for name in names),
+        "",
+        "## Load",
+        "",
+        "```python",
+        "import mg_tune",
+        "",
+        f'model = mg_tune.load_model("{uri}")  # a StagedModel in eval mode',
+        "```",
+        "",
+        f"`{MODEL_FILE}` holds tensors only (`torch.load(..., weights_only=True)`); `{CONFIG_FILE}` rebuilds the architecture.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- safe reading
+
+
+def _torch_load(path: Path, shown: str) -> Any:
+    """``torch.load(weights_only=True)`` with one-line ``ValueError``s naming ``shown``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        detail = f" (it references {found.group(1)})" if found else ""
+        raise ValueError(f"{shown} is not a weights file: it holds pickled objects{detail}; refusing to load it") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{shown} is not a readable torch file: {_first_line(str(exc))}") from None
+
+
+def _state_dict(value: Any, shown: str) -> dict[str, torch.Tensor]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
+        raise ValueError(f"{shown} is not a state_dict (a mapping of names to tensors)")
+    return dict(value)
+
+
+def _read_checkpoint(path: Path, shown: str) -> dict[str, Any]:
+    """A raw mg-tune checkpoint: ``model`` (state_dict) and ``config`` entries are required."""
+    state = _torch_load(path, shown)
+    if not isinstance(state, Mapping) or "model" not in state or "config" not in state:
+        raise ValueError(f"{shown} is not an mg-tune checkpoint (no 'model' and 'config' entries)")
+    return {**state, "model": _state_dict(state["model"], shown)}
+
+
+def _config(data: Any, shown: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or "config"
+        raise ValueError(f"{shown} is not an mg-tune TrainConfig: {field}: {error['msg']}") from None
+
+
+def _read_package(folder: Path, shown: str) -> tuple[dict[str, torch.Tensor], TrainConfig]:
+    """``model.pt`` and ``config.json`` of a package directory."""
+    for name in (MODEL_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise ValueError(f"{shown} is not an mg-tune export: {name} is missing")
+    try:
+        data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{shown}/{CONFIG_FILE} is not valid JSON: {exc}") from None
+    state = _state_dict(_torch_load(folder / MODEL_FILE, f"{shown}/{MODEL_FILE}"), f"{shown}/{MODEL_FILE}")
+    return state, _config(data, f"{shown}/{CONFIG_FILE}")
+
+
+def _build(state: Mapping[str, torch.Tensor], config: TrainConfig, shown: str, device: str | torch.device) -> StagedModel:
+    """The model of ``config`` with ``state`` loaded (strictly), on ``device``, in eval mode."""
+    num_classes = build_split(config.data, "val").info.num_classes
+    model = build_model(config.model, num_classes)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{shown} does not fit model {config.model!r}: {_first_line(str(exc))}") from None
+    return model.to(device).eval()
+
+
+def _load_local(path: Path, shown: str, device: str | torch.device) -> StagedModel:
+    if path.is_dir():
+        state, config = _read_package(path, shown)
+    elif path.is_file():
+        checkpoint = _read_checkpoint(path, shown)
+        state, config = checkpoint["model"], _config(checkpoint["config"], f"the config in {shown}")
+    else:
+        raise ValueError(f"{shown} does not exist")
+    return _build(state, config, shown, device)
+
+
+def load_model(path_or_uri: str | os.PathLike[str], *, s3_endpoint_url: str | None = None, device: str | torch.device = "cpu") -> StagedModel:
+    """Rebuild an exported model: a package directory, an ``s3://`` package prefix, or a raw ``checkpoint.pt``.
+
+    The architecture comes from ``config.json`` (or the checkpoint's
+    ``config``), the weights from ``model.pt`` (or the checkpoint's
+    ``model``), always read with ``torch.load(weights_only=True)``; the
+    state_dict must fit the model exactly. An ``s3://`` URI ending in ``.pt``
+    is read as a raw checkpoint. ``s3_endpoint_url`` defaults to
+    ``$MLFLOW_S3_ENDPOINT_URL`` / ``$AWS_ENDPOINT_URL``.
+
+    Returns:
+        The :class:`~mg_tune.models.StagedModel` on ``device``, in eval mode.
+
+    Raises:
+        ValueError: missing files, a file holding pickled objects instead of
+            weights, a config that is not a ``TrainConfig``, weights that do
+            not fit, or an unreadable S3 location.
+    """
+    text = os.fspath(path_or_uri)
+    if not text.startswith("s3://"):
+        return _load_local(Path(text).expanduser(), text, device)
+    location = _S3Location.parse(text, s3_endpoint_url)
+    with tempfile.TemporaryDirectory(prefix="mg-tune-load-") as tmp:
+        local = location.download(Path(tmp))
+        return _load_local(local, text, device)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _exported_model_id(text: str) -> str | None:
+    """The ``model_id`` recorded in a ``metrics.json`` text (None if it is not one)."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return record.get("model_id") if isinstance(record, dict) else None
+
+
+def _refuse_foreign(uri: str, names: list[str], model_id: str | None, wanted: str) -> None:
+    """Refuse a non-empty target unless it holds only package files of the same checkpoint."""
+    if names and (set(names) - set(EXPORT_FILES) or model_id != wanted):
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise ValueError(f"target {uri} is not empty and holds no export of this checkpoint (found {shown}); choose a new or empty location")
+
+
+@dataclass(frozen=True)
+class _LocalTarget:
+    """A local package directory (absolute, not resolved: the path the user named)."""
+
+    path: Path
+
+    @classmethod
+    def parse(cls, target: str | os.PathLike[str]) -> _LocalTarget:
+        """Refuse ``..`` components and relative targets that symlinks lead out of the current directory."""
+        path = Path(target).expanduser()
+        if ".." in path.parts:
+            raise ValueError(f"target {target} contains '..'; name the directory without parent references")
+        if not path.is_absolute():
+            root = Path.cwd().resolve()
+            resolved = (root / path).resolve()
+            if not resolved.is_relative_to(root):
+                raise ValueError(f"target {target} leads to {resolved} through a symlink, outside the current directory {root}")
+            path = root / path
+        return cls(path)
+
+    @property
+    def uri(self) -> str:
+        return str(self.path)
+
+    def check(self, model_id: str) -> None:
+        """Refuse a symlink, a file, or a non-empty directory that is not an export of ``model_id``."""
+        if self.path.is_symlink():
+            raise ValueError(f"target {self.path} is a symlink (to {os.readlink(self.path)}); name a real directory")
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise ValueError(f"target {self.path} exists and is not a directory")
+        entries = list(self.path.iterdir())
+        links = [e.name for e in entries if e.is_symlink() or not e.is_file()]
+        if links:
+            raise ValueError(f"target {self.path} holds {links[0]}, which is not a regular file; refusing to write there")
+        metrics = self.path / METRICS_FILE
+        model_id_found = _exported_model_id(metrics.read_text(encoding="utf-8", errors="replace")) if metrics.is_file() else None
+        _refuse_foreign(self.uri, [e.name for e in entries], model_id_found, model_id)
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh directory next to the target (same file system, so publishing is a rename)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        except OSError as exc:
+            raise ValueError(f"cannot write target {self.path}: {exc.strerror or exc}") from None
+        try:
+            folder.chmod(0o755)
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def publish(self, staged: Path) -> None:
+        """Rename the staged directory into place, or replace the files of an earlier export of the same checkpoint."""
+        if not self.path.exists() or not any(self.path.iterdir()):
+            staged.replace(self.path)
+            return
+        for name in EXPORT_FILES:
+            (staged / name).replace(self.path / name)
+
+
+@dataclass(frozen=True)
+class _S3Location:
+    """``s3://bucket/prefix`` and the endpoint to reach it."""
+
+    bucket: str
+    prefix: str
+    endpoint_url: str | None
+
+    @classmethod
+    def parse(cls, uri: str, endpoint_url: str | None) -> _S3Location:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"{uri} names no bucket; use s3://bucket/prefix")
+        endpoint = endpoint_url or next((os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v)), None)
+        return cls(bucket, prefix.strip("/"), endpoint)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url)
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Turn boto errors into one-line ``ValueError``s naming the URI."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise ValueError(f"cannot {doing} {self.uri}: {error.get('Code', '?')} {error.get('Message', '')}".rstrip()) from None
+        except BotoCoreError as exc:
+            raise ValueError(f"cannot {doing} {self.uri}: {exc}") from None
+
+    def download(self, folder: Path) -> Path:
+        """Download the package (or, for a ``.pt`` key, the single checkpoint) into ``folder``; return the local path."""
+        s3 = self.client()
+        with self.errors("read"):
+            if self.prefix.endswith(".pt"):
+                local = folder / CHECKPOINT_FILE
+                s3.download_file(self.bucket, self.prefix, str(local))
+                return local
+            for name in (CONFIG_FILE, MODEL_FILE):
+                s3.download_file(self.bucket, self.key(name), str(folder / name))
+        return folder
+
+
+@dataclass(frozen=True)
+class _S3Target:
+    """A package under ``s3://bucket/prefix``."""
+
+    location: _S3Location
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    def check(self, model_id: str) -> None:
+        """Refuse a prefix holding objects other than an export of ``model_id`` (also checks access)."""
+        location = self.location
+        s3 = location.client()
+        with location.errors("write"):
+            listed = s3.list_objects_v2(Bucket=location.bucket, Prefix=location.key(""), MaxKeys=100)
+            names = [item["Key"].removeprefix(location.key("")) for item in listed.get("Contents", [])]
+            found = None
+            if METRICS_FILE in names:
+                found = _exported_model_id(s3.get_object(Bucket=location.bucket, Key=location.key(METRICS_FILE))["Body"].read().decode("utf-8", "replace"))
+        _refuse_foreign(self.uri, names, found, model_id)
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="mg-tune-export-") as tmp:
+            yield Path(tmp)
+
+    def publish(self, staged: Path) -> None:
+        """Upload every file, ``metrics.json`` last (its presence marks a complete package)."""
+        s3 = self.location.client()
+        with self.location.errors("write"):
+            for name in EXPORT_FILES:
+                s3.upload_file(str(staged / name), self.location.bucket, self.location.key(name))
+
+
+def _target(target: str | os.PathLike[str], s3_endpoint_url: str | None) -> _LocalTarget | _S3Target:
+    text = os.fspath(target)
+    if text.startswith("s3://"):
+        return _S3Target(_S3Location.parse(text, s3_endpoint_url))
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text):
+        raise ValueError(f"target {redact_uri(text)}: only local directories and s3://bucket/prefix are supported")
+    return _LocalTarget.parse(text)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_checkpoint(
+    tracking_uri: str,
+    search: str,
+    trial_id: str,
+    epoch: int,
+    target: str | os.PathLike[str],
+    *,
+    s3_endpoint_url: str | None = None,
+    register: str | None = None,
+    alias: str | None = None,
+) -> str:
+    """Export the checkpoint of ``(trial_id, epoch)`` of ``search`` as a model package at ``target``.
+
+    Steps: find the epoch's READY LoggedModel (experiment, parent run, trial
+    run, models of that run: 4 requests), check the target, download
+    ``checkpoint.pt``, write the package (see the module docstring) into a
+    staging directory, register it if asked, then publish it: a local
+    directory (created; an existing one must be empty or hold an export of
+    the same checkpoint, which is then replaced) or ``s3://bucket/prefix``
+    (boto3; endpoint ``s3_endpoint_url`` or ``$MLFLOW_S3_ENDPOINT_URL`` /
+    ``$AWS_ENDPOINT_URL``). With ``register``, the LoggedModel
+    (``models:/<model_id>``) also becomes a new version of registered model
+    ``register`` in the MLflow Model Registry, with ``alias`` if given.
+
+    Returns:
+        The URI written: the absolute directory path or ``s3://bucket/prefix``.
+
+    Raises:
+        ValueError: unknown search, trial or epoch; a refused or unwritable
+            target; a checkpoint that is not an mg-tune checkpoint; a
+            registry error. Nothing is written at the target then.
+    """
+    if alias and not register:
+        raise ValueError(f"alias {alias!r} needs a registered model name (register=...)")
+    source = _find_source(tracking_uri, search, trial_id, epoch)
+    destination = _target(target, s3_endpoint_url)
+    destination.check(source.model.model_id)
+    with destination.staging() as staged, tempfile.TemporaryDirectory(prefix="mg-tune-ckpt-") as tmp:
+        checkpoint = _download(source, tracking_uri, Path(tmp))
+        _write_package(source, checkpoint, staged, destination.uri)
+        if register:
+            _register(tracking_uri, source.model, register, alias)
+        destination.publish(staged)
+    return destination.uri

@@ -1,0 +1,222 @@
+"""Export and test evaluation against a real MLflow SQLite store and a real S3 API (moto's server); no mocks."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+import torch
+from mlflow import MlflowClient
+from torch.utils.data import DataLoader
+from typer.testing import CliRunner
+
+import mg_tune
+from mg_tune.checkpoint import load_checkpoint
+from mg_tune.cli import app
+from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.data import build_split
+from mg_tune.evaluate import evaluate_pareto
+from mg_tune.evaluation import evaluate_checkpoint, evaluate_split
+from mg_tune.export import EXPORT_FILES, export_checkpoint
+from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.tracking import TrialLogger, download_checkpoint, start_search
+from mg_tune.train import train
+
+OBJECTIVES = ["f1", "epg", "iou"]
+TINY = DataConfig(variant="multilabel", train_size=48, val_size=24, heldout_size=16, test_size=16)
+SEARCH = "tiny"
+
+
+class NotWeights:
+    """A pickled object that is not weights: ``torch.load(weights_only=True)`` must refuse it."""
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory):
+    """Two real trials (λ = 0 and 1) of 2 epochs, logged like the search runner does; returns (uri, logged metrics)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    search = start_search(SEARCH, {"trials": 2}, "trials: 2\n", uri, resume=False)
+    logged = {}
+    for trial_id, lam in (("t0", 0.0), ("t1", 1.0)):
+        config = TrainConfig(data=TINY, model="smerf_cnn", lam=lam, epochs=2, batch_size=16, device="cpu", overlay_images=2)
+        logger = TrialLogger(search, trial_id, {"lam": lam, "loss": config.loss})
+        result = train(config, callback=logger.log_epoch)
+        logger.finish()
+        logged.update({(trial_id, e.epoch): e.metrics for e in result.history})
+    return uri, logged
+
+
+def validation_metrics(model, config: TrainConfig) -> dict[str, float]:
+    """The training loop's validation: IoU threshold from the held-out split, metrics on the val split."""
+    val, heldout = build_split(config.data, "val"), build_split(config.data, "heldout")
+    common = dict(model=model, method=config.attribution, layer=config.layer, multilabel=val.info.multilabel, group_names=val.info.group_names)
+    threshold = evaluate_split(loader=DataLoader(heldout, batch_size=config.eval_batch_size), **common).best_iou_threshold()
+    return evaluate_split(loader=DataLoader(val, batch_size=config.eval_batch_size), iou_threshold=threshold, **common).metrics
+
+
+def checkpoint_weights(uri: str, trial_id: str, epoch: int, tmp_path) -> dict[str, torch.Tensor]:
+    run_id = checkpoint_table(uri, SEARCH).set_index(["trial_id", "epoch"]).loc[(trial_id, epoch), "run_id"]
+    return load_checkpoint(download_checkpoint(uri, run_id, epoch, tmp_path / f"{trial_id}-{epoch}.pt"))["model"]
+
+
+def test_directory_export_reloads_with_the_logged_validation_metrics(tiny_search, tmp_path, monkeypatch):
+    uri, logged = tiny_search
+    monkeypatch.chdir(tmp_path)
+    written = export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2")
+    package = tmp_path / "models" / "t1-e2"
+    assert written == str(package)
+    assert sorted(p.name for p in package.iterdir()) == sorted(EXPORT_FILES)
+    assert sorted(p.name for p in package.parent.iterdir()) == ["t1-e2"]  # no staging leftovers
+
+    weights = torch.load(package / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in weights.values())
+    config = TrainConfig.model_validate(json.loads((package / "config.json").read_text()))
+    assert config.lam == 1.0 and config.data == TINY
+    record = json.loads((package / "metrics.json").read_text())
+    assert (record["search"], record["trial_id"], record["epoch"]) == (SEARCH, "t1", 2)
+    expected = {k: v for k, v in logged[("t1", 2)].items() if not k.startswith("train_")}
+    assert record["validation"] == pytest.approx(expected, abs=1e-6)
+    card = (package / "MODEL_CARD.md").read_text()
+    assert "trial `t1`, epoch 2" in card and f'mg_tune.load_model("{written}")' in card and "| lam | 1.0 |" in card
+
+    model = mg_tune.load_model(written)
+    assert not model.training
+    assert validation_metrics(model, config) == pytest.approx(record["validation"], abs=1e-6)
+
+    assert export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2") == written  # same checkpoint again: replaced
+    with pytest.raises(ValueError, match="not empty and holds no export of this checkpoint"):
+        export_checkpoint(uri, SEARCH, "t0", 2, "models/t1-e2")
+
+
+def test_s3_export_writes_every_file_and_loads_back(tiny_search, s3_endpoint, s3_bucket, tmp_path, monkeypatch):
+    uri, _ = tiny_search
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
+    target = f"s3://{s3_bucket}/models/t0-e1"
+    assert export_checkpoint(uri, SEARCH, "t0", 1, target) == target
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert keys == {f"models/t0-e1/{name}" for name in EXPORT_FILES}
+
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
+    model = mg_tune.load_model(target, s3_endpoint_url=s3_endpoint)
+    expected = checkpoint_weights(uri, "t0", 1, tmp_path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+    s3.put_object(Bucket=s3_bucket, Key="other/readme.txt", Body=b"not a model")
+    with pytest.raises(ValueError, match="not empty"):
+        export_checkpoint(uri, SEARCH, "t0", 1, f"s3://{s3_bucket}/other", s3_endpoint_url=s3_endpoint)
+    with pytest.raises(ValueError, match="NoSuchBucket"):
+        export_checkpoint(uri, SEARCH, "t0", 1, "s3://no-such-bucket/x", s3_endpoint_url=s3_endpoint)
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]} == keys | {"other/readme.txt"}
+
+
+def test_registry_export_creates_a_version_with_the_alias(tiny_search, tmp_path):
+    uri, _ = tiny_search
+    export_checkpoint(uri, SEARCH, "t0", 2, tmp_path / "pkg", register="tiny-guided", alias="champion")
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("tiny-guided", "champion")
+    model_id = json.loads((tmp_path / "pkg" / "metrics.json").read_text())["model_id"]
+    logged = client.get_logged_model(model_id)
+    assert (version.source, version.run_id) == (logged.artifact_location, logged.source_run_id)
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "tiny-guided", "version": version.version}]
+    export_checkpoint(uri, SEARCH, "t1", 2, tmp_path / "pkg2", register="tiny-guided")
+    assert len(client.search_model_versions("name = 'tiny-guided'")) == 2
+    assert client.get_model_version_by_alias("tiny-guided", "champion").version == version.version
+
+
+def test_load_model_refuses_pickled_objects_and_reads_raw_checkpoints(tiny_search, tmp_path):
+    uri, _ = tiny_search
+    evil = tmp_path / "evil.pt"
+    torch.save(NotWeights(), evil)
+    with pytest.raises(ValueError, match=r"evil\.pt is not a weights file.*NotWeights"):
+        mg_tune.load_model(evil)
+    package = tmp_path / "pkg"
+    export_checkpoint(uri, SEARCH, "t1", 1, package)
+    torch.save({"layer": NotWeights()}, package / "model.pt")
+    with pytest.raises(ValueError, match=r"pkg/model\.pt is not a weights file"):
+        mg_tune.load_model(package)
+    with pytest.raises(ValueError, match="does not exist"):
+        mg_tune.load_model(tmp_path / "missing")
+
+    raw = tmp_path / "t1-1.pt"
+    expected = checkpoint_weights(uri, "t1", 1, tmp_path)
+    download_checkpoint(uri, checkpoint_table(uri, SEARCH).query("trial_id == 't1' and epoch == 1")["run_id"].item(), 1, raw)
+    model = mg_tune.load_model(raw)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_export_refuses_escaping_or_foreign_targets_and_unknown_checkpoints(tiny_search, tmp_path, monkeypatch):
+    uri, _ = tiny_search
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    monkeypatch.chdir(work)
+    (work / "link").symlink_to(outside)
+    (work / "notes").mkdir()
+    (work / "notes" / "todo.txt").write_text("mine")
+    refusals = {
+        "../escape": "contains '..'",
+        "link/pkg": "through a symlink, outside the current directory",
+        str(work / "link"): "is a symlink",
+        "notes": "not empty and holds no export",
+        "ftp://host/x": "only local directories and s3://",
+    }
+    for target, message in refusals.items():
+        with pytest.raises(ValueError, match=message):
+            export_checkpoint(uri, SEARCH, "t0", 1, target)
+    export_checkpoint(uri, SEARCH, "t0", 1, "pkg")
+    (work / "pkg" / "model.pt").unlink()
+    (work / "pkg" / "model.pt").symlink_to(outside / "model.pt")
+    with pytest.raises(ValueError, match="not a regular file"):
+        export_checkpoint(uri, SEARCH, "t0", 1, "pkg")
+
+    for args, message in (
+        (("nope", "t0", 1), "no search named 'nope'"),
+        ((SEARCH, "t9", 1), "has no trial 't9'"),
+        ((SEARCH, "t0", 7), r"no checkpoint of epoch 7; logged epochs: \[1, 2\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            export_checkpoint(uri, *args, "fresh")
+    assert sorted(p.name for p in work.iterdir()) == ["link", "notes", "pkg"]
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escape").exists()
+
+
+def test_evaluate_pareto_logs_test_metrics_readable_from_mlflow(tiny_search, tmp_path):
+    uri, _ = tiny_search
+    table = evaluate_pareto(uri, SEARCH, OBJECTIVES, [True] * 3)
+    front = search_pareto(uri, SEARCH, OBJECTIVES, [True] * 3, tag=False).front
+    assert sorted(zip(table["trial_id"], table["epoch"])) == sorted(zip(front["trial_id"], front["epoch"]))
+    client = MlflowClient(uri)
+    stored = checkpoint_table(uri, SEARCH).set_index("model_id")
+    for row in table.to_dict("records"):
+        checkpoint = download_checkpoint(uri, row["run_id"], row["epoch"], tmp_path / f"{row['model_id']}.pt")
+        expected = {f"test_{k}": v for k, v in evaluate_checkpoint(str(checkpoint), "test").items()}
+        assert {k: row[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+        history = {m.step: m.value for m in client.get_metric_history(row["run_id"], "test_f1")}
+        assert history[row["epoch"]] == pytest.approx(expected["test_f1"])
+        linked = {m.key: m.value for m in client.get_logged_model(row["model_id"]).metrics if m.step == row["epoch"]}
+        assert {k: linked[k] for k in expected} == pytest.approx(expected)
+        assert {k: stored.loc[row["model_id"], k] for k in expected} == pytest.approx(expected)
+
+    best = table.iloc[0]
+    export_checkpoint(uri, SEARCH, best["trial_id"], int(best["epoch"]), tmp_path / "best")
+    record = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    assert record["test"] == pytest.approx({k.removeprefix("test_"): best[k] for k in table.columns if k.startswith("test_")})
+
+
+def test_cli_export_and_evaluate(tiny_search, tmp_path):
+    uri, _ = tiny_search
+    runner = CliRunner()
+    ok = runner.invoke(app, ["export", "--search", SEARCH, "--trial", "t1", "--epoch", "1", "--to", str(tmp_path / "cli"), "--tracking-uri", uri])
+    assert ok.exit_code == 0, ok.output
+    assert f'mg_tune.load_model("{tmp_path / "cli"}")' in ok.output
+    bad = runner.invoke(app, ["export", "--search", SEARCH, "--trial", "zz", "--epoch", "1", "--to", str(tmp_path / "x"), "--tracking-uri", uri])
+    assert bad.exit_code == 2 and bad.output.strip().splitlines() == [f"error: search '{SEARCH}' has no trial 'zz'"]
+    alias = runner.invoke(app, ["export", "--search", SEARCH, "--trial", "t1", "--epoch", "1", "--to", str(tmp_path / "y"), "--alias", "a", "--tracking-uri", uri])
+    assert alias.exit_code == 2 and "needs a registered model name" in alias.output and not (tmp_path / "y").exists()
+    evaluated = runner.invoke(app, ["evaluate", "--search", SEARCH, "--objectives", "f1", "--tracking-uri", uri])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "Test metrics of the Pareto checkpoints of search 'tiny'" in evaluated.output and "test f1" in evaluated.output
+    missing = runner.invoke(app, ["evaluate", "--search", "nope", "--tracking-uri", uri])
+    assert missing.exit_code == 2 and "no search named 'nope'" in missing.output
