@@ -18,8 +18,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+DEMO := $(CURDIR)/demo-output
+
 demo: $(STAMP)
-	$(BIN)/mg-tune search search_spaces/quickstart.yaml --name demo
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	MLFLOW_TRACKING_URI=sqlite:///$(DEMO)/mlflow.db $(BIN)/mg-tune search search_spaces/quickstart.yaml \
+		--name demo --storage-path $(DEMO)/runs
 
 bench: $(STAMP)
 	$(BIN)/python bench/guided_step.py

@@ -52,6 +52,7 @@ def search(
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted search of this name"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address, e.g. auto"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
+    storage_path: Optional[str] = typer.Option(None, "--storage-path", help="where Ray Tune keeps the search state (dir or s3://)"),
 ) -> None:
     """Run a multi-objective search and print its Pareto front."""
     from mg_tune.search.spec import SpecError, load_spec
@@ -61,8 +62,8 @@ def search(
         spec, text = load_spec(spec_path)
     except SpecError as exc:
         fail(str(exc))
-    if name:
-        spec = spec.model_copy(update={"name": name})
+    overrides = {"name": name, "storage_path": storage_path}
+    spec = spec.model_copy(update={k: v for k, v in overrides.items() if v})
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
     from mg_tune.search.runner import run_search
 

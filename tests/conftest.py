@@ -45,3 +45,21 @@ def s3_bucket(s3_endpoint, monkeypatch):
     name = f"mg-tune-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def new_mlflow_store(tmp_path_factory):
+    """Factory of fresh SQLite tracking stores: MLflow's schema migration (~8 s) runs once, then the file is copied."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{template}").search_experiments()
+
+    def make() -> str:
+        db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+        shutil.copyfile(template, db)
+        return f"sqlite:///{db}"
+
+    return make

@@ -33,9 +33,9 @@ class NotWeights:
 
 
 @pytest.fixture(scope="module")
-def tiny_search(tmp_path_factory):
+def tiny_search(tmp_path_factory, new_mlflow_store):
     """Two real trials (λ = 0 and 1) of 2 epochs, logged like the search runner does; returns (uri, logged metrics)."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    uri = new_mlflow_store()
     search = start_search(SEARCH, {"trials": 2}, "trials: 2\n", uri, resume=False)
     logged = {}
     for trial_id, lam in (("t0", 0.0), ("t1", 1.0)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import threading
 from pathlib import Path
 
@@ -21,21 +20,16 @@ from mg_tune.train import EpochResult
 OBJECTIVES = ["f1", "epg", "iou"]
 
 
-def fresh_store(tmp_path_factory) -> str:
-    """A new SQLite tracking store; MLflow's schema migration (~8 s) runs once per session, then the file is copied."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    lock = tmp_path_factory.getbasetemp() / "mlflow-template.lock"
-    if not template.exists():
-        MlflowClient(f"sqlite:///{lock}").search_experiments()
-        lock.replace(template)
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    shutil.copyfile(template, db)
-    return f"sqlite:///{db}"
+def seeded_linear(trial: str, epoch: int) -> torch.nn.Linear:
+    """A Linear(3, 2) whose weights depend only on (trial, epoch): a private generator, safe across threads."""
+    layer = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(2, 3, generator=torch.Generator().manual_seed(1000 * int(trial[1:]) + epoch)))
+    return layer
 
 
 def fake_epoch(root: Path, trial: str, epoch: int, metrics: dict[str, float]) -> EpochResult:
-    torch.manual_seed(1000 * int(trial[1:]) + epoch)
-    ckpt = save_checkpoint(root / trial / f"epoch={epoch:03d}" / "checkpoint.pt", torch.nn.Linear(3, 2), None, epoch, metrics, {"trial": trial})
+    ckpt = save_checkpoint(root / trial / f"epoch={epoch:03d}" / "checkpoint.pt", seeded_linear(trial, epoch), None, epoch, metrics, {"trial": trial})
     return EpochResult(epoch, dict(metrics), ckpt, None)
 
 
@@ -56,8 +50,8 @@ def expected_metrics() -> dict[tuple[str, int], dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory):
-    uri = fresh_store(tmp_path_factory)
+def filled(tmp_path_factory, new_mlflow_store):
+    uri = new_mlflow_store()
     root = tmp_path_factory.mktemp("ckpt")
     search = start_search("pf", {"objectives": OBJECTIVES}, "objectives: [f1, epg, iou]\n", uri, resume=False)
     values = expected_metrics()
@@ -181,8 +175,7 @@ def test_every_checkpoint_downloads_and_loads(filled, tmp_path):
     for row in table.itertuples():
         state = load_checkpoint(download_checkpoint(uri, row.run_id, row.epoch, tmp_path / row.model_id))
         assert state["epoch"] == row.epoch and state["metrics"]["f1"] == values[(row.trial_id, row.epoch)]["f1"]
-        torch.manual_seed(1000 * int(row.trial_id[1:]) + row.epoch)
-        assert torch.equal(state["model"]["weight"], torch.nn.Linear(3, 2).weight.detach())
+        assert torch.equal(state["model"]["weight"], seeded_linear(row.trial_id, row.epoch).weight.detach())
 
 
 def test_reading_a_search_is_a_bounded_number_of_requests(filled):

@@ -144,13 +144,24 @@ def test_spurious_patch_hides_cue():
         sample = ds[i]
         label = int(sample["labels"].argmax())
         (c, x0, y0, x1, y1), = ds.boxes(i)
-        assert c == label and (x1 - x0, y1 - y0) == (20, 20)
-        assert sample["masks"][label].sum() == 400 and sample["masks"][1 - label].sum() == 0
+        assert c == label and (x1 - x0, y1 - y0) == (27, 27)  # 7*3 + 2*GAP + 2 for the x3 letter
+        assert sample["masks"][label].sum() == 27 * 27 and sample["masks"][1 - label].sum() == 0
         inside = sample["image"][:, y0:y1, x0:x1]
         strokes = sample["seg_masks"][label, y0:y1, x0:x1].bool()
-        assert strokes.sum() == STROKES_5X7[ds.info.class_names[label]] * 2**2  # glyph scaled x2
+        assert strokes.sum() == STROKES_5X7[ds.info.class_names[label]] * 3**2  # glyph scaled x3
         assert torch.all(inside[:, strokes] == 1.0) and torch.all(inside[:, ~strokes] == 0.0)
         assert ds.scene(i).objects[0].name == ds.info.class_names[label]
+
+
+def test_spurious_letter_colors_option_colours_b_yellow():
+    ds = SpuriousTextBox("test", 20, seed=3, letter_colors=True, letter_scale=2)
+    for i in range(len(ds)):
+        sample = ds[i]
+        label = int(sample["labels"].argmax())
+        strokes = sample["seg_masks"][label].bool()
+        expected = torch.tensor(SpuriousTextBox.LETTER_COLORS[label])
+        assert torch.allclose(sample["image"][:, strokes], expected[:, None].expand(3, int(strokes.sum())))
+        assert strokes.sum() == STROKES_5X7[ds.info.class_names[label]] * 2**2
 
 
 # SMERF Table 1, transcribed cell by cell. Bucket contents follow SMERF Fig. 5:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import threading
 from pathlib import Path
 
@@ -52,21 +51,9 @@ def fake_epoch(root: Path, trial: str, epoch: int, metrics: dict[str, float], ov
     return EpochResult(epoch, dict(metrics), ckpt, png)
 
 
-def fresh_store(tmp_path_factory) -> str:
-    """A new SQLite tracking store; MLflow's schema migration (~8 s) runs once per session, then the file is copied."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    lock = tmp_path_factory.getbasetemp() / "mlflow-template.lock"
-    if not template.exists():
-        MlflowClient(f"sqlite:///{lock}").search_experiments()
-        lock.replace(template)
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    shutil.copyfile(template, db)
-    return f"sqlite:///{db}"
-
-
 @pytest.fixture(scope="module")
-def uri(tmp_path_factory) -> str:
-    return fresh_store(tmp_path_factory)
+def uri(new_mlflow_store) -> str:
+    return new_mlflow_store()
 
 
 @pytest.fixture(scope="module")

@@ -290,8 +290,10 @@ class MultiLabelTextBox(TextBoxDataset):
 class SpuriousTextBox(TextBoxDataset):
     """(b) Waterbirds-like TextBox with a background-colour shortcut (CRAYON, Sec. IV-A; Waterbirds).
 
-    Foreground: letter "A" (label 0) or "B" (label 1), uniformly, drawn x2 (10x14) at a
-    random offset inside a black ``PATCH``x``PATCH`` patch at a random position. The box
+    Foreground: letter "A" (label 0) or "B" (label 1), uniformly, drawn x``letter_scale``
+    (default 3: 15x21 px) at a random offset inside a black square patch (at least
+    ``PATCH`` px, large enough for the letter) at a random position; with
+    ``letter_colors`` A is white and B yellow, else both white (shape only). The box
     mask of the label class is the patch; its segmentation mask is the letter strokes.
     Background outside the patch: land (greenish) or water (bluish) colour plus Gaussian
     noise (std ``BG_NOISE``); it equals the label (A-land, B-water) with probability
@@ -303,6 +305,8 @@ class SpuriousTextBox(TextBoxDataset):
         "textbox_spurious", ("A", "B"), multilabel=False, group_names=("A/land", "A/water", "B/land", "B/water")
     )
     PATCH = 20
+    LETTER_COLORS: tuple[Color, Color] = ((1.0, 1.0, 1.0), (1.0, 0.8, 0.2))
+    """With ``letter_colors``: A white, B yellow (the object itself differs in colour, as birds do)."""
     BACKGROUNDS: tuple[Color, Color] = ((0.35, 0.60, 0.20), (0.15, 0.35, 0.75))
     BG_NOISE = 0.05
     TEST_RATE = 0.5
@@ -315,7 +319,8 @@ class SpuriousTextBox(TextBoxDataset):
         annotation_fraction: float = 1.0,
         dilation: float = 0.0,
         spurious_rate: float = 0.95,
-        letter_scale: int = 2,
+        letter_scale: int = 3,
+        letter_colors: bool = False,
     ) -> None:
         if not 0.0 <= spurious_rate <= 1.0:
             raise ValueError(f"spurious_rate must lie in [0, 1], got spurious_rate={spurious_rate}")
@@ -324,6 +329,7 @@ class SpuriousTextBox(TextBoxDataset):
         super().__init__(split, size, seed, annotation_fraction, dilation)
         self.spurious_rate = spurious_rate
         self.letter_scale = letter_scale
+        self.letter_colors = letter_colors
         self.patch = max(self.PATCH, 7 * letter_scale + 2 * GAP + 2)
 
     @property
@@ -344,7 +350,8 @@ class SpuriousTextBox(TextBoxDataset):
         lx, ly = (int(v) for v in rng.integers(GAP, [side - w - GAP + 1, side - h - GAP + 1]))
         pixels = np.zeros((side, side), dtype=bool)
         pixels[ly : ly + h, lx : lx + w] = strokes
-        patch = SceneObject(letter, (px, py, px + side, py + side), pixels, fill=BLACK)
+        color = self.LETTER_COLORS[label] if self.letter_colors else WHITE
+        patch = SceneObject(letter, (px, py, px + side, py + side), pixels, color=color, fill=BLACK)
         return Scene(canvas, (patch,), _one_hot(label, 2), ((label, 0),), group=2 * label + background)
 
 

@@ -1,0 +1,32 @@
+"""The method works: on the spurious TextBox variant, Energy guidance beats the unguided baseline.
+
+Same seed, data and epochs; the only difference is λ. The unguided model
+learns the background-colour shortcut (test worst-group accuracy 0 at the
+time this test was written); the guided model's positive attribution is
+pushed onto the letter patch, raising both EPG and worst-group accuracy on the
+uncorrelated test split.
+"""
+
+import pytest
+
+from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.evaluation import evaluate_checkpoint
+from mg_tune.train import train
+
+DATA = DataConfig(variant="spurious", train_size=1000, val_size=100, heldout_size=50, test_size=400, options={"spurious_rate": 0.95})
+
+
+def _test_metrics(lam, tmp_path):
+    config = TrainConfig(data=DATA, model="smerf_cnn", attribution="ixg", layer="input", loss="energy", lam=lam, epochs=12, lr=1e-3, overlay_images=0)
+    result = train(config, checkpoint_dir=tmp_path / f"lam={lam}")
+    return evaluate_checkpoint(str(result.history[-1].checkpoint), split="test")
+
+
+@pytest.mark.slow
+def test_energy_guidance_raises_epg_and_worst_group_accuracy(tmp_path):
+    unguided = _test_metrics(0.0, tmp_path)
+    guided = _test_metrics(1.0, tmp_path)
+    assert unguided["worst_group_acc"] < 0.2, unguided  # the shortcut really is learnt
+    assert guided["epg"] > unguided["epg"] + 0.3, (guided, unguided)
+    assert guided["worst_group_acc"] > unguided["worst_group_acc"] + 0.15, (guided, unguided)
+    assert guided["accuracy"] > unguided["accuracy"]
