@@ -6,6 +6,7 @@ and exit code 2; nothing is written before the input has been validated.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,8 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in a CLI
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-objective hyperparameter search for model guidance.")
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def fail(message: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mg_tune.guidance.attribution import METHODS
 from mg_tune.guidance.losses import LOSSES
@@ -23,14 +23,31 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Which data set, which variant and how its annotations are degraded.
 
+    ``name``: ``textbox`` (embedded, generated) or a real data set read from the
+    user's local copy at ``root`` (``voc``, ``coco``, ``waterbirds``; see
+    ``mg_tune.data.voc`` / ``coco`` / ``waterbirds`` for the files and
+    ``options`` each one takes). ``variant``: the TextBox variant, the VOC year
+    (``2007``), the COCO year (``2014``) or the Waterbirds setting
+    (``conventional`` / ``reversed``); it defaults per ``name``.
+
     ``annotation_fraction`` keeps masks for that share of training images only
     (main paper Sec. 5.4: 1 / 10 / 100 %); ``dilation`` grows every box by that
     percentage (10 / 25 / 50 %); ``mask_kind`` guides with boxes or with
     segmentation masks where the data set has them.
+
+    Real data sets only: ``image_size`` (images and masks are resized to S x S),
+    ``augment`` (random resized crop + horizontal flip of the training split,
+    applied identically to image and masks), ``on_bad_sample`` (a bad image or
+    annotation raises, or is skipped with one warning), ``max_samples`` (use at
+    most the first N samples of each split: quick runs). The ``*_size`` fields
+    apply to TextBox only (real splits have the size of the data); TextBox
+    images are always 64 px. The data set's files are only looked at when a
+    split is built, never when a config or spec is parsed.
     """
 
-    name: Literal["textbox"] = "textbox"
+    name: Literal["textbox", "voc", "coco", "waterbirds"] = "textbox"
     variant: str = "spurious"
+    root: str | None = None
     train_size: int = Field(1000, gt=0)
     val_size: int = Field(300, gt=0)
     heldout_size: int = Field(100, gt=0)
@@ -38,8 +55,44 @@ class DataConfig(_Strict):
     annotation_fraction: float = Field(1.0, ge=0.0, le=1.0)
     dilation: float = Field(0.0, ge=0.0)
     mask_kind: Literal["box", "segmentation"] = "box"
+    image_size: int = Field(224, gt=0)
+    augment: bool = False
+    on_bad_sample: Literal["error", "skip"] = "error"
+    max_samples: int | None = Field(None, gt=0)
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_variant(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("variant") is None:
+            values = {**values, "variant": DEFAULT_VARIANTS.get(values.get("name", "textbox"), "spurious")}
+        return values
+
+    @model_validator(mode="after")
+    def _real_data(self) -> "DataConfig":
+        if self.name == "textbox":
+            return self
+        from mg_tune.data import REAL_LOADERS
+
+        loader = REAL_LOADERS[self.name]
+        if not self.root:
+            raise ValueError(f"root is required for name={self.name!r}: the directory holding the data set (see README 'Using your data')")
+        if self.variant not in loader.variants:
+            raise ValueError(f"variant={self.variant!r} is not a {self.name} variant; valid: {', '.join(loader.variants)}")
+        try:
+            loader.options.model_validate(self.options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            message = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            valid = ", ".join(loader.options.model_fields)
+            raise ValueError(f"options.{where}: {message} (got {err.get('input')!r}; {self.name} options: {valid})") from None
+        return self
+
+
+DEFAULT_VARIANTS: dict[str, str] = {"textbox": "spurious", "voc": "2007", "coco": "2014", "waterbirds": "conventional"}
+"""``DataConfig.variant`` when none is given."""
 
 
 class TrainConfig(_Strict):

@@ -1,25 +1,43 @@
-"""Data sets for model guidance: the embedded TextBox family (SMERF) and its annotations.
+"""Data sets for model guidance: the embedded TextBox family (SMERF) and real data sets read from local copies.
 
-Every loader returns the same sample dict (see ``TextBoxDataset``) and exposes
-``dataset.info`` (:class:`DatasetInfo`).
+Every loader returns the same sample dict (see ``TextBoxDataset`` and
+:mod:`mg_tune.data.real`) and exposes ``dataset.info`` (:class:`DatasetInfo`).
+Real data sets (``voc``, ``coco``, ``waterbirds``) are never downloaded: they are
+read from ``DataConfig.root``; problems with their files raise
+:class:`DatasetError` (a ``ValueError``) whose one-line message names the file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch.utils.data import Dataset
 
+from mg_tune.data import coco, voc, waterbirds
 from mg_tune.data.base import DatasetInfo
+from mg_tune.data.real import AnnotatedImageDataset, DatasetError, Loader, SplitReport
 from mg_tune.data.textbox import TEXTBOX_VARIANTS, build_textbox
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "heldout", "test")
+REAL_LOADERS: dict[str, Loader] = {"voc": voc.LOADER, "coco": coco.LOADER, "waterbirds": waterbirds.LOADER}
+"""The real data sets by ``DataConfig.name``."""
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
 
 
 def build_split(data: Any, split: str) -> Dataset:
-    """The ``split`` of the data set described by a :class:`mg_tune.config.DataConfig`."""
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+    """The ``split`` of the data set described by a :class:`mg_tune.config.DataConfig`.
+
+    Dispatches on ``data.name``; real data sets raise :class:`DatasetError` when
+    their files are missing or invalid.
+    """
+    _check_split(split)
+    if data.name in REAL_LOADERS:
+        return REAL_LOADERS[data.name].build(data, split)
     size = getattr(data, f"{split}_size")
     return build_textbox(
         data.variant,
@@ -32,4 +50,28 @@ def build_split(data: Any, split: str) -> Dataset:
     )
 
 
-__all__ = ["DatasetInfo", "SPLIT_NAMES", "TEXTBOX_VARIANTS", "build_split", "build_textbox"]
+def check_dataset(data: Any, splits: Sequence[str] = SPLIT_NAMES, images: bool = True) -> tuple[DatasetInfo, list[SplitReport]]:
+    """Load every split's index of a real data set and validate every annotation.
+
+    With ``images``, every image header (existence, size) and segmentation file is
+    checked too. Returns the data set's info and per-split counts; raises
+    :class:`DatasetError` on the first problem (``on_bad_sample="error"``).
+    """
+    if data.name not in REAL_LOADERS:
+        raise ValueError(f"check needs a real data set ({', '.join(REAL_LOADERS)}), got name={data.name!r}")
+    for split in splits:
+        _check_split(split)
+    return REAL_LOADERS[data.name].check(data, splits, images=images)
+
+
+__all__ = [
+    "AnnotatedImageDataset",
+    "DatasetError",
+    "DatasetInfo",
+    "REAL_LOADERS",
+    "SPLIT_NAMES",
+    "TEXTBOX_VARIANTS",
+    "build_split",
+    "build_textbox",
+    "check_dataset",
+]
