@@ -21,7 +21,7 @@ from mg_tune.tracking import ROLE_TAG, TRIAL_TAG, download_checkpoint, experimen
 OBJECTIVES = ["f1", "epg", "iou"]
 
 
-def spec_dict(name, storage, trials=6, epochs=2):
+def spec_dict(name, storage, trials=6, epochs=2, concurrency=2):
     return {
         "name": name,
         "data": {"variant": "multilabel", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
@@ -29,7 +29,8 @@ def spec_dict(name, storage, trials=6, epochs=2):
         "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [0.01, 3.0], "l1": [0.01, 3.0]}}, "lr": {"loguniform": [3e-4, 3e-3]}},
         "sampler": "nsga2",
         "trials": trials,
-        "concurrency": 2,
+        "concurrency": concurrency,
+        "resources": {"cpu": 2 / concurrency},
         "storage_path": str(storage),
     }
 
@@ -47,8 +48,8 @@ def brute_force_front(points):
 def finished_search(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("search")
     uri = f"sqlite:///{root}/mlflow.db"
-    spec = SearchSpec.model_validate(spec_dict("e2e", root / "runs"))
-    outcome = run_search(spec, yaml.safe_dump(spec_dict("e2e", root / "runs")), uri)
+    raw = spec_dict("e2e", root / "runs", concurrency=4)
+    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
     return uri, outcome, root
 
 
@@ -70,6 +71,9 @@ def test_every_trial_epoch_has_metrics_and_a_loadable_checkpoint(finished_search
     assert len({r.data.tags[TRIAL_TAG] for r in trials}) == 6
     assert all(r.info.status == "FINISHED" for r in trials)
     assert all(r.data.tags.get("mg_tune.node_id") for r in trials)
+    # four trials really ran (and logged) at the same time
+    events = sorted([(r.info.start_time, 1) for r in trials] + [(r.info.end_time, -1) for r in trials])
+    assert max(np.cumsum([step for _, step in events])) == 4
 
 
 def test_pareto_from_mlflow_is_exactly_the_non_dominated_set(finished_search):
