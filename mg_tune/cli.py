@@ -168,3 +168,9 @@ def main() -> None:  # pragma: no cover - console entry
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# `mg-tune data ...` (issue 6): checks of the real data sets on disk, see mg_tune/cli_data.py.
+from mg_tune.cli_data import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")

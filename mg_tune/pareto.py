@@ -36,6 +36,7 @@ Missing values
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import moocore
 import numpy as np
@@ -190,3 +191,31 @@ def crowding_distance(points: ArrayLike) -> np.ndarray:
             distance[order[1:-1, j]] += (sorted_j[2:] - sorted_j[:-2]) / span
         distance[order[[0, -1], j]] = np.inf
     return distance
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound a point must meet to be eligible for the front: ``metric >= value`` or ``metric <= value``."""
+
+    metric: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        """Parse ``"f1 >= 0.6"`` / ``"iou <= 0.9"``; ValueError on anything else."""
+        for op in (">=", "<="):
+            if op in text:
+                metric, value = (part.strip() for part in text.split(op, 1))
+                try:
+                    return cls(metric, op, float(value))
+                except ValueError:
+                    break
+        raise ValueError(f"constraint {text!r} must look like 'metric >= value' or 'metric <= value'")
+
+    def holds(self, value: float) -> bool:
+        """True when ``value`` meets the bound (a NaN never does)."""
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"

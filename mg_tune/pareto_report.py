@@ -34,7 +34,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Metric, Run, RunTag
 
-from mg_tune.pareto import normalized_hypervolume, pareto_front
+from mg_tune.pareto import Constraint, normalized_hypervolume, pareto_front
 from mg_tune.tracking import (
     CHECKPOINT_ARTIFACT,
     ROLE_TAG,
@@ -205,7 +205,7 @@ def search_pareto(
     the front is the Pareto front of the eligible rows only. Each is a
     string ``"metric >= value"`` / ``"metric <= value"`` or an object with
     ``metric`` and ``holds(value) -> bool`` (e.g.
-    :class:`mg_tune.search.spec.Constraint`); a NaN value never holds. The
+    :class:`mg_tune.pareto.Constraint`); a NaN value never holds. The
     table gets a bool column ``feasible``.
 
     With ``tag=True`` the result is written back (only changes are sent):
@@ -235,7 +235,7 @@ def search_pareto(
         raise ValueError(f"objective {missing[0]!r} was not logged by search {search!r}; its metrics are {known}")
     for name in missing:
         table[name] = pd.Series(dtype=float)
-    parsed = [_as_constraint(c) for c in constraints or []]
+    parsed = [Constraint.parse(c) if isinstance(c, str) else c for c in constraints or []]
     table["feasible"] = _feasible(table, parsed, search)
     eligible = np.flatnonzero(table["feasible"].to_numpy(dtype=bool))
     index = eligible[_front_indices(table.iloc[eligible], objectives, maximize)].tolist()
@@ -243,35 +243,11 @@ def search_pareto(
     table.loc[index, "pareto"] = True
     front = table.iloc[index].reset_index(drop=True)
     hv = normalized_hypervolume(front[objectives].to_numpy(dtype=float).reshape(-1, len(objectives)), bounds, maximize)
-    described = [f"{c.metric} {getattr(c, 'op', '?')} {getattr(c, 'value', '?')}" for c in parsed]
+    described = [str(c) for c in parsed]
     result = ParetoResult(table, front, hv, objectives, maximize, described)
     if tag:
         _write_back(data, result, plot_dir)
     return result
-
-
-@dataclass(frozen=True)
-class _Bound:
-    metric: str
-    op: str
-    value: float
-
-    def holds(self, value: float) -> bool:
-        return value >= self.value if self.op == ">=" else value <= self.value
-
-
-def _as_constraint(constraint: Any) -> Any:
-    """A ``"metric >= value"`` string → an object with ``metric`` and ``holds``; objects pass through."""
-    if not isinstance(constraint, str):
-        return constraint
-    for op in (">=", "<="):
-        if op in constraint:
-            metric, value = (part.strip() for part in constraint.split(op, 1))
-            try:
-                return _Bound(metric, op, float(value))
-            except ValueError:
-                break
-    raise ValueError(f"constraint {constraint!r} must look like 'metric >= value' or 'metric <= value'")
 
 
 def _feasible(table: pd.DataFrame, constraints: Sequence[Any], search: str) -> np.ndarray:

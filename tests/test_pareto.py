@@ -313,3 +313,14 @@ def test_crowding_distance_small_and_constant_fronts():
 def test_crowding_distance_rejects_nan():
     with pytest.raises(ValueError):
         crowding_distance([[1.0, NAN], [2.0, 1.0], [0.0, 3.0]])
+
+
+def test_constraints_parse_and_hold():
+    from mg_tune.pareto import Constraint
+
+    c = Constraint.parse("f1 >= 0.6")
+    assert (c.metric, c.op, c.value) == ("f1", ">=", 0.6) and str(c) == "f1 >= 0.6"
+    assert c.holds(0.6) and not c.holds(0.59) and not c.holds(float("nan"))
+    assert Constraint.parse(" iou<=0.25 ").holds(0.25) and not Constraint.parse("iou <= 0.25").holds(0.3)
+    with pytest.raises(ValueError, match="must look like"):
+        Constraint.parse("f1 > 0.6")

@@ -198,5 +198,5 @@ def split_records(
     return info, val if split == "val" else heldout
 
 
-LOADER = Loader("coco", ("2014",), COCOOptions, split_records, seg_loader=load_segmentation)
+LOADER = Loader("coco", ("2014",), COCOOptions, split_records, seg_loader=load_segmentation, cache_clear=_index.cache_clear)
 """``build_split`` / ``mg-tune data check`` entry for ``name: coco``."""

@@ -25,7 +25,7 @@ COCO sample); every consumer (trainer losses, metrics, overlays) casts with
 Geometry: masks are rasterised at the image's own resolution, then the image
 and all masks go through **one** ``torchvision.transforms.v2`` call (a
 ``tv_tensors.Image`` and a ``tv_tensors.Mask``): ``Resize((S, S))`` (bilinear,
-antialiased, for the image; nearest for masks), or on ``train`` with
+antialiased, for the image; nearest-exact for masks, :class:`PixelMask`), or on ``train`` with
 ``augment`` ``RandomResizedCrop((S, S))`` + ``RandomHorizontalFlip()``, so crops
 and flips stay aligned pixel for pixel.
 
@@ -51,7 +51,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.masks import annotated_subset, dilate_box
@@ -197,6 +198,29 @@ def carve(items: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], 
     return rest, carved_
 
 
+class PixelMask(tv_tensors.Mask):
+    """A ``tv_tensors.Mask`` that is resized with ``NEAREST_EXACT`` instead of v2's legacy ``NEAREST``.
+
+    Legacy nearest (``floor(i * scale)``) shifts a mask by up to half an input pixel
+    against the image's bilinear resize, which samples at pixel centres; nearest-exact
+    (``floor((i + 0.5) * scale)``) samples the same centres, so a mask stays on the
+    pixels it covers in the image. Every other kernel (crop, flip) is the Mask's own.
+    """
+
+
+@TF.register_kernel(TF.resize, PixelMask)
+def _resize_pixel_mask(mask: torch.Tensor, size: list[int] | None, interpolation: Any = None, max_size: int | None = None, antialias: Any = None) -> torch.Tensor:
+    out = TF.resize_mask(mask.as_subclass(torch.Tensor), size, interpolation=InterpolationMode.NEAREST_EXACT, max_size=max_size)
+    return tv_tensors.wrap(out, like=mask)
+
+
+@TF.register_kernel(TF.resized_crop, PixelMask)
+def _resized_crop_pixel_mask(mask: torch.Tensor, top: int, left: int, height: int, width: int, size: list[int], **kwargs: Any) -> torch.Tensor:
+    cropped = TF.crop_mask(mask.as_subclass(torch.Tensor), top, left, height, width)
+    out = TF.resize_mask(cropped, size, interpolation=InterpolationMode.NEAREST_EXACT)
+    return tv_tensors.wrap(out, like=mask)
+
+
 def build_transform(size: int, augment: bool) -> v2.Compose:
     """The one geometric transform applied to an image and its masks together (see module doc)."""
     if augment:
@@ -295,7 +319,7 @@ class AnnotatedImageDataset(Dataset):
         segs = self.seg_loader(r) if (self.seg_loader is not None and r.seg is not None) else {}
         planes = [*boxes.values(), *segs.values()]
         stack = np.stack(planes) if planes else np.zeros((1, r.height, r.width), dtype=bool)
-        out_image, out_masks = self.transform(tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(stack).to(torch.uint8)))
+        out_image, out_masks = self.transform(tv_tensors.Image(image), PixelMask(torch.from_numpy(stack).to(torch.uint8)))
         s, k = self.image_size, self.info.num_classes
         masks = torch.zeros(k, s, s, dtype=torch.uint8)
         seg_masks = torch.zeros(k, s, s, dtype=torch.uint8)
@@ -382,6 +406,8 @@ class Loader:
     records: RecordsFn
     seg_loader: SegLoader | None = None
     inverted_variants: tuple[str, ...] = ()
+    cache_clear: Callable[[], None] = lambda: None
+    """Forget the parsed indexes (they are cached per process, keyed by root and options)."""
 
     def split(self, data: Any, split: str) -> tuple[DatasetInfo, list[Record]]:
         """``(info, records)`` of ``split`` for a :class:`mg_tune.config.DataConfig` (``max_samples`` applied)."""
@@ -391,6 +417,8 @@ class Loader:
         info, records = self.records(data.root, split, options, data.variant, data.on_bad_sample)
         if data.max_samples is not None:
             records = records[: data.max_samples]
+        if not records:
+            raise DatasetError(data.root, f"the {split!r} split of {self.name} is empty (check the split files and options)")
         return info, records
 
     def build(self, data: Any, split: str) -> AnnotatedImageDataset:
@@ -404,7 +432,11 @@ class Loader:
         )
 
     def check(self, data: Any, splits: Sequence[str], images: bool = True) -> tuple[DatasetInfo, list[SplitReport]]:
-        """Load and validate every split's index (with ``images``: image headers and segmentation files too)."""
+        """Load and validate every split's index (with ``images``: image headers and segmentation files too).
+
+        Indexes are re-read from disk (the cache is cleared first).
+        """
+        self.cache_clear()
         reports, info = [], None
         for split in splits:
             info, records = self.split(data, split)

@@ -208,5 +208,5 @@ def split_records(
     return INFO, val if split == "val" else heldout
 
 
-LOADER = Loader("voc", ("2007",), VOCOptions, split_records, seg_loader=load_segmentation)
+LOADER = Loader("voc", ("2007",), VOCOptions, split_records, seg_loader=load_segmentation, cache_clear=_index.cache_clear)
 """``build_split`` / ``mg-tune data check`` entry for ``name: voc``."""

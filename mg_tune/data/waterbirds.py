@@ -196,5 +196,5 @@ def split_records(
     return info, val if split == "val" else heldout
 
 
-LOADER = Loader("waterbirds", SETTINGS, WaterbirdsOptions, split_records, inverted_variants=("reversed",))
+LOADER = Loader("waterbirds", SETTINGS, WaterbirdsOptions, split_records, inverted_variants=("reversed",), cache_clear=_index.cache_clear)
 """``build_split`` / ``mg-tune data check`` entry for ``name: waterbirds``."""

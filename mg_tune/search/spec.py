@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.guidance.losses import LOSSES
+from mg_tune.pareto import Constraint
 
 PAPER_LAMBDA_GRID: dict[str, tuple[float, ...]] = {
     "l1": (1e-3, 5e-3, 1e-2),
@@ -107,25 +108,12 @@ class Objective(_Strict):
         return name
 
 
-class Constraint(_Strict):
-    """``metric >= value`` or ``metric <= value``, parsed from strings like ``"f1 >= 0.6"``."""
-
-    metric: str
-    op: Literal[">=", "<="]
-    value: float
-
-    @classmethod
-    def parse(cls, text: str) -> "Constraint":
-        for op in (">=", "<="):
-            if op in text:
-                metric, value = (part.strip() for part in text.split(op, 1))
-                if metric not in METRIC_NAMES:
-                    raise ValueError(f"constraint {text!r}: {metric!r} is not a metric; valid metrics: {', '.join(METRIC_NAMES)}")
-                return cls(metric=metric, op=op, value=float(value))
-        raise ValueError(f"constraint {text!r} must look like 'metric >= value' or 'metric <= value'")
-
-    def holds(self, value: float) -> bool:
-        return value >= self.value if self.op == ">=" else value <= self.value
+def parse_constraint(text: str) -> Constraint:
+    """A spec constraint string, checked to bound a known metric."""
+    constraint = Constraint.parse(text)
+    if constraint.metric not in METRIC_NAMES:
+        raise ValueError(f"constraint {text!r}: {constraint.metric!r} is not a metric; valid metrics: {', '.join(METRIC_NAMES)}")
+    return constraint
 
 
 class Resources(_Strict):
@@ -167,7 +155,7 @@ class SearchSpec(_Strict):
             raise ValueError("space.lam must be loguniform_by_loss (λ's range depends on the loss)")
         bounds: dict[str, list[Constraint]] = {}
         for text in self.constraints:
-            c = Constraint.parse(text)
+            c = parse_constraint(text)
             bounds.setdefault(c.metric, []).append(c)
         for metric, cs in bounds.items():
             low = max((c.value for c in cs if c.op == ">="), default=-math.inf)
@@ -180,7 +168,7 @@ class SearchSpec(_Strict):
     # -- derived views ------------------------------------------------------------
     @property
     def parsed_constraints(self) -> list[Constraint]:
-        return [Constraint.parse(t) for t in self.constraints]
+        return [parse_constraint(t) for t in self.constraints]
 
     @property
     def metric_names(self) -> list[str]:

@@ -1,0 +1,557 @@
+"""Real data sets (VOC 2007, COCO 2014, Waterbirds-100) on tiny fixtures written in their exact on-disk formats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
+from typer.testing import CliRunner
+
+from mg_tune.cli import app
+from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.data import DatasetError, build_split, check_dataset
+from mg_tune.data.masks import box_mask, dilate_box
+from mg_tune.data.voc import VOC_CLASSES
+from mg_tune.train import train
+
+S = 64
+
+# ----------------------------------------------------------------------------------------------
+# fixture writers
+
+
+def _palette_png(path: Path, values: np.ndarray) -> None:
+    """A VOC-style palette ('P') PNG with pixel indices ``values``."""
+    im = Image.fromarray(values.astype(np.uint8), mode="P")
+    palette = np.random.default_rng(0).integers(0, 256, (256, 3)).astype(np.uint8)
+    palette[255] = (224, 224, 192)  # VOC's void colour
+    im.putpalette(palette.flatten().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def _image(path: Path, width: int, height: int, white: tuple[int, int, int, int] | None = None) -> None:
+    """A dark noisy JPEG with an optional white rectangle ``(x0, y0, x1, y1)`` (0-based, exclusive)."""
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    pixels = rng.integers(0, 40, (height, width, 3)).astype(np.uint8)
+    if white is not None:
+        x0, y0, x1, y1 = white
+        pixels[y0:y1, x0:x1] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=95)
+
+
+# VOC: image id -> (width, height, [(class, xmin, ymin, xmax, ymax, difficult)]) in 1-based inclusive coordinates
+VOC_IMAGES = {
+    "000001": (S, S, [("dog", 11, 21, 40, 50, 0), ("person", 1, 1, 64, 20, 0)]),
+    "000002": (S, S, [("cat", 5, 5, 20, 20, 0), ("cat", 30, 30, 44, 60, 1)]),
+    "000003": (S, S, [("car", 1, 1, 64, 64, 0)]),
+    "000004": (80, 48, [("bus", 8, 4, 70, 40, 0)]),
+    "000005": (S, S, [("dog", 20, 20, 30, 30, 0)]),
+    "000006": (S, S, [("bird", 2, 3, 4, 5, 0), ("tvmonitor", 50, 50, 60, 60, 0)]),
+    "000007": (S, S, [("sheep", 10, 10, 20, 20, 0)]),
+    "000008": (S, S, [("horse", 33, 1, 64, 32, 0)]),
+}
+VOC_SETS = {"train": ["000001", "000002", "000003"], "val": ["000004", "000005", "000006"], "test": ["000007", "000008"]}
+
+
+def voc_xml(image_id: str, width: int, height: int, objects) -> str:
+    body = "".join(
+        f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>{diff}</difficult>"
+        f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        for name, x0, y0, x1, y1, diff in objects
+    )
+    return (
+        f"<annotation><folder>VOC2007</folder><filename>{image_id}.jpg</filename>"
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>0</segmented>{body}</annotation>"
+    )
+
+
+def voc_seg_class() -> np.ndarray:
+    """SegmentationClass of 000001: dog pixels (class 12) inside its box, a person blob (15), a void border (255)."""
+    seg = np.zeros((S, S), dtype=np.uint8)
+    seg[25:45, 15:35] = VOC_CLASSES.index("dog") + 1
+    seg[24, 14:36] = 255
+    seg[2:10, 3:50] = VOC_CLASSES.index("person") + 1
+    return seg
+
+
+def voc_seg_object() -> np.ndarray:
+    """SegmentationObject of 000002: object 1 (cat) and object 2 (cat, difficult), a void border."""
+    seg = np.zeros((S, S), dtype=np.uint8)
+    seg[6:18, 6:18] = 1
+    seg[35:55, 32:40] = 2
+    seg[5, 5:19] = 255
+    return seg
+
+
+@pytest.fixture
+def voc_root(tmp_path) -> Path:
+    base = tmp_path / "VOCdevkit" / "VOC2007"
+    main = base / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    for name, ids in {**VOC_SETS, "trainval": VOC_SETS["train"] + VOC_SETS["val"]}.items():
+        (main / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    (main / "dog_train.txt").write_text("000001  1\n")  # per-class files are ignored
+    (base / "Annotations").mkdir()
+    for image_id, (w, h, objects) in VOC_IMAGES.items():
+        (base / "Annotations" / f"{image_id}.xml").write_text(voc_xml(image_id, w, h, objects))
+        first = objects[0]
+        _image(base / "JPEGImages" / f"{image_id}.jpg", w, h, white=(first[1] - 1, first[2] - 1, first[3], first[4]))
+    _palette_png(base / "SegmentationClass" / "000001.png", voc_seg_class())
+    _palette_png(base / "SegmentationObject" / "000002.png", voc_seg_object())
+    return tmp_path / "VOCdevkit"
+
+
+COCO_CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 3, "name": "car", "supercategory": "vehicle"}, {"id": 18, "name": "dog", "supercategory": "animal"}]
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE (column-major run lengths, starting with zeros)."""
+    flat = mask.flatten(order="F")
+    counts, current, run = [], 0, 0
+    for v in flat:
+        if v != current:
+            counts.append(run)
+            run, current = 0, v
+        run += 1
+    counts.append(run)
+    return {"counts": counts, "size": list(mask.shape)}
+
+
+def crowd_mask() -> np.ndarray:
+    mask = np.zeros((S, S), dtype=np.uint8)
+    mask[40:60, 5:25] = 1
+    mask[50:55, 25:30] = 1
+    return mask
+
+
+def coco_train_json() -> dict:
+    images = [{"id": i, "file_name": f"COCO_train2014_{i:012d}.jpg", "width": S, "height": S} for i in range(1, 11)]
+    annotations = [
+        # image 1: a person polygon (rectangle 10..30 x 10..40) and a car box with real-valued coordinates
+        {"id": 101, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 600.0, "bbox": [10, 10, 20, 30], "segmentation": [[10, 10, 30, 10, 30, 40, 10, 40]]},
+        {"id": 102, "image_id": 1, "category_id": 3, "iscrowd": 0, "area": 300.0, "bbox": [40.5, 2.2, 20.3, 15.0], "segmentation": [[41, 3, 60, 3, 60, 17, 41, 17]]},
+        # image 2: a crowd of dogs as uncompressed RLE, plus one dog polygon
+        {"id": 103, "image_id": 2, "category_id": 18, "iscrowd": 1, "area": float(crowd_mask().sum()), "bbox": [5, 40, 25, 20], "segmentation": _uncompressed_rle(crowd_mask())},
+        {"id": 104, "image_id": 2, "category_id": 18, "iscrowd": 0, "area": 100.0, "bbox": [30, 5, 10, 10], "segmentation": [[30, 5, 40, 5, 40, 15, 30, 15]]},
+        # image 3: only a crowd annotation (person)
+        {"id": 105, "image_id": 3, "category_id": 1, "iscrowd": 1, "area": float(crowd_mask().sum()), "bbox": [5, 40, 25, 20], "segmentation": _uncompressed_rle(crowd_mask())},
+        # image 4: no annotations at all; images 5..10: one car each
+    ]
+    annotations += [
+        {"id": 200 + i, "image_id": i, "category_id": 3, "iscrowd": 0, "area": 64.0, "bbox": [i, i, 8, 8], "segmentation": [[i, i, i + 8, i, i + 8, i + 8, i, i + 8]]}
+        for i in range(5, 11)
+    ]
+    return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+
+
+def coco_val_json() -> dict:
+    images = [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg", "width": S, "height": S} for i in (7, 8)]
+    annotations = [{"id": 1, "image_id": 7, "category_id": 18, "iscrowd": 0, "area": 100.0, "bbox": [1, 1, 10, 10], "segmentation": [[1, 1, 11, 1, 11, 11, 1, 11]]}]
+    return {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+
+
+@pytest.fixture
+def coco_root(tmp_path) -> Path:
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    for subset, data in (("train2014", coco_train_json()), ("val2014", coco_val_json())):
+        (root / "annotations" / f"instances_{subset}.json").write_text(json.dumps(data))
+        for img in data["images"]:
+            _image(root / subset / img["file_name"], img["width"], img["height"])
+    return root
+
+
+# Waterbirds: (img_id, relative path, y, place, split, (w, h), CUB box x y w h)
+WATERBIRDS = [
+    (1, "001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg", 1, 1, 0, (S, S), (10.0, 12.0, 30.0, 20.0)),
+    (2, "001.Black_footed_Albatross/Black_Footed_Albatross_0002_55.jpg", 1, 1, 0, (S, S), (0.0, 0.0, 64.0, 64.0)),
+    (3, "014.Indigo_Bunting/Indigo_Bunting_0001_12469.jpg", 0, 0, 0, (S, S), (5.5, 6.25, 20.0, 10.5)),
+    (4, "014.Indigo_Bunting/Indigo_Bunting_0002_12470.jpg", 0, 0, 0, (S, S), (30.0, 30.0, 20.0, 20.0)),
+    (5, "014.Indigo_Bunting/Indigo_Bunting_0003_12471.jpg", 0, 0, 1, (S, S), (1.0, 2.0, 3.0, 4.0)),
+    (6, "014.Indigo_Bunting/Indigo_Bunting_0004_12472.jpg", 0, 1, 1, (S, S), (8.0, 8.0, 16.0, 16.0)),  # minority group in val
+    (7, "001.Black_footed_Albatross/Black_Footed_Albatross_0003_796136.jpg", 1, 1, 1, (S, S), (20.0, 20.0, 30.0, 30.0)),
+    (8, "001.Black_footed_Albatross/Black_Footed_Albatross_0005_796090.jpg", 1, 1, 1, (S, S), (2.0, 2.0, 60.0, 30.0)),
+    (9, "001.Black_footed_Albatross/Black_Footed_Albatross_0006_796065.jpg", 1, 0, 2, (80, 48), (10.0, 5.0, 50.0, 30.0)),
+    (10, "014.Indigo_Bunting/Indigo_Bunting_0005_12473.jpg", 0, 1, 2, (S, S), (12.0, 14.0, 16.0, 18.0)),
+]
+
+
+@pytest.fixture
+def waterbirds_root(tmp_path) -> Path:
+    root = tmp_path / "waterbird_1.0_forest2water2"
+    root.mkdir()
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["img_id", "img_filename", "y", "split", "place", "place_filename"])
+        for img_id, path, y, place, split, _, _ in WATERBIRDS:
+            writer.writerow([img_id, path, y, split, place, "/b/bamboo_forest/00000001.jpg"])
+    cub = tmp_path / "CUB_200_2011"  # next to the data set, as distributed
+    cub.mkdir()
+    (cub / "images.txt").write_text("".join(f"{i} {p}\n" for i, p, *_ in WATERBIRDS) + "999 200.Common_Yellowthroat/x.jpg\n")
+    (cub / "bounding_boxes.txt").write_text("".join(f"{i} {b[0]} {b[1]} {b[2]} {b[3]}\n" for i, *_, b in WATERBIRDS))
+    for _, path, _, _, _, (w, h), (x, y, bw, bh) in WATERBIRDS:
+        _image(root / path, w, h, white=(math.floor(x), math.floor(y), math.ceil(x + bw), math.ceil(y + bh)))
+    return root
+
+
+def _expected_mask(boxes, height=S, width=S) -> torch.Tensor:
+    return box_mask(boxes, height, width).to(torch.uint8)
+
+
+def _by_image(dataset) -> dict[str, int]:
+    return {Path(r.image).stem: i for i, r in enumerate(dataset.records)}
+
+
+# ----------------------------------------------------------------------------------------------
+# VOC
+
+
+def test_voc_splits_labels_boxes_and_masks_match_the_files(voc_root):
+    data = DataConfig(name="voc", root=str(voc_root), image_size=S)
+    train, val, heldout, test = (build_split(data, s) for s in ("train", "val", "heldout", "test"))
+    assert train.info.class_names == VOC_CLASSES and train.info.multilabel
+    assert [Path(r.image).stem for r in train.records] == VOC_SETS["train"]
+    assert len(val) + len(heldout) == 3 and len(heldout) == 1
+    assert sorted(Path(r.image).stem for r in [*val.records, *heldout.records]) == VOC_SETS["val"]
+    assert [Path(r.image).stem for r in test.records] == VOC_SETS["test"]
+    for dataset in (train, val, heldout, test):
+        for i, record in enumerate(dataset.records):
+            image_id = Path(record.image).stem
+            w, h, objects = VOC_IMAGES[image_id]
+            expected = [(VOC_CLASSES.index(n), x0 - 1, y0 - 1, x1, y1) for n, x0, y0, x1, y1, _ in objects]
+            assert dataset.boxes(i) == expected  # 1-based inclusive -> 0-based, x1/y1 exclusive
+            sample = dataset[i]
+            assert sample["image"].shape == (3, S, S) and sample["image"].dtype == torch.float32
+            assert 0 <= sample["image"].min() and sample["image"].max() <= 1
+            assert sample["masks"].shape == sample["seg_masks"].shape == (20, S, S) and sample["masks"].dtype == torch.uint8
+            assert sample["labels"].tolist() == [float(k in {b[0] for b in expected}) for k in range(20)]
+            assert sample["group"].item() == -1 and sample["secondary_mask"].shape == (S, S) and not sample["secondary_mask"].any()
+            assert sample["index"] == i and sample["has_mask"].item()
+            for k in range(20):
+                full = _expected_mask([b[1:] for b in expected if b[0] == k], h, w)
+                want = full if (w, h) == (S, S) else TF.resize(full[None], [S, S], interpolation=TF.InterpolationMode.NEAREST_EXACT)[0]  # pixel centres
+                assert torch.equal(sample["masks"][k], want), (image_id, k)
+
+
+def test_voc_segmentation_masks_pixel_for_pixel(voc_root):
+    train = build_split(DataConfig(name="voc", root=str(voc_root), image_size=S), "train")
+    index = _by_image(train)
+    one = train[index["000001"]]  # SegmentationClass
+    seg = torch.from_numpy(voc_seg_class())
+    assert one["has_seg"].item()
+    for k in range(20):
+        assert torch.equal(one["seg_masks"][k], (seg == k + 1).to(torch.uint8)), k
+    assert one["seg_masks"].sum(0).max() == 1 and not one["seg_masks"][:, 24, 14:36].any()  # void belongs to no class
+    two = train[index["000002"]]  # SegmentationObject only: objects 1, 2 are both cats
+    obj = torch.from_numpy(voc_seg_object())
+    cat = VOC_CLASSES.index("cat")
+    assert torch.equal(two["seg_masks"][cat], ((obj == 1) | (obj == 2)).to(torch.uint8))
+    assert two["seg_masks"].sum() == two["seg_masks"][cat].sum()
+    three = train[index["000003"]]
+    assert not three["has_seg"].item() and not three["seg_masks"].any()
+
+
+def test_voc_options_dilation_difficult_random_split_and_annotation_fraction(voc_root):
+    dilated = build_split(DataConfig(name="voc", root=str(voc_root), image_size=S, dilation=50), "train")
+    i = _by_image(dilated)["000001"]
+    dog = VOC_CLASSES.index("dog")
+    assert torch.equal(dilated[i]["masks"][dog], _expected_mask([dilate_box((10, 20, 40, 50), 50, S, S)]))
+    no_difficult = build_split(DataConfig(name="voc", root=str(voc_root), image_size=S, options={"difficult": False}), "train")
+    assert no_difficult.boxes(_by_image(no_difficult)["000002"]) == [(VOC_CLASSES.index("cat"), 4, 4, 20, 20)]
+    random = DataConfig(name="voc", root=str(voc_root), image_size=S, options={"val_split": "random", "val_fraction": 0.5, "heldout_fraction": 0.0})
+    parts = [build_split(random, s) for s in ("train", "val")]
+    ids = [sorted(Path(r.image).stem for r in d.records) for d in parts]
+    assert sorted(ids[0] + ids[1]) == sorted(VOC_SETS["train"] + VOC_SETS["val"]) and len(ids[0]) == len(ids[1]) == 3
+    assert ids == [sorted(Path(r.image).stem for r in build_split(random, s).records) for s in ("train", "val")]  # fixed seed
+    some = build_split(DataConfig(name="voc", root=str(voc_root), image_size=S, annotation_fraction=0.34), "train")
+    assert [some[i]["has_mask"].item() for i in range(3)].count(True) == 1
+    assert all(build_split(DataConfig(name="voc", root=str(voc_root), image_size=S, annotation_fraction=0.0), "val")[i]["has_mask"] for i in range(2))
+    assert len(build_split(DataConfig(name="voc", root=str(voc_root), max_samples=2), "train")) == 2
+
+
+def test_augmentation_keeps_masks_aligned_with_the_image(voc_root):
+    data = DataConfig(name="voc", root=str(voc_root), image_size=48, augment=True)
+    train = build_split(data, "train")
+    i = _by_image(train)["000001"]  # the dog's box is painted white in the image
+    dog = VOC_CLASSES.index("dog")
+    torch.manual_seed(0)
+    flips, shapes = 0, set()
+    for _ in range(12):
+        sample = train[i]
+        bright = sample["image"].min(0).values
+        mask = sample["masks"][dog].bool()
+        # the mask covers the white pixels: every clearly white pixel is in it, no clearly dark one is
+        assert mask[bright > 0.85].all() and not mask[bright < 0.25].any()
+        assert (mask == (bright > 0.5)).float().mean() > 0.97
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        shapes.add((int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())) if len(xs) else None)
+        seg = sample["seg_masks"][dog].bool()
+        assert not (seg & ~mask).any() or not mask.any()  # the dog's pixels lie inside its box, also after the crop
+    assert len(shapes) > 3  # crops differ between calls
+    val = build_split(data, "val")
+    assert not val.augment  # only the training split is augmented
+
+
+# ----------------------------------------------------------------------------------------------
+# COCO
+
+
+def test_coco_labels_boxes_polygon_and_rle_masks(coco_root):
+    data = DataConfig(name="coco", root=str(coco_root), image_size=S, options={"val_fraction": 0.3})
+    parts = {s: build_split(data, s) for s in ("train", "val", "heldout", "test")}
+    assert parts["train"].info.class_names == ("person", "car", "dog")  # category ids 1, 3, 18 -> 0, 1, 2
+    assert sum(len(parts[s]) for s in ("train", "val", "heldout")) == 10 and len(parts["heldout"]) == 1
+    assert len(parts["test"]) == 2
+    records = {int(Path(r.image).stem.split("_")[-1]): (d, i) for d in (parts["train"], parts["val"], parts["heldout"]) for i, r in enumerate(d.records)}
+    d, i = records[1]
+    assert d.boxes(i) == [(0, 10, 10, 30, 40), (1, 40, 2, 61, 18)]  # xywh -> covering xyxy
+    sample = d[i]
+    assert sample["labels"].tolist() == [1.0, 1.0, 0.0]
+    assert torch.equal(sample["masks"][0], _expected_mask([(10, 10, 30, 40)]))
+    assert torch.equal(sample["seg_masks"][0], _expected_mask([(10, 10, 30, 40)]))  # the rectangle polygon
+    assert torch.equal(sample["seg_masks"][1], _expected_mask([(41, 3, 60, 17)]))
+    d, i = records[2]  # crowd (default "label"): label only, no box, no mask
+    assert d.boxes(i) == [(2, 30, 5, 40, 15)]
+    sample = d[i]
+    assert sample["labels"].tolist() == [0.0, 0.0, 1.0]
+    assert torch.equal(sample["seg_masks"][2], _expected_mask([(30, 5, 40, 15)]))
+    d, i = records[3]  # only a crowd annotation: labelled, empty masks
+    assert d[i]["labels"].tolist() == [1.0, 0.0, 0.0] and not d[i]["masks"].any()
+    d, i = records[4]  # no annotations: an all-negative sample
+    assert d[i]["labels"].sum() == 0 and not d[i]["masks"].any()
+    test = parts["test"][0]
+    assert test["labels"].tolist() == [0.0, 0.0, 1.0] and torch.equal(test["masks"][2], _expected_mask([(1, 1, 11, 11)]))
+
+
+def test_coco_crowd_and_empty_image_options(coco_root):
+    def split_of(options):
+        data = DataConfig(name="coco", root=str(coco_root), image_size=S, options={"val_fraction": 0.3, **options})
+        return {int(Path(r.image).stem.split("_")[-1]): (d, i) for d in (build_split(data, s) for s in ("train", "val", "heldout")) for i, r in enumerate(d.records)}
+
+    include = split_of({"crowd": "include"})
+    d, i = include[2]
+    assert d.boxes(i) == [(2, 5, 40, 30, 60), (2, 30, 5, 40, 15)]
+    assert torch.equal(d[i]["seg_masks"][2], torch.from_numpy(crowd_mask()) | _expected_mask([(30, 5, 40, 15)]))
+    ignore = split_of({"crowd": "ignore"})
+    assert ignore[3][0][ignore[3][1]]["labels"].sum() == 0  # its only annotation is a crowd
+    skip = split_of({"crowd": "ignore", "empty_images": "skip"})
+    assert 3 not in skip and 4 not in skip and len(skip) == 8
+
+
+# ----------------------------------------------------------------------------------------------
+# Waterbirds
+
+
+def test_waterbirds_conventional_and_reversed(waterbirds_root):
+    data = DataConfig(name="waterbirds", root=str(waterbirds_root), image_size=S)
+    train = build_split(data, "train")
+    assert train.info.class_names == ("landbird", "waterbird") and not train.info.multilabel
+    assert train.info.group_names == ("landbird/land", "landbird/water", "waterbird/land", "waterbird/water")
+    assert len(train) == 4
+    for i, (img_id, path, y, place, split, size, (x, yy, w, h)) in enumerate(WATERBIRDS[:4]):
+        box = (math.floor(x), math.floor(yy), math.ceil(x + w), math.ceil(yy + h))
+        assert train.boxes(i) == [(y, *box)]
+        sample = train[i]
+        assert sample["labels"].tolist() == [float(y == 0), float(y == 1)]
+        assert sample["group"].item() == 2 * y + place
+        assert torch.equal(sample["masks"][y], _expected_mask([box])) and not sample["masks"][1 - y].any()
+        assert not sample["seg_masks"].any() and not sample["has_seg"].item()
+    val, heldout = build_split(data, "val"), build_split(data, "heldout")
+    assert len(val) + len(heldout) == 3  # the minority-group image 6 is removed from val
+    assert all(r.group in (0, 3) for r in [*val.records, *heldout.records])
+    assert len(build_split(data.model_copy(update={"options": {"val_groups": "all"}}), "val")) + 1 == 4
+    test = build_split(data, "test")
+    assert [r.group for r in test.records] == [2, 1]
+    reversed_ = build_split(DataConfig(name="waterbirds", variant="reversed", root=str(waterbirds_root), image_size=S), "train")
+    assert reversed_.info.class_names == ("land", "water")
+    for i, (_, _, y, place, _, _, (x, yy, w, h)) in enumerate(WATERBIRDS[:4]):
+        box = (math.floor(x), math.floor(yy), math.ceil(x + w), math.ceil(yy + h))
+        sample = reversed_[i]
+        assert sample["labels"].tolist() == [float(place == 0), float(place == 1)]
+        assert sample["group"].item() == 2 * y + place
+        assert torch.equal(sample["masks"][place], 1 - _expected_mask([box]))  # everything outside the bird
+
+
+def test_waterbirds_one_percent_annotations_and_boxes_csv(waterbirds_root, tmp_path):
+    data = DataConfig(name="waterbirds", root=str(waterbirds_root), image_size=S, annotation_fraction=0.01)
+    train = build_split(data, "train")
+    assert sum(train[i]["has_mask"].item() for i in range(len(train))) == 1  # at least one image when fraction > 0
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("img_filename,x,y,w,h\n" + "".join(f"{p},{b[0]},{b[1]},{b[2]},{b[3]}\n" for _, p, *_, b in WATERBIRDS))
+    via_csv = build_split(data.model_copy(update={"options": {"boxes": str(boxes)}}), "train")
+    assert [via_csv.boxes(i) for i in range(4)] == [train.boxes(i) for i in range(4)]
+
+
+# ----------------------------------------------------------------------------------------------
+# validation errors: one line naming the file
+
+
+def _one_line_error(data: DataConfig, split: str = "train", name: str | Path | None = None) -> str:
+    with pytest.raises(DatasetError) as info:
+        build_split(data, split)
+        check_dataset(data)
+    message = str(info.value)
+    assert "\n" not in message
+    if name is not None:
+        assert str(name) in message, message
+    return message
+
+
+def test_missing_root_and_directories(tmp_path, voc_root, coco_root):
+    missing = tmp_path / "nowhere"
+    assert "data root directory is missing" in _one_line_error(DataConfig(name="voc", root=str(missing)), name=missing)
+    assert "VOC2007" in _one_line_error(DataConfig(name="voc", root=str(tmp_path)), name=tmp_path)
+    (voc_root / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
+    _one_line_error(DataConfig(name="voc", root=str(voc_root)), "test", name=voc_root / "VOC2007" / "ImageSets" / "Main" / "test.txt")
+    images = coco_root / "val2014"
+    for f in images.iterdir():
+        f.unlink()
+    images.rmdir()
+    _one_line_error(DataConfig(name="coco", root=str(coco_root)), "test", name=images)
+    with pytest.raises(ValueError, match="root is required"):
+        DataConfig(name="voc")
+
+
+@pytest.mark.parametrize(
+    "edit,problem",
+    [
+        (lambda xml: xml.replace("</annotation>", ""), "corrupt XML"),
+        (lambda xml: xml.replace("<xmax>40</xmax>", "<xmax>65</xmax>"), "lies outside the 64x64 image"),
+        (lambda xml: xml.replace("<xmax>40</xmax>", "<xmax>10</xmax>"), "zero-area box"),
+        (lambda xml: xml.replace("<name>dog</name>", "<name>dgo</name>"), "unknown class name 'dgo'"),
+    ],
+    ids=["corrupt", "outside", "zero-area", "unknown-class"],
+)
+def test_voc_annotation_errors_name_the_file(voc_root, edit, problem):
+    xml = voc_root / "VOC2007" / "Annotations" / "000001.xml"
+    xml.write_text(edit(xml.read_text()))
+    message = _one_line_error(DataConfig(name="voc", root=str(voc_root)), name=xml)
+    assert problem in message
+
+
+def test_missing_images_name_the_file(voc_root, waterbirds_root, coco_root):
+    jpeg = voc_root / "VOC2007" / "JPEGImages" / "000002.jpg"
+    jpeg.unlink()
+    assert "image file is missing" in _one_line_error(DataConfig(name="voc", root=str(voc_root)), name=jpeg)
+    bird = waterbirds_root / WATERBIRDS[0][1]
+    bird.unlink()
+    _one_line_error(DataConfig(name="waterbirds", root=str(waterbirds_root)), name=bird)
+    coco_image = coco_root / "train2014" / "COCO_train2014_000000000005.jpg"
+    coco_image.unlink()
+    _one_line_error(DataConfig(name="coco", root=str(coco_root)), name=coco_image)
+
+
+def test_coco_json_errors_name_the_file(coco_root):
+    path = coco_root / "annotations" / "instances_train2014.json"
+    path.write_text(path.read_text()[:-20])
+    assert "corrupt JSON (line 1" in _one_line_error(DataConfig(name="coco", root=str(coco_root)), name=path)
+    for mutate, problem in (
+        (lambda d: d["annotations"][0].update(bbox=[10, 10, 0, 30]), "annotation 101 (image 1): zero-area box"),
+        (lambda d: d["annotations"][0].update(bbox=[50, 10, 20, 30]), "lies outside the 64x64 image"),
+        (lambda d: d["annotations"][0].update(category_id=99), "unknown category_id 99"),
+        (lambda d: d.pop("categories"), "no 'categories' list"),
+    ):
+        data = coco_train_json()
+        mutate(data)
+        path.write_text(json.dumps(data))
+        from mg_tune.data import coco
+
+        coco._index.cache_clear()
+        assert problem in _one_line_error(DataConfig(name="coco", root=str(coco_root)), name=path)
+
+
+def test_waterbirds_errors_name_the_file(waterbirds_root):
+    metadata = waterbirds_root / "metadata.csv"
+    text = metadata.read_text()
+    metadata.write_text(text.replace(",1,0,1,/b/", ",1,0,7,/b/", 1))
+    assert "split=7 must be one of 0, 1, 2" in _one_line_error(DataConfig(name="waterbirds", root=str(waterbirds_root)), name=metadata)
+    metadata.write_text(text)
+    boxes = waterbirds_root.parent / "CUB_200_2011" / "bounding_boxes.txt"
+    boxes.write_text(boxes.read_text().replace("1 10.0 12.0 30.0 20.0", "1 50.0 12.0 30.0 20.0"))
+    from mg_tune.data import waterbirds
+
+    waterbirds._index.cache_clear()
+    assert "lies outside the 64x64 image" in _one_line_error(DataConfig(name="waterbirds", root=str(waterbirds_root)), name=boxes)
+
+
+def test_on_bad_sample_skip_counts_and_warns_once(voc_root):
+    for image_id, edit in (("000001", ("<name>dog</name>", "<name>dgo</name>")), ("000002", ("<xmax>20</xmax>", "<xmax>99</xmax>"))):
+        xml = voc_root / "VOC2007" / "Annotations" / f"{image_id}.xml"
+        xml.write_text(xml.read_text().replace(*edit))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train = build_split(DataConfig(name="voc", root=str(voc_root), on_bad_sample="skip"), "train")
+    assert [Path(r.image).stem for r in train.records] == ["000003"]
+    messages = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert len(messages) == 1 and "skipped 2 bad sample(s)" in messages[0] and "000001.xml" in messages[0]
+
+
+def test_config_validates_variant_and_options_without_touching_the_files(tmp_path):
+    config = DataConfig(name="coco", root=str(tmp_path / "absent"), options={"crowd": "include"})
+    assert config.variant == "2014" and DataConfig(name="waterbirds", root="x").variant == "conventional"
+    assert DataConfig().variant == "spurious"
+    with pytest.raises(ValueError, match="options.crowd"):
+        DataConfig(name="coco", root="x", options={"crowd": "maybe"})
+    with pytest.raises(ValueError, match=re.escape("options.setting: unknown option")):
+        DataConfig(name="waterbirds", root="x", options={"setting": "reversed"})
+    with pytest.raises(ValueError, match="variant='upside_down'"):
+        DataConfig(name="waterbirds", root="x", variant="upside_down")
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI and trainer
+
+
+def test_data_check_cli_prints_counts_and_fails_with_one_line(voc_root, waterbirds_root):
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "check", "voc", "--root", str(voc_root)])
+    assert result.exit_code == 0, result.output
+    assert "train" in result.output and "test" in result.output and "dog" in result.output
+    result = runner.invoke(app, ["data", "check", "waterbirds", "--root", str(waterbirds_root), "--variant", "reversed"])
+    assert result.exit_code == 0, result.output
+    assert "waterbird/land" in result.output
+    xml = voc_root / "VOC2007" / "Annotations" / "000007.xml"
+    xml.write_text("<annotation>")
+    result = runner.invoke(app, ["data", "check", "voc", "--root", str(voc_root)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "000007.xml" in lines[0] and "corrupt XML" in lines[0]
+    result = runner.invoke(app, ["data", "check", "coco", "--root", str(voc_root / "nope")])
+    assert result.exit_code == 2 and "data root directory is missing" in result.output
+
+
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("voc", {"mask_kind": "segmentation"}),
+        ("coco", {"options": {"val_fraction": 0.3}, "augment": True}),
+        ("waterbirds", {"variant": "reversed", "annotation_fraction": 0.5}),
+    ],
+)
+def test_trainer_runs_end_to_end_on_each_fixture(name, extra, request, tmp_path):
+    root = request.getfixturevalue(f"{name}_root")
+    config = TrainConfig(
+        data=DataConfig(name=name, root=str(root), image_size=S, **extra),
+        model="smerf_cnn", attribution="ixg", layer="input", loss="energy", lam=1.0, epochs=1, batch_size=4, overlay_images=2,
+    )
+    result = train(config, checkpoint_dir=tmp_path / "run")
+    metrics = result.final_metrics
+    assert metrics["train_loc_loss"] != 0.0
+    for key in ("f1", "map", "epg", "iou", "train_loss"):
+        assert math.isfinite(metrics[key]), key
+    if name == "waterbirds":
+        assert "worst_group_acc" in metrics
+    batch = next(iter(DataLoader(build_split(config.data, "val"), batch_size=2)))
+    assert batch["masks"].dtype == torch.uint8 and batch["image"].shape[-1] == S
