@@ -83,3 +83,10 @@ def test_unknown_names_are_refused_with_the_valid_choices():
         _config(layer="mid4")
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         TrainConfig(lamda=1.0)
+
+
+def test_mixed_precision_trains_with_finite_metrics(tmp_path):
+    result = train(_config(amp=True, epochs=1), checkpoint_dir=tmp_path)
+    metrics = result.history[0].metrics
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert metrics["train_loc_loss"] < 0  # the energy loss (−EPG) was applied under autocast
