@@ -19,8 +19,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from mg_tune.checkpoint import load_checkpoint
+from mg_tune.config import TrainConfig
+from mg_tune.data import build_split
 from mg_tune.guidance import metrics as M
 from mg_tune.guidance.attribution import attribute
+from mg_tune.models import build_model
 from mg_tune.models.staged import StagedModel
 
 IOU_THRESHOLDS: tuple[float, ...] = M.DEFAULT_IOU_THRESHOLDS
@@ -171,11 +175,6 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", device: str = "cpu
 
     The IoU threshold is chosen on the held-out split, as during training.
     """
-    from mg_tune.checkpoint import load_checkpoint
-    from mg_tune.config import TrainConfig
-    from mg_tune.data import build_split
-    from mg_tune.models import build_model
-
     state = load_checkpoint(checkpoint)
     config = TrainConfig.model_validate(state["config"])
     dataset = build_split(config.data, split)

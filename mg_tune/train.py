@@ -223,9 +223,9 @@ class GuidedTrainer:
             return None
         batch = next(iter(DataLoader(torch.utils.data.Subset(self.val_set, range(n)), batch_size=n)))
         rows, classes = ground_truth_pairs(batch["labels"], self.info.multilabel)
-        first = torch.unique(rows, return_inverse=False)
-        pick = torch.stack([torch.nonzero(rows == r)[0, 0] for r in first])
-        rows, classes = rows[pick], classes[pick]
+        first_of_image = torch.ones_like(rows, dtype=torch.bool)
+        first_of_image[1:] = rows[1:] != rows[:-1]  # pairs come sorted by image: keep one class each
+        rows, classes = rows[first_of_image], classes[first_of_image]
         self.model.eval()
         images = batch["image"][rows].to(self.device)
         size = (images.shape[-2], images.shape[-1])
