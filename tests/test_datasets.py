@@ -95,8 +95,8 @@ def voc_seg_object() -> np.ndarray:
     return seg
 
 
-@pytest.fixture
-def voc_root(tmp_path) -> Path:
+def write_voc(tmp_path: Path) -> Path:
+    """A VOCdevkit tree under ``tmp_path``; returns the VOCdevkit directory."""
     base = tmp_path / "VOCdevkit" / "VOC2007"
     main = base / "ImageSets" / "Main"
     main.mkdir(parents=True)
@@ -111,6 +111,11 @@ def voc_root(tmp_path) -> Path:
     _palette_png(base / "SegmentationClass" / "000001.png", voc_seg_class())
     _palette_png(base / "SegmentationObject" / "000002.png", voc_seg_object())
     return tmp_path / "VOCdevkit"
+
+
+@pytest.fixture
+def voc_root(tmp_path) -> Path:
+    return write_voc(tmp_path)
 
 
 COCO_CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 3, "name": "car", "supercategory": "vehicle"}, {"id": 18, "name": "dog", "supercategory": "animal"}]
@@ -162,8 +167,8 @@ def coco_val_json() -> dict:
     return {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
 
 
-@pytest.fixture
-def coco_root(tmp_path) -> Path:
+def write_coco(tmp_path: Path) -> Path:
+    """A COCO directory (annotations/, train2014/, val2014/) under ``tmp_path``."""
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)
     for subset, data in (("train2014", coco_train_json()), ("val2014", coco_val_json())):
@@ -171,6 +176,11 @@ def coco_root(tmp_path) -> Path:
         for img in data["images"]:
             _image(root / subset / img["file_name"], img["width"], img["height"])
     return root
+
+
+@pytest.fixture
+def coco_root(tmp_path) -> Path:
+    return write_coco(tmp_path)
 
 
 # Waterbirds: (img_id, relative path, y, place, split, (w, h), CUB box x y w h)
@@ -188,8 +198,8 @@ WATERBIRDS = [
 ]
 
 
-@pytest.fixture
-def waterbirds_root(tmp_path) -> Path:
+def write_waterbirds(tmp_path: Path) -> Path:
+    """A Waterbirds-100 directory with CUB_200_2011/ box files next to it, under ``tmp_path``."""
     root = tmp_path / "waterbird_1.0_forest2water2"
     root.mkdir()
     with open(root / "metadata.csv", "w", newline="") as f:
@@ -204,6 +214,11 @@ def waterbirds_root(tmp_path) -> Path:
     for _, path, _, _, _, (w, h), (x, y, bw, bh) in WATERBIRDS:
         _image(root / path, w, h, white=(math.floor(x), math.floor(y), math.ceil(x + bw), math.ceil(y + bh)))
     return root
+
+
+@pytest.fixture
+def waterbirds_root(tmp_path) -> Path:
+    return write_waterbirds(tmp_path)
 
 
 def _expected_mask(boxes, height=S, width=S) -> torch.Tensor:
@@ -287,7 +302,7 @@ def test_augmentation_keeps_masks_aligned_with_the_image(voc_root):
     i = _by_image(train)["000001"]  # the dog's box is painted white in the image
     dog = VOC_CLASSES.index("dog")
     torch.manual_seed(0)
-    flips, shapes = 0, set()
+    shapes = set()
     for _ in range(12):
         sample = train[i]
         bright = sample["image"].min(0).values
@@ -475,8 +490,8 @@ def test_coco_json_errors_name_the_file(coco_root):
 def test_waterbirds_errors_name_the_file(waterbirds_root):
     metadata = waterbirds_root / "metadata.csv"
     text = metadata.read_text()
-    metadata.write_text(text.replace(",1,0,1,/b/", ",1,0,7,/b/", 1))
-    assert "split=7 must be one of 0, 1, 2" in _one_line_error(DataConfig(name="waterbirds", root=str(waterbirds_root)), name=metadata)
+    metadata.write_text(text.replace(",1,0,1,/b/", ",1,9,1,/b/", 1))  # y, split, place of the first row
+    assert "line 2: split=9 must be one of 0, 1, 2" in _one_line_error(DataConfig(name="waterbirds", root=str(waterbirds_root)), name=metadata)
     metadata.write_text(text)
     boxes = waterbirds_root.parent / "CUB_200_2011" / "bounding_boxes.txt"
     boxes.write_text(boxes.read_text().replace("1 10.0 12.0 30.0 20.0", "1 50.0 12.0 30.0 20.0"))

@@ -22,10 +22,12 @@ Options (``DataConfig.options``, :class:`COCOOptions`):
   contribute: ``"label"`` (default) the class label only, no box, no mask;
   ``"ignore"`` nothing; ``"include"`` label, box and segmentation mask like any
   other annotation. Crowd annotations are never an error.
-* ``empty_images``: images without (kept) annotations are all-negative samples
-  (``"negative"``, default) or dropped (``"skip"``). The reproducibility study's
-  counts (73,872 / 8,209 / 40,504, Table 4) correspond to skipping them on
-  train2014 and keeping them on val2014.
+* ``empty_images``: images of train2014 (train / val / heldout) without (kept)
+  annotations are all-negative samples (``"negative"``, default) or dropped
+  (``"skip"``). The test split (val2014) always keeps every image: dropping the
+  negatives would inflate test precision. ``"skip"`` reproduces the
+  reproducibility study's counts (73,872 + 8,209 train2014 images with
+  annotations, 40,504 test images, Table 4).
 * ``val_fraction`` (0.1) of train2014 becomes ``val`` (seeded by ``split_seed``),
   ``heldout_fraction`` (0.1) of that becomes ``heldout``; ``test`` is val2014.
 """
@@ -36,6 +38,7 @@ import contextlib
 import functools
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,7 +99,9 @@ def ann_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
         rle = segmentation
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():  # pycocotools' decode trips numpy 2's copy=False deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def _check_segmentation(path: Path, what: str, segmentation: Any, height: int, width: int) -> None:
@@ -187,7 +192,8 @@ def split_records(
     """``(info, records)`` of ``split``; records in image-id order."""
     base = str(coco_root(root))
     subset = "val2014" if split == "test" else "train2014"
-    names, records = _index(base, subset, options.crowd, options.empty_images, on_bad_sample)
+    empty = options.empty_images if subset == "train2014" else "negative"  # the test split keeps every image
+    names, records = _index(base, subset, options.crowd, empty, on_bad_sample)
     info = DatasetInfo("coco2014", names, multilabel=True)
     if split == "test":
         return info, list(records)

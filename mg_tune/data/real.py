@@ -72,6 +72,9 @@ class DatasetError(ValueError):
         self.problem = " ".join(str(problem).split())
         super().__init__(f"{self.path}: {self.problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers and Ray
+        return type(self), (self.path, self.problem)
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -301,33 +304,35 @@ class AnnotatedImageDataset(Dataset):
                 counts[k] += 1
         return counts
 
-    def _box_regions(self, r: Record) -> dict[int, np.ndarray]:
-        regions: dict[int, np.ndarray] = {}
+    def _planes(self, r: Record) -> tuple[list[int], list[int], np.ndarray]:
+        """Box classes, segmentation classes and their uint8 planes ``[C, H, W]`` at the image's resolution."""
+        box_classes = sorted({b[0] for b in r.boxes})
+        segs = self.seg_loader(r) if (self.seg_loader is not None and r.seg is not None) else {}
+        planes = np.zeros((max(1, len(box_classes) + len(segs)), r.height, r.width), dtype=np.uint8)
+        row = {k: j for j, k in enumerate(box_classes)}
         for k, x0, y0, x1, y1 in r.boxes:
-            if k not in regions:
-                regions[k] = np.zeros((r.height, r.width), dtype=bool)
             a0, b0, a1, b1 = dilate_box((x0, y0, x1, y1), self.dilation, r.height, r.width)
-            regions[k][b0:b1, a0:a1] = True
+            planes[row[k], b0:b1, a0:a1] = 1
         if self.invert_boxes:
-            regions = {k: ~m for k, m in regions.items()}
-        return regions
+            planes[: len(box_classes)] ^= 1
+        for j, m in enumerate(segs.values(), start=len(box_classes)):
+            planes[j] = m
+        return box_classes, list(segs), planes
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.records[i]
         image = load_rgb(r.image, r.width, r.height)
-        boxes = self._box_regions(r)
-        segs = self.seg_loader(r) if (self.seg_loader is not None and r.seg is not None) else {}
-        planes = [*boxes.values(), *segs.values()]
-        stack = np.stack(planes) if planes else np.zeros((1, r.height, r.width), dtype=bool)
-        out_image, out_masks = self.transform(tv_tensors.Image(image), PixelMask(torch.from_numpy(stack).to(torch.uint8)))
+        box_classes, seg_classes, planes = self._planes(r)
+        out_image, out_masks = self.transform(tv_tensors.Image(image), PixelMask(torch.from_numpy(planes)))
+        out_masks = out_masks.as_subclass(torch.Tensor)
         s, k = self.image_size, self.info.num_classes
         masks = torch.zeros(k, s, s, dtype=torch.uint8)
         seg_masks = torch.zeros(k, s, s, dtype=torch.uint8)
-        nb = len(boxes)
-        if boxes:
-            masks[list(boxes)] = out_masks[:nb].as_subclass(torch.Tensor)
-        if segs:
-            seg_masks[list(segs)] = out_masks[nb:].as_subclass(torch.Tensor)
+        nb = len(box_classes)
+        if box_classes:
+            masks[box_classes] = out_masks[:nb]
+        if seg_classes:
+            seg_masks[seg_classes] = out_masks[nb : nb + len(seg_classes)]
         labels = torch.zeros(k)
         labels[list(r.labels)] = 1.0
         return {
@@ -336,7 +341,7 @@ class AnnotatedImageDataset(Dataset):
             "masks": masks,
             "seg_masks": seg_masks,
             "has_mask": self._has_mask[i].clone(),
-            "has_seg": torch.tensor(bool(segs)),
+            "has_seg": torch.tensor(r.seg is not None and self.seg_loader is not None),
             "group": torch.tensor(r.group, dtype=torch.long),
             "secondary_mask": torch.zeros(s, s, dtype=torch.uint8),
             "index": int(i),
