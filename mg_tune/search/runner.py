@@ -25,6 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 from mlflow import MlflowClient
 
 from mg_tune.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.spec import SearchSpec
@@ -128,7 +129,13 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool) -> tune.Tuner
 
 
 def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False) -> SearchOutcome:
-    """Run (or resume) the search ``spec.name`` and return its Pareto front."""
+    """Run (or resume) the search ``spec.name`` and return its Pareto front.
+
+    A real data set's annotations are validated before anything is written,
+    so a wrong ``root`` fails here with one line, not inside every trial.
+    """
+    if spec.data.name in REAL_LOADERS:
+        check_dataset(spec.data, images=False)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
