@@ -24,7 +24,8 @@ class DataConfig(_Strict):
     """Which data set, which variant and how its annotations are degraded.
 
     ``name``: ``textbox`` (embedded, generated) or a real data set read from the
-    user's local copy at ``root`` (``voc``, ``coco``, ``waterbirds``; see
+    user's copy at ``root``, a local directory or ``s3://bucket/prefix`` mirrored
+    into a node-local cache (``voc``, ``coco``, ``waterbirds``; see
     ``mg_tune.data.voc`` / ``coco`` / ``waterbirds`` for the files and
     ``options`` each one takes). ``variant``: the TextBox variant, the VOC year
     (``2007``), the COCO year (``2014``) or the Waterbirds setting

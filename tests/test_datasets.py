@@ -570,3 +570,98 @@ def test_trainer_runs_end_to_end_on_each_fixture(name, extra, request, tmp_path)
         assert "worst_group_acc" in metrics
     batch = next(iter(DataLoader(build_split(config.data, "val"), batch_size=2)))
     assert batch["masks"].dtype == torch.uint8 and batch["image"].shape[-1] == S
+
+
+# ----------------------------------------------------------------------------------------------
+# s3:// roots: mirrored into a node-local cache (mg_tune.data.remote)
+
+
+def _upload_tree(endpoint: str, bucket: str, local: Path, prefix: str) -> int:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    files = [p for p in sorted(local.rglob("*")) if p.is_file()]
+    for p in files:
+        client.upload_file(str(p), bucket, f"{prefix}/{p.relative_to(local).as_posix()}")
+    return len(files)
+
+
+def _cache_state(root: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of every cached file: a download replaces the file, so both change."""
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def _sample_key(dataset, i):
+    sample = dataset[i]
+    return Path(dataset.records[i].image).stem, {k: v for k, v in sample.items() if k != "index"}
+
+
+def test_s3_root_is_mirrored_once_and_loads_like_the_local_copy(voc_root, s3_endpoint, s3_bucket, tmp_path, monkeypatch):
+    from mg_tune.data import remote
+
+    monkeypatch.setenv("MG_TUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
+    remote.forget_synced()
+    n = _upload_tree(s3_endpoint, s3_bucket, voc_root, "voc/VOCdevkit")
+    uri = f"s3://{s3_bucket}/voc/VOCdevkit"
+    local, remote_data = (DataConfig(name="voc", root=root, image_size=S) for root in (str(voc_root), uri))
+    for split in ("train", "val", "heldout", "test"):
+        a, b = build_split(local, split), build_split(remote_data, split)
+        assert len(a) == len(b)
+        for i in range(len(a)):
+            (id_a, sa), (id_b, sb) = _sample_key(a, i), _sample_key(b, i)
+            assert id_a == id_b and sa.keys() == sb.keys()
+            assert all(torch.equal(sa[k], sb[k]) for k in sa), (split, id_a)
+    cache = tmp_path / "cache" / "datasets" / s3_bucket / "voc" / "VOCdevkit"
+    assert all(Path(r.image).is_relative_to(cache) for r in b.records)
+    before = _cache_state(cache)
+    assert len(before) == n
+    remote.forget_synced()  # a new process on the same node: lists the bucket, downloads nothing
+    assert remote.local_root(uri) == cache
+    assert _cache_state(cache) == before
+    assert remote.sync_s3(uri, cache, s3_endpoint) == remote.SyncStats(listed=n, downloaded=0, bytes=0)
+    # an object that changed in S3 is fetched again, only that one
+    changed = voc_root / "VOC2007" / "ImageSets" / "Main" / "dog_train.txt"
+    changed.write_text("000001  1\n000002 -1\n")
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).upload_file(str(changed), s3_bucket, "voc/VOCdevkit/VOC2007/ImageSets/Main/dog_train.txt")
+    stats = remote.sync_s3(uri, cache, s3_endpoint)
+    assert stats.downloaded == 1 and (cache / "VOC2007/ImageSets/Main/dog_train.txt").read_text() == changed.read_text()
+    remote.forget_synced()
+
+
+def test_concurrent_syncs_on_one_node_download_each_object_once(voc_root, s3_endpoint, s3_bucket, tmp_path):
+    import threading
+
+    from mg_tune.data import remote
+
+    n = _upload_tree(s3_endpoint, s3_bucket, voc_root, "devkit")
+    results: list[remote.SyncStats] = []
+    threads = [threading.Thread(target=lambda: results.append(remote.sync_s3(f"s3://{s3_bucket}/devkit", tmp_path / "mirror", s3_endpoint))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.downloaded for r in results) == [0, 0, n]  # the lock file serialises them
+    assert not list((tmp_path / "mirror").rglob(".*.part"))
+
+
+def test_s3_root_errors_are_one_line_naming_the_uri(s3_endpoint, s3_bucket, tmp_path, monkeypatch):
+    from mg_tune.data import remote
+
+    monkeypatch.setenv("MG_TUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    remote.forget_synced()
+    missing = f"s3://{s3_bucket}-absent/voc"
+    assert "no such bucket" in _one_line_error(DataConfig(name="voc", root=missing), name=missing)
+    empty = f"s3://{s3_bucket}/nothing/here"
+    assert "no objects" in _one_line_error(DataConfig(name="voc", root=empty), name=empty)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    uri = f"s3://{s3_bucket}/voc"
+    assert "no AWS credentials" in _one_line_error(DataConfig(name="voc", root=uri), name=uri)
+    remote.forget_synced()

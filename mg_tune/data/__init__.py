@@ -2,8 +2,9 @@
 
 Every loader returns the same sample dict (see ``TextBoxDataset`` and
 :mod:`mg_tune.data.real`) and exposes ``dataset.info`` (:class:`DatasetInfo`).
-Real data sets (``voc``, ``coco``, ``waterbirds``) are never downloaded: they are
-read from ``DataConfig.root``; problems with their files raise
+Real data sets (``voc``, ``coco``, ``waterbirds``) are never downloaded from the web: they are
+read from ``DataConfig.root``, a local directory or an ``s3://bucket/prefix`` that
+:mod:`mg_tune.data.remote` mirrors into a node-local cache; problems with their files raise
 :class:`DatasetError` (a ``ValueError``) whose one-line message names the file.
 """
 

@@ -1,5 +1,8 @@
 """Shared machinery of the real data sets (VOC, COCO, Waterbirds), read from the user's local copies.
 
+``DataConfig.root`` may also be ``s3://bucket/prefix``: :mod:`mg_tune.data.remote`
+mirrors it into a node-local cache first (``Loader.split``).
+
 Each loader (:mod:`mg_tune.data.voc`, :mod:`mg_tune.data.coco`,
 :mod:`mg_tune.data.waterbirds`) parses its annotation files once into a list of
 :class:`Record` (the *index*: file names, image sizes, labels and boxes, never
@@ -418,8 +421,10 @@ class Loader:
         """``(info, records)`` of ``split`` for a :class:`mg_tune.config.DataConfig` (``max_samples`` applied)."""
         if data.root is None:
             raise DatasetError("data.root", f"is required for data set {self.name!r}")
+        from mg_tune.data.remote import local_root  # s3:// roots are mirrored into a node-local cache
+
         options = self.options.model_validate(data.options)
-        info, records = self.records(data.root, split, options, data.variant, data.on_bad_sample)
+        info, records = self.records(str(local_root(data.root)), split, options, data.variant, data.on_bad_sample)
         if data.max_samples is not None:
             records = records[: data.max_samples]
         if not records:
