@@ -54,8 +54,15 @@ and actor start-up, driver set-up, the Pareto computation, idle slots).
 The MLflow tracking store is created (schema migrated) before timing, as a
 user's existing ``mlflow.db`` would be.
 
-    python bench/search_overhead.py                       # 8 trials x 30 s, concurrency 2
-    python bench/search_overhead.py --trial-seconds 10 --json bench/results/search_overhead.json
+``--repeats N`` runs both paths N times, alternating which goes first, and
+reports medians; ``--reuse-actors`` is a what-if with
+``TuneConfig(reuse_actors=True)`` for both paths (``run_search`` does not set
+it; the bench passes it through ``ray.tune.TuneConfig`` in the driver). The
+1-minute load average is sampled during each search: other jobs on the
+machine inflate the (CPU-bound) start-up times. Results: docs/benchmarks.md.
+
+    python bench/search_overhead.py                       # 8 trials x 30 s, concurrency 2 (~6 min)
+    python bench/search_overhead.py --reuse-actors --json bench/results/search_overhead_reuse_actors.json
 """
 
 from __future__ import annotations
