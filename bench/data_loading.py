@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from guided_step import cpu_model  # bench/ is on sys.path when run as a script
 from mg_tune.data.voc import VOC_CLASSES
 
 BATCH = 32
@@ -377,16 +378,6 @@ def memory_child(root: Path, count: int, batches: int, epoch: bool, size: int, w
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _md(headers: list[str], rows: list[list[str]]) -> str:
