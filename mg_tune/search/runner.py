@@ -10,13 +10,13 @@ duplicate. The Pareto front is then computed from MLflow alone
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
@@ -29,7 +29,17 @@ from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.spec import SearchSpec
-from mg_tune.tracking import SearchRun, TrialLogger, download_checkpoint, find_trial_run, finish_search, mark_orphans, start_search
+from mg_tune.tracking import (
+    SearchRun,
+    TrialLogger,
+    download_checkpoint,
+    find_trial_run,
+    finish_search,
+    mark_orphans,
+    redact_text,
+    redact_uri,
+    start_search,
+)
 from mg_tune.train import DivergedError, EpochResult, train
 
 
@@ -90,17 +100,46 @@ def _resume_point(logger: TrialLogger, work: Path) -> Path | None:
 
 
 def storage_path(spec: SearchSpec) -> str:
-    """Where Ray Tune keeps the experiment state: the spec's path, ``./runs`` by default."""
+    """Where Ray Tune keeps the experiment state: the spec's path, ``./runs`` by default.
+
+    A URI (``s3://bucket/prefix?endpoint_override=host:port&scheme=http``)
+    keeps trial checkpoints off the nodes, so they survive losing one.
+    """
     path = spec.storage_path or "runs"
     return path if "://" in path else str(Path(path).resolve())
 
 
-def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool) -> tune.Tuner:
+def experiment_path(spec: SearchSpec) -> str:
+    """``storage_path/name``; for a URI the name joins the path, before any ``?query``."""
+    base, sep, query = storage_path(spec).partition("?")
+    return f"{base.rstrip('/')}/{spec.name}{sep}{query}"
+
+
+def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
+    """The Optuna study's RDB (``spec.study_storage``, e.g. ``postgresql://…``), or None for in-memory.
+
+    With an RDB the study outlives the driver: a restarted driver, or a
+    second ``mg-tune search`` of the same name, loads the same study (named
+    after the search) and samples with every finished trial's results.
+
+    Raises:
+        ValueError: the database cannot be reached (password masked).
+    """
+    if not spec.study_storage:
+        return None
+    try:
+        return optuna.storages.RDBStorage(spec.study_storage)
+    except Exception as exc:  # SQLAlchemy/driver errors: one line, the URL redacted
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({redact_text(reason)})") from None
+
+
+def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna.storages.BaseStorage | None = None) -> tune.Tuner:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, search=search),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    path = os.path.join(storage_path(spec), spec.name)
+    path = experiment_path(spec)
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     points = warm_start_points(spec)
@@ -111,12 +150,15 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool) -> tune.Tuner
         sampler=build_sampler(spec),
         seed=spec.seed,
         points_to_evaluate=points or None,
+        study_name=spec.name,
+        storage=study,
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.concurrency),
             num_samples=len(points) if spec.sampler == "grid" else spec.trials,
+            reuse_actors=spec.reuse_actors,  # a process runs trial after trial: ~9 s of start-up per trial saved (bench/search_overhead.py)
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -136,12 +178,13 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     """
     if spec.data.name in REAL_LOADERS:
         check_dataset(spec.data, images=False)
+    study = study_storage(spec)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     status = "FAILED"
     try:
-        results = build_tuner(spec, search, resume).fit()
+        results = build_tuner(spec, search, resume, study).fit()
         status = "FINISHED"
     finally:
         mark_orphans(search, reason="the search driver stopped before this trial finished")

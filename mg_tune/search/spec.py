@@ -137,7 +137,9 @@ class SearchSpec(_Strict):
     seed: int = 0
     tracking_uri: str | None = None
     storage_path: str | None = None
+    study_storage: str | None = None
     max_failures: int = Field(2, ge=0)
+    reuse_actors: bool = True
 
     @field_validator("objectives", mode="before")
     @classmethod
