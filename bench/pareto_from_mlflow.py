@@ -40,13 +40,9 @@ import multiprocessing
 import os
 import platform
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -56,6 +52,7 @@ from mlflow.entities import LoggedModelStatus, Metric, Param
 
 from mg_tune.pareto import pareto_front
 from mg_tune.pareto_report import search_pareto
+from mg_tune.server import MlflowServer, ServerConfig, free_port
 from mg_tune.tracking import (
     EPOCH_TAG,
     PARENT_TAG,
@@ -174,40 +171,6 @@ def measure(uri: str, name: str, repeats: int) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``mlflow server`` on 127.0.0.1 over an existing SQLite store (1 worker, no job runner)."""
-
-    def __init__(self, backend_uri: str, artifacts: Path) -> None:
-        self.port = free_port()
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-        self.proc = subprocess.Popen(
-            [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts.as_uri()],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self.uri = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("mlflow server did not become healthy in 90 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000], help="numbers of trials (one store each)")
@@ -228,7 +191,7 @@ def main() -> None:
             fill_s = fill(folder / "mlflow.db", "bench", trials, args.epochs, args.workers)
             print(f"filled {trials} trials x {args.epochs} epochs in {fill_s:.1f} s ({args.workers} writer processes)", flush=True)
             targets = [("sqlite", uri)]
-            server = Server(uri, folder / "artifacts") if args.server else None
+            server = MlflowServer(ServerConfig(uri, (folder / "artifacts").as_uri(), port=free_port())).start() if args.server else None
             if server is not None:
                 targets.append(("http", server.uri))
             try:

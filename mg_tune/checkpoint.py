@@ -25,8 +25,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "model": _to_cpu(model.state_dict()),
+        "optimizer": _to_cpu(optimizer.state_dict()) if optimizer is not None else None,
         "epoch": epoch,
         "metrics": dict(metrics),
         "config": config,
@@ -35,6 +35,17 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     torch.save(state, tmp)
     tmp.replace(path)
     return path
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside dicts/lists moved to the CPU (a GPU trial's file loads anywhere)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -174,3 +174,8 @@ if __name__ == "__main__":  # pragma: no cover
 from mg_tune.cli_data import data_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
+
+# `mg-tune server` (issue 7): the cluster's MLflow tracking server, see mg_tune/cli_server.py.
+from mg_tune.cli_server import server  # noqa: E402
+
+app.command()(server)

@@ -1,0 +1,69 @@
+"""``mg-tune server``: the MLflow tracking server of a cluster (see :mod:`mg_tune.server`)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Optional
+
+import typer
+
+from mg_tune.cli import console, fail
+
+
+def check_backend_store(uri: str) -> None:
+    """Connect once to a database backend store, so a wrong URI fails here in one line.
+
+    Raises:
+        ValueError: the database cannot be reached (the message has the URI with its password masked).
+    """
+    from mg_tune.tracking import redact_uri
+
+    if "://" not in uri or uri.startswith(("sqlite:", "file:")):
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5} if uri.startswith("postgresql") else {})
+        with engine.connect():
+            pass
+    except Exception as exc:  # driver errors differ per database; all mean "cannot use this store"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--backend-store-uri {redact_uri(uri)}: cannot connect ({reason})") from None
+
+
+def server(
+    backend_store_uri: str = typer.Option("sqlite:///mlflow.db", "--backend-store-uri", help="runs and metrics: postgresql://user@host/db, or sqlite:///file"),
+    artifacts_destination: str = typer.Option("./mlartifacts", "--artifacts-destination", help="checkpoints and plots: s3://bucket/prefix or a directory"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; a cluster head uses its private IP"),
+    port: int = typer.Option(5000, "--port"),
+    workers: int = typer.Option(1, "--workers", help="server processes (~0.5 GB each)"),
+    auth: bool = typer.Option(False, "--auth", help="MLflow basic auth; admin password from $MLFLOW_AUTH_ADMIN_PASSWORD"),
+    allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="comma-separated Host headers to accept besides localhost"),
+    log_file: Optional[str] = typer.Option(None, "--log-file", help="append the server's output here"),
+) -> None:
+    """Start the MLflow tracking server trials log to, and print the URI to use."""
+    from mg_tune.server import MlflowServer, ServerConfig, ServerError
+    from mg_tune.tracking import redact_uri
+
+    try:
+        check_backend_store(backend_store_uri)
+    except ValueError as exc:
+        fail(str(exc))
+    config = ServerConfig(
+        backend_store_uri=backend_store_uri, artifacts_destination=artifacts_destination, host=host, port=port,
+        workers=workers, auth=auth, allowed_hosts=[h.strip() for h in (allowed_hosts or "").split(",") if h.strip()],
+    )
+    mlflow_server = MlflowServer(config, log_path=log_file)
+    try:
+        mlflow_server.start()
+    except ServerError as exc:
+        fail(str(exc))
+    console.print(f"MLflow tracking server ready ({redact_uri(backend_store_uri)}, artifacts {redact_uri(artifacts_destination)})", highlight=False)
+    console.print(f"export MLFLOW_TRACKING_URI={config.uri}", highlight=False, markup=False)
+    signal.signal(signal.SIGTERM, lambda *_: mlflow_server.stop())
+    try:
+        code = mlflow_server.wait()
+    except KeyboardInterrupt:
+        mlflow_server.stop()
+        code = 0
+    raise typer.Exit(code if code > 0 else 0)
