@@ -63,3 +63,67 @@ def new_mlflow_store(tmp_path_factory):
         return f"sqlite:///{db}"
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """Factory of fresh PostgreSQL databases on 127.0.0.1:5432 (dropped at the end); skips where none is reachable."""
+    import uuid
+
+    import psycopg
+
+    admin_uri = os.environ.get("MG_TUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        admin = psycopg.connect(admin_uri, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL reachable at {admin_uri} ({str(exc).strip().splitlines()[0]}); set MG_TUNE_TEST_POSTGRES")
+    created = []
+
+    def make() -> str:
+        name = f"mg_tune_test_{uuid.uuid4().hex[:10]}"
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        return admin_uri.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    with admin.cursor() as cursor:
+        for name in created:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def s3_credentials():
+    """Dummy AWS credentials for the session's moto server (processes started by tests inherit them)."""
+    values = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    return values
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, postgres_database, s3_endpoint, s3_credentials):
+    """An ``mlflow server`` process (mg_tune.server): PostgreSQL backend store, artifacts in a moto S3 bucket.
+
+    Yields ``(uri, bucket)``; artifacts land under ``s3://<bucket>/mlartifacts``.
+    """
+    import uuid
+
+    import boto3
+
+    from mg_tune.server import MlflowServer, ServerConfig, free_port
+
+    bucket = f"mg-tune-server-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, **_boto_credentials(s3_credentials)).create_bucket(Bucket=bucket)
+    config = ServerConfig(backend_store_uri=postgres_database(), artifacts_destination=f"s3://{bucket}/mlartifacts", port=free_port())
+    env = {**s3_credentials, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
+    with MlflowServer(config, env=env, log_path=log) as server:
+        yield server.uri, bucket
+
+
+def _boto_credentials(values: dict) -> dict:
+    return {
+        "aws_access_key_id": values["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": values["AWS_SECRET_ACCESS_KEY"],
+        "region_name": values["AWS_DEFAULT_REGION"],
+    }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Start the MLflow tracking server on the Ray head node and point every later shell at it.
+#
+# Run by `ray up` (head_start_ray_commands of cluster.yaml / local.yaml), or by hand on the head.
+# Settings come from the environment or from cluster/mg-tune.env (copy mg-tune.env.example;
+# it is git-ignored and synced to the nodes by file_mounts). No secret belongs in the yaml files.
+#
+#   MG_TUNE_BACKEND_STORE_URI  runs/metrics database. Default: a PostgreSQL database `mlflow`
+#                              on the head, reached over its Unix socket as the current user.
+#                              A managed database: postgresql://user@host:5432/mlflow
+#                              (password in ~/.pgpass or PGPASSWORD, never in the URI).
+#   MG_TUNE_ARTIFACTS          where checkpoints and plots go: s3://bucket/prefix (credentials
+#                              from the instance role). Default: ~/mlartifacts on the head.
+#   MG_TUNE_SERVER_HOST        address to bind. Default: the head's first private IP, so that
+#                              worker nodes reach it; keep port 5000 closed to the internet.
+#   MG_TUNE_SERVER_PORT        default 5000.
+#   MG_TUNE_SERVER_AUTH=1      MLflow basic auth; set MLFLOW_AUTH_ADMIN_PASSWORD too.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -f "$here/mg-tune.env" ]; then
+  set -a; source "$here/mg-tune.env"; set +a
+fi
+
+host="${MG_TUNE_SERVER_HOST:-$(hostname -I | awk '{print $1}')}"
+port="${MG_TUNE_SERVER_PORT:-5000}"
+backend="${MG_TUNE_BACKEND_STORE_URI:-postgresql://$(whoami)@/mlflow?host=/var/run/postgresql}"
+artifacts="${MG_TUNE_ARTIFACTS:-$HOME/mlartifacts}"
+uri="http://$host:$port"
+
+# A restarted head (ray up again) replaces the old server.
+pkill -f "mlflow server .*--port $port" 2>/dev/null || true
+pkill -f "mg-tune server .*--port $port" 2>/dev/null || true
+
+nohup mg-tune server --host "$host" --port "$port" \
+  --backend-store-uri "$backend" --artifacts-destination "$artifacts" \
+  --allowed-hosts "$host:$port,$host,localhost:$port" \
+  ${MG_TUNE_SERVER_AUTH:+--auth} --log-file "$HOME/mlflow-server.log" \
+  > "$HOME/mg-tune-server.out" 2>&1 &
+
+for _ in $(seq 1 120); do
+  if curl -fsS "$uri/health" > /dev/null 2>&1; then
+    echo "export MLFLOW_TRACKING_URI=$uri" > "$HOME/.mg-tune-tracking"
+    grep -q mg-tune-tracking "$HOME/.bashrc" 2>/dev/null || echo '[ -f ~/.mg-tune-tracking ] && source ~/.mg-tune-tracking' >> "$HOME/.bashrc"
+    echo "MLflow tracking server ready: export MLFLOW_TRACKING_URI=$uri"
+    exit 0
+  fi
+  sleep 1
+done
+echo "error: the MLflow tracking server did not come up on $uri; see ~/mg-tune-server.out and ~/mlflow-server.log" >&2
+exit 1

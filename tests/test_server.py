@@ -1,0 +1,90 @@
+"""`mg-tune server` and the cluster plumbing around it: safe defaults, one-line errors, basic auth."""
+
+import base64
+import urllib.error
+import urllib.request
+
+import pytest
+from typer.testing import CliRunner
+
+from mg_tune.cli import app
+from mg_tune.search.runner import experiment_path, study_storage
+from mg_tune.search.spec import SearchSpec
+from mg_tune.server import AUTH_PASSWORD_ENV, MlflowServer, ServerConfig, ServerError, free_port
+
+runner = CliRunner()
+
+
+def test_server_binds_localhost_by_default_and_keeps_secrets_off_its_command_line():
+    config = ServerConfig(backend_store_uri="postgresql://mlflow@db:5432/mlflow", artifacts_destination="s3://b/mlflow", auth=True)
+    cmd = config.command()
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and config.uri == "http://127.0.0.1:5000"
+    assert cmd[cmd.index("--workers") + 1] == "1" and cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    assert not any("password" in part.lower() for part in cmd)
+
+
+def test_auth_without_an_admin_password_is_refused_in_one_line(monkeypatch):
+    monkeypatch.delenv(AUTH_PASSWORD_ENV, raising=False)
+    result = runner.invoke(app, ["server", "--auth", "--port", str(free_port())])
+    assert result.exit_code == 2
+    assert f"${AUTH_PASSWORD_ENV}" in result.output and "Traceback" not in result.output
+
+
+def test_unreachable_backend_store_is_one_line_with_the_password_masked():
+    uri = "postgresql://mlflow:s3cret@127.0.0.1:1/mlflow"
+    result = runner.invoke(app, ["server", "--backend-store-uri", uri, "--port", str(free_port())])
+    assert result.exit_code == 2
+    assert "postgresql://mlflow:***@127.0.0.1:1/mlflow" in result.output and "cannot connect" in result.output
+    assert "s3cret" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_basic_auth_server_refuses_anonymous_requests(tmp_path):
+    password = "admin-pass-for-test"
+    config = ServerConfig(backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts_destination=str(tmp_path / "art"), port=free_port(), auth=True)
+    env = {AUTH_PASSWORD_ENV: password, "MLFLOW_AUTH_CONFIG_PATH": _auth_config(tmp_path, password)}
+    with MlflowServer(config, env=env, log_path=tmp_path / "server.log") as server:
+        url = f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url, timeout=10)
+        assert denied.value.code == 401
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Basic {token}"}), timeout=10) as ok:
+            assert ok.status == 200
+
+
+def _auth_config(tmp_path, password) -> str:
+    """MLflow's basic-auth ini with its user database in the test's directory."""
+    path = tmp_path / "basic_auth.ini"
+    path.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path}/basic_auth.db\n"
+        f"admin_username = admin\nadmin_password = {password}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return str(path)
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    config = ServerConfig(backend_store_uri="notadb://x", artifacts_destination=str(tmp_path), port=free_port())
+    with pytest.raises(ServerError, match="exited with code"):
+        MlflowServer(config, log_path=tmp_path / "server.log").start(timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("storage", "expected"),
+    [
+        ("/data/runs", "/data/runs/s1"),
+        ("s3://bucket/ray/", "s3://bucket/ray/s1"),
+        ("s3://bucket/ray?endpoint_override=127.0.0.1:9000&scheme=http", "s3://bucket/ray/s1?endpoint_override=127.0.0.1:9000&scheme=http"),
+    ],
+)
+def test_experiment_path_joins_the_name_before_the_query(storage, expected):
+    assert experiment_path(SearchSpec(name="s1", storage_path=storage)) == expected
+
+
+def test_unreachable_study_storage_is_one_line_with_the_password_masked():
+    spec = SearchSpec(name="s1", study_storage="postgresql://optuna:hunter2@127.0.0.1:1/optuna")
+    with pytest.raises(ValueError) as error:
+        study_storage(spec)
+    message = str(error.value)
+    assert message.startswith("study_storage postgresql://optuna:***@127.0.0.1:1/optuna: cannot open")
+    assert "hunter2" not in message and "\n" not in message
