@@ -13,9 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
+CHROMIUM := /usr/bin/chromium
 
-test: $(STAMP)
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || \
+		echo "warning: could not install chromium; the browser tests (tests/test_dashboard.py) will be skipped"
+
+install: $(STAMP) $(CHROMIUM)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 DEMO := $(CURDIR)/demo-output
