@@ -109,7 +109,7 @@ def browser():
 def page(browser, server):
     page = browser.new_page(viewport={"width": 1400, "height": 1500})
     page.goto(server)
-    page.wait_for_function("document.getElementById('count-checkpoints').innerText !== ''")
+    page.wait_for_function("(document.getElementById('count-checkpoints')?.innerText ?? '') !== ''")
     yield page
     page.close()
 

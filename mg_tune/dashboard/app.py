@@ -117,7 +117,7 @@ def _details(snapshot: Snapshot, selected: dict | None, mlflow_url: str):
                 style={"display": "flex", "flexWrap": "wrap"},
             ),
             html.B("attribution overlays"),
-            html.Div(html.Img(id="overlay", src=f"/overlays/{run_id}/{epoch}.png", alt=f"overlays of trial {trial_id} epoch {epoch}", style={"maxWidth": "100%"})),
+            html.Div(html.Img(id="overlay", src=f"/overlays/{run_id}/{epoch}.png", alt=f"overlays of trial {trial_id} epoch {epoch}", style={"maxWidth": "100%", "maxHeight": "420px"})),
             html.Div(html.A("open the run in MLflow", id="mlflow-link", href=run_link(mlflow_url, snapshot.experiment_id, run_id), target="_blank")),
             html.B("export this checkpoint"),
             html.Pre(export_command(snapshot, trial_id, epoch), id="export-command", style={"whiteSpace": "pre-wrap", "background": "#f6f6f6", "padding": "6px"}),
@@ -129,10 +129,10 @@ def _filter_controls(snapshot: Snapshot) -> html.Div:
     options = snapshot.options()
     return html.Div(
         [
-            html.Div([html.B(label + ": "), dcc.Checklist(id=f"filter-{key}", options=options[key], value=options[key], inline=True, inputStyle={"marginLeft": "10px", "marginRight": "3px"})])
+            html.Div([html.B(label + ":"), dcc.Checklist(id=f"filter-{key}", options=options[key], value=options[key], inline=True, inputStyle={"marginLeft": "10px", "marginRight": "3px"})])
             for key, label in FILTERS.items()
         ],
-        style=_BOX,
+        style={**_BOX, "display": "flex", "flexWrap": "wrap", "gap": "8px 32px"},
     )
 
 
@@ -141,33 +141,8 @@ def build_app(source: Source, refresh_s: float = 10.0, mlflow_url: str | None = 
     mlflow_url = mlflow_url or default_mlflow_url(source.tracking_uri)
     cache = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="mg-tune-dashboard-"))
     cache.mkdir(parents=True, exist_ok=True)
-    snapshot = source.current
     app = dash.Dash(__name__, title=f"mg-tune: {source.search}", update_title=None)
-    app.layout = html.Div(
-        [
-            html.H2(f"Pareto explorer: search {source.search!r}", style={"marginBottom": "4px"}),
-            html.Div(_status(snapshot), id="status", style={"color": "#555"}),
-            _filter_controls(snapshot),
-            html.Div(
-                [html.Span(id="count-checkpoints"), " checkpoints, ", html.Span(id="count-pareto"), " on the Pareto front", html.Span(id="count-note")],
-                id="counts",
-                style={"fontSize": "18px", "margin": "6px 0"},
-            ),
-            dcc.Graph(id="pairs", config={"displaylogo": False}),
-            html.Div(
-                [
-                    html.Div(dcc.Graph(id="scatter3d", config={"displaylogo": False}), style={"flex": "1 1 480px", "minWidth": "420px"}),
-                    html.Div(id="details", style={**_BOX, "flex": "1 1 480px"}),
-                ],
-                style={"display": "flex", "gap": "12px", "alignItems": "flex-start"},
-            ),
-            dcc.Graph(id="hypervolume", config={"displaylogo": False}),
-            dcc.Interval(id="refresh", interval=int(refresh_s * 1000)),
-            dcc.Store(id="version", data=_fingerprint(snapshot)),
-            dcc.Store(id="selected"),
-        ],
-        style={"fontFamily": "sans-serif", "margin": "12px 24px"},
-    )
+    app.layout = lambda: _layout(_reread(source), refresh_s)
     filter_ids = [f"filter-{key}" for key in FILTERS]
 
     @app.callback(
@@ -244,8 +219,45 @@ def build_app(source: Source, refresh_s: float = 10.0, mlflow_url: str | None = 
     return app
 
 
+def _reread(source: Source) -> Snapshot:
+    """A fresh read for a page load; the last one if MLflow cannot be read now."""
+    try:
+        return source.refresh()
+    except (MlflowException, OSError, ValueError):
+        return source.current
+
+
+def _layout(snapshot: Snapshot, refresh_s: float) -> html.Div:
+    """The page, built on every page load from a fresh read of MLflow."""
+    return html.Div(
+        [
+            html.H2(f"Pareto explorer: search {snapshot.search!r}", style={"marginBottom": "4px"}),
+            html.Div(_status(snapshot), id="status", style={"color": "#555"}),
+            _filter_controls(snapshot),
+            html.Div(
+                [html.Span(id="count-checkpoints"), " checkpoints, ", html.Span(id="count-pareto"), " on the Pareto front", html.Span(id="count-note")],
+                id="counts",
+                style={"fontSize": "18px", "margin": "6px 0"},
+            ),
+            dcc.Graph(id="pairs", config={"displaylogo": False}),
+            html.Div(
+                [
+                    html.Div(dcc.Graph(id="scatter3d", config={"displaylogo": False}), style={"flex": "1 1 480px", "minWidth": "420px"}),
+                    html.Div(id="details", style={**_BOX, "flex": "1 1 480px"}),
+                ],
+                style={"display": "flex", "gap": "12px", "alignItems": "flex-start"},
+            ),
+            dcc.Graph(id="hypervolume", config={"displaylogo": False}),
+            dcc.Interval(id="refresh", interval=int(refresh_s * 1000)),
+            dcc.Store(id="version", data=_fingerprint(snapshot)),
+            dcc.Store(id="selected"),
+        ],
+        style={"fontFamily": "sans-serif", "margin": "12px 24px"},
+    )
+
+
 def _status(snapshot: Snapshot) -> str:
     objectives = ", ".join(f"{o} ({'max' if m else 'min'})" for o, m in zip(snapshot.objectives, snapshot.maximize))
     constraints = f"; constraints: {'; '.join(snapshot.constraints)}" if snapshot.constraints else ""
     trials = snapshot.table["trial_id"].nunique()
-    return f"search {snapshot.status.lower()}, {trials} trials; objectives {objectives}{constraints}; read from MLflow at {time.strftime('%H:%M:%S')}"
+    return f"search {snapshot.status.lower()}, {trials} trials with checkpoints; objectives {objectives}{constraints}; read from MLflow at {time.strftime('%H:%M:%S')}"
