@@ -13,9 +13,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
+CHROMIUM := /usr/bin/chromium
 
-test: $(STAMP)
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || \
+		echo "warning: could not install chromium; the browser tests (tests/test_dashboard.py) will be skipped"
+
+# Debian's OpenSSH server: tests/test_ray_up.py runs `ray up` with the local node provider over SSH to 127.0.0.1.
+SSHD := /usr/sbin/sshd
+
+$(SSHD):
+	apt-get install -y openssh-server || (apt-get update && apt-get install -y openssh-server) || \
+		echo "warning: could not install openssh-server; tests/test_ray_up.py will be skipped"
+
+install: $(STAMP) $(CHROMIUM) $(SSHD)
+
+test: $(STAMP) $(CHROMIUM) $(SSHD)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 DEMO := $(CURDIR)/demo-output

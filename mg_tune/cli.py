@@ -162,6 +162,31 @@ def export(
     console.print(f'load it with: mg_tune.load_model("{uri}")', highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command()
+def dashboard(
+    search_name: str = typer.Option(..., "--search", help="search name"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+    port: int = typer.Option(8050, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on (default: this machine only)"),
+    refresh: float = typer.Option(10.0, "--refresh", help="seconds between re-reads of MLflow (live while the search runs)"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="comma-separated metrics, all maximised (default: the search's)"),
+    mlflow_url: Optional[str] = typer.Option(None, "--mlflow-url", help="MLflow UI for run links (default: the tracking server, else http://127.0.0.1:5000)"),
+) -> None:
+    """Serve the Pareto explorer of a search: plots, filters, checkpoint details; reads MLflow only."""
+    from mg_tune.dashboard import serve
+    from mg_tune.tracking import default_tracking_uri
+
+    names = [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None
+
+    def ready(url: str) -> None:
+        console.print(f"Pareto explorer of search {search_name!r}: {url}   (Ctrl+C to stop)", highlight=False, markup=False)
+
+    try:
+        serve(tracking_uri or default_tracking_uri(), search_name, host=host, port=port, refresh_s=refresh, objectives=names, mlflow_url=mlflow_url, on_ready=ready)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -7,7 +7,8 @@ LoggedModel per epoch, with its metrics; see :mod:`mg_tune.tracking`) -- and
 :func:`search_pareto` applies :func:`mg_tune.pareto.pareto_front` and
 :func:`mg_tune.pareto.normalized_hypervolume` to it, then (``tag=True``)
 writes the result back to MLflow: tags on the front's runs and LoggedModels,
-the hypervolume and a pairwise Pareto plot on the parent run.
+the hypervolume and the Pareto report (pairwise plots, 3-D view, hypervolume
+over trial-epochs; :func:`report_html`) on the parent run.
 
 Hypervolume
     ``HV = normalized_hypervolume(front, bounds, maximize)``: the fraction of
@@ -16,10 +17,17 @@ Hypervolume
     bounds keep it comparable while a search grows; it is logged on the
     parent run as ``pareto_hypervolume`` with ``step`` = the number of
     (trial, epoch) points with finite objectives.
+
+Hypervolume over trial-epochs
+    ``HV_k`` = ``normalized_hypervolume`` of the front of the first ``k``
+    feasible checkpoints in the order they were stored (LoggedModel creation
+    time, column ``created``), ``k = 1 .. n`` (:func:`hypervolume_curve`):
+    non-decreasing in ``k``, the search's convergence curve.
 """
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 import tempfile
@@ -54,8 +62,14 @@ __all__ = [
     "ParetoResult",
     "checkpoint_table",
     "count_requests",
+    "hypervolume_curve",
+    "hypervolume_figure",
+    "mark_pareto",
+    "pareto_3d_figure",
     "pareto_figure",
     "pareto_png",
+    "report_figures",
+    "report_html",
     "search_pareto",
 ]
 
@@ -65,7 +79,7 @@ OBJECTIVES_TAG = "pareto_objectives"
 CONSTRAINTS_TAG = "pareto_constraints"
 HYPERVOLUME_METRIC = "pareto_hypervolume"
 PLOT_DIR = "pareto"
-ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri"]
+ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri", "created"]
 _FLOAT_MAX = 1.7976931348623157e308  # how SQL stores ±inf
 
 
@@ -80,6 +94,7 @@ class ParetoResult:
     maximize: list[bool]
     constraints: list[str] = field(default_factory=list)
     plot_path: Path | None = None
+    bounds: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -148,6 +163,7 @@ def _table(data: _Search) -> pd.DataFrame:
                 "model_id": model.model_id,
                 "status": run.info.status,
                 "checkpoint_uri": f"{model.artifact_location.rstrip('/')}/{CHECKPOINT_ARTIFACT}",
+                "created": model.creation_timestamp,
                 **params,
                 **metrics,
             }
@@ -167,7 +183,7 @@ def checkpoint_table(tracking_uri: str, search: str) -> pd.DataFrame:
 
     Columns: ``run_id``, ``trial_id``, ``epoch``, ``model_id`` (the epoch's
     LoggedModel), ``status`` (the trial run's status), ``checkpoint_uri``,
-    then ``params.<name>`` for the trial params (numeric where they parse),
+    ``created`` (the LoggedModel's creation time, ms since the epoch), then ``params.<name>`` for the trial params (numeric where they parse),
     then one float column per metric (NaN where an epoch did not log it or
     logged NaN). Rows are sorted by trial and epoch. Epochs of failed or
     still running trials are included: each is a complete checkpoint.
@@ -223,12 +239,38 @@ def search_pareto(
         ValueError: unknown search, mismatched ``maximize``, or an objective
             no checkpoint logged.
     """
+    data = _read(tracking_uri, search)
+    result = mark_pareto(_table(data), objectives, maximize, constraints, bounds, search)
+    if tag:
+        _write_back(data, result, plot_dir)
+    return result
+
+
+def mark_pareto(
+    table: pd.DataFrame,
+    objectives: Sequence[str],
+    maximize: Sequence[bool],
+    constraints: Sequence[Any] | None = None,
+    bounds: Sequence[tuple[float, float]] | None = None,
+    search: str = "",
+) -> ParetoResult:
+    """The Pareto front of a checkpoint table (all of it, or any subset of its rows).
+
+    What :func:`search_pareto` computes after reading MLflow, on a table of
+    the same columns (e.g. a filtered :func:`checkpoint_table`): a copy of
+    ``table`` (index reset) with bool columns ``feasible`` and ``pareto``,
+    the front rows, and their normalised hypervolume. ``search`` only names
+    the search in error messages.
+
+    Raises:
+        ValueError: mismatched ``maximize``, or an objective or constraint
+            metric no row logged.
+    """
     objectives, maximize = list(objectives), [bool(m) for m in maximize]
     if not objectives or len(objectives) != len(maximize):
         raise ValueError(f"need one maximize flag per objective, got objectives={objectives} maximize={maximize}")
     bounds = list(bounds) if bounds is not None else [(0.0, 1.0)] * len(objectives)
-    data = _read(tracking_uri, search)
-    table = _table(data)
+    table = table.reset_index(drop=True)
     missing = [o for o in objectives if o not in table.columns]
     if missing and len(table):
         known = [c for c in table.columns if c not in ID_COLUMNS and not c.startswith("params.")]
@@ -243,11 +285,38 @@ def search_pareto(
     table.loc[index, "pareto"] = True
     front = table.iloc[index].reset_index(drop=True)
     hv = normalized_hypervolume(front[objectives].to_numpy(dtype=float).reshape(-1, len(objectives)), bounds, maximize)
-    described = [str(c) for c in parsed]
-    result = ParetoResult(table, front, hv, objectives, maximize, described)
-    if tag:
-        _write_back(data, result, plot_dir)
-    return result
+    return ParetoResult(table, front, hv, objectives, maximize, [str(c) for c in parsed], bounds=bounds)
+
+
+def hypervolume_curve(result: ParetoResult) -> pd.DataFrame:
+    """``HV_k`` for ``k = 1 .. n`` trial-epochs, in the order the checkpoints were stored.
+
+    ``HV_k = normalized_hypervolume(front_k, result.bounds, result.maximize)``
+    where ``front_k`` is the Pareto front of the feasible, finite checkpoints
+    among the first ``k`` by ``created``. The front is updated incrementally
+    (``front_k = pareto_front(front_{k-1} ∪ {x_k})``), and HV recomputed only
+    when ``x_k`` joins it.
+
+    Returns:
+        Columns ``trial_epochs`` (k), ``hypervolume``, ``trial_id``, ``epoch``
+        (the k-th checkpoint).
+    """
+    table = result.table.sort_values(["created", "trial_id", "epoch"], kind="stable")
+    points = table[result.objectives].to_numpy(dtype=float).reshape(-1, len(result.objectives))
+    feasible = table["feasible"].to_numpy(dtype=bool)
+    front = np.zeros((0, len(result.objectives)))
+    hv, values = 0.0, []
+    for point, ok in zip(points, feasible):
+        if ok and np.isfinite(point).all():
+            candidate = np.vstack([front, point])
+            keep = pareto_front(candidate, result.maximize)
+            if len(front) in keep:
+                front = candidate[keep]
+                hv = normalized_hypervolume(front, result.bounds, result.maximize)
+        values.append(hv)
+    return pd.DataFrame(
+        {"trial_epochs": np.arange(1, len(table) + 1), "hypervolume": values, "trial_id": table["trial_id"].to_numpy(), "epoch": table["epoch"].to_numpy()}
+    )
 
 
 def _feasible(table: pd.DataFrame, constraints: Sequence[Any], search: str) -> np.ndarray:
@@ -298,8 +367,8 @@ def _write_back(data: _Search, result: ParetoResult, plot_dir: str | Path | None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(plot_dir) if plot_dir is not None else Path(tmp) / PLOT_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        figure = pareto_figure(result.table, result.objectives, result.maximize)
-        figure.write_html(folder / "pareto.html", include_plotlyjs=True, full_html=True)
+        title = f"Pareto report of search {data.parent.info.run_name!r}"
+        (folder / "pareto.html").write_text(report_html(result, title), encoding="utf-8")
         png = pareto_png(result.table, result.objectives, result.maximize, folder / "pareto.png")
         client.log_artifacts(parent_id, str(folder), PLOT_DIR)
         if plot_dir is not None:
@@ -364,6 +433,92 @@ def pareto_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequ
         width=max(460, 420 * len(pairs)),
     )
     return fig
+
+
+def pareto_3d_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool]):
+    """Plotly 3-D scatter of the first three objectives, front in red (``None`` for fewer than three).
+
+    Same ``table`` columns and hover text as :func:`pareto_figure`.
+    """
+    import plotly.graph_objects as go
+
+    if len(objectives) < 3:
+        return None
+    x, y, z = objectives[:3]
+    on = table["pareto"].astype(bool) if "pareto" in table else pd.Series(False, index=table.index)
+    fig = go.Figure()
+    for mask, name, color, size in ((~on, "checkpoints", "rgba(120,120,120,0.45)", 3), (on, "Pareto front", "crimson", 6)):
+        part = table[mask]
+        fig.add_trace(
+            go.Scatter3d(
+                x=part[x],
+                y=part[y],
+                z=part[z],
+                mode="markers",
+                name=name,
+                marker={"color": color, "size": size},
+                customdata=np.stack([part["trial_id"].astype(str), part["epoch"].astype(str)], axis=1) if len(part) else None,
+                hovertemplate=f"trial %{{customdata[0]}}<br>epoch %{{customdata[1]}}<br>{x}: %{{x:.4f}}<br>{y}: %{{y:.4f}}<br>{z}: %{{z:.4f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title="3-D view",
+        template="plotly_white",
+        height=520,
+        scene={"xaxis_title": _label(x, objectives, maximize), "yaxis_title": _label(y, objectives, maximize), "zaxis_title": _label(z, objectives, maximize)},
+    )
+    return fig
+
+
+def hypervolume_figure(curve: pd.DataFrame):
+    """Plotly step plot of :func:`hypervolume_curve`: normalised hypervolume against trial-epochs."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(
+        go.Scatter(
+            x=curve["trial_epochs"],
+            y=curve["hypervolume"],
+            mode="lines+markers",
+            line={"shape": "hv", "color": "steelblue"},
+            marker={"size": 4},
+            customdata=np.stack([curve["trial_id"].astype(str), curve["epoch"].astype(str)], axis=1) if len(curve) else None,
+            hovertemplate="after %{x} trial-epochs<br>last: trial %{customdata[0]}, epoch %{customdata[1]}<br>hypervolume %{y:.4f}<extra></extra>",
+            name="hypervolume",
+        )
+    )
+    fig.update_layout(
+        title="Normalised hypervolume over trial-epochs",
+        template="plotly_white",
+        height=320,
+        xaxis_title="trial-epochs",
+        yaxis_title="hypervolume",
+        yaxis_rangemode="tozero",
+    )
+    return fig
+
+
+def report_figures(result: ParetoResult) -> list:
+    """The report's figures: pairwise plots, the 3-D view (three or more objectives), hypervolume over trial-epochs."""
+    figures = [
+        pareto_figure(result.table, result.objectives, result.maximize),
+        pareto_3d_figure(result.table, result.objectives, result.maximize),
+        hypervolume_figure(hypervolume_curve(result)),
+    ]
+    return [f for f in figures if f is not None]
+
+
+def report_html(result: ParetoResult, title: str) -> str:
+    """One self-contained HTML page (plotly.js inlined once) with :func:`report_figures`: opens offline and from the MLflow UI."""
+    parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0) for i, fig in enumerate(report_figures(result))]
+    summary = f"{len(result.table)} checkpoints, {len(result.front)} on the Pareto front, normalised hypervolume {result.hypervolume:.4f}"
+    if result.constraints:
+        summary += f"; constraints: {'; '.join(result.constraints)}"
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
+        f'<body style="font-family: sans-serif"><h2>{html.escape(title)}</h2><p>{html.escape(summary)}</p>\n'
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
 
 
 def pareto_png(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool], path: str | Path) -> Path:

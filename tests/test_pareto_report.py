@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from mg_tune.checkpoint import load_checkpoint, save_checkpoint
 from mg_tune.pareto import normalized_hypervolume
-from mg_tune.pareto_report import checkpoint_table, count_requests, search_pareto
+from mg_tune.pareto_report import checkpoint_table, count_requests, hypervolume_curve, search_pareto
 from mg_tune.tracking import TrialLogger, download_checkpoint, iter_logged_models, start_search
 from mg_tune.train import EpochResult
 
@@ -158,6 +158,8 @@ def test_tags_hypervolume_and_plots_written_back(filled, tmp_path):
     html = Path(client.download_artifacts(search.run_id, "pareto/pareto.html", str(tmp_path))).read_text()
     png = Path(client.download_artifacts(search.run_id, "pareto/pareto.png", str(tmp_path))).read_bytes()
     assert "plotly" in html and "<script src=" not in html and len(html) > 1_000_000  # self-contained
+    assert html.count("Plotly.newPlot") == 3 and "3-D view" in html and "hypervolume over trial-epochs" in html
+    assert "scatter3d" in html and f"{len(result.table)} checkpoints, {len(result.front)} on the Pareto front" in html
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a different front: stale tags disappear, new ones appear
@@ -167,6 +169,20 @@ def test_tags_hypervolume_and_plots_written_back(filled, tmp_path):
         assert (client.get_run(run_id).data.tags.get("pareto") == "true") == (run_id in other_runs)
     tagged = {m.model_id for m in iter_logged_models(client, search.experiment_id) if (m.tags or {}).get("pareto") == "true"}
     assert tagged == set(other.front.model_id)
+
+
+def test_hypervolume_curve_over_trial_epochs(filled):
+    uri, _, _ = filled
+    result = search_pareto(uri, "pf", OBJECTIVES, [True, True, True], tag=False, constraints=["f1 <= 0.9"])
+    curve = hypervolume_curve(result)
+    ordered = result.table.sort_values(["created", "trial_id", "epoch"], kind="stable")
+    assert curve["trial_epochs"].tolist() == list(range(1, len(result.table) + 1))
+    assert list(zip(curve.trial_id, curve.epoch)) == list(zip(ordered.trial_id, ordered.epoch))
+    for k in range(1, len(ordered) + 1):  # brute force: HV of every feasible finite point stored so far
+        first = ordered.iloc[:k]
+        pts = first[OBJECTIVES].to_numpy(float)[first.feasible.to_numpy() & ~np.isnan(first[OBJECTIVES].to_numpy(float)).any(axis=1)]
+        assert curve.hypervolume[k - 1] == pytest.approx(normalized_hypervolume(pts, [(0, 1)] * 3, [True] * 3))
+    assert curve.hypervolume.iloc[-1] == pytest.approx(result.hypervolume) and curve.hypervolume.is_monotonic_increasing
 
 
 def test_every_checkpoint_downloads_and_loads(filled, tmp_path):
