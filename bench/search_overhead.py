@@ -55,14 +55,13 @@ The MLflow tracking store is created (schema migrated) before timing, as a
 user's existing ``mlflow.db`` would be.
 
 ``--repeats N`` runs both paths N times, alternating which goes first, and
-reports medians; ``--reuse-actors`` is a what-if with
-``TuneConfig(reuse_actors=True)`` for both paths (``run_search`` does not set
-it; the bench passes it through ``ray.tune.TuneConfig`` in the driver). The
+reports medians; ``--no-reuse-actors`` sets the spec's ``reuse_actors: false``
+(Ray Tune's default: a new worker process per trial) for both paths. The
 1-minute load average is sampled during each search: other jobs on the
 machine inflate the (CPU-bound) start-up times. Results: docs/benchmarks.md.
 
     python bench/search_overhead.py                       # 8 trials x 30 s, concurrency 2 (~6 min)
-    python bench/search_overhead.py --reuse-actors --json bench/results/search_overhead_reuse_actors.json
+    python bench/search_overhead.py --no-reuse-actors --json bench/results/search_overhead_no_reuse_actors.json
 """
 
 from __future__ import annotations
@@ -311,6 +310,7 @@ def bench_spec(args: Any, root: Path, cpus: int) -> dict[str, Any]:
         "resources": {"cpu": min(1.0, cpus / args.concurrency), "gpu": 0},
         "seed": 0,
         "storage_path": str(root / "runs-mg"),
+        "reuse_actors": args.reuse_actors,
     }
 
 
@@ -330,7 +330,7 @@ def run_bare(spec: Any, args: argparse.Namespace, root: Path, timing_dir: Path, 
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.concurrency), num_samples=spec.trials, reuse_actors=args.reuse_actors
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.concurrency), num_samples=spec.trials, reuse_actors=spec.reuse_actors
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -370,15 +370,11 @@ def run_mg(spec: Any, spec_text: str, args: argparse.Namespace, tracking_uri: st
     runner.build_tuner = timed("build_tuner", build_tuner)
     for n in ("start_search", "mark_orphans", "finish_search", "search_pareto"):
         setattr(runner, n, timed(n, saved[n]))
-    tune_config = runner.tune.TuneConfig
-    if args.reuse_actors:  # what-if: run_search does not set it; the bench passes it through ray.tune.TuneConfig
-        runner.tune.TuneConfig = functools.partial(tune_config, reuse_actors=True)
     try:
         start = time.time()
         outcome = runner.run_search(spec, spec_text, tracking_uri)
         end = time.time()
     finally:
-        runner.tune.TuneConfig = tune_config
         for n, fn in saved.items():
             setattr(runner, n, fn)
     return start, end, outcome.errors, dict(driver), outcome
@@ -469,7 +465,7 @@ def print_report(rows: list[dict[str, Any]], medians: list[dict[str, Any]], args
     print()
     print(
         f"Search overhead: {args.trials} trials x {args.trial_seconds:g} s ({args.epochs} epochs), concurrency {args.concurrency}"
-        f"{', reuse_actors=True' if args.reuse_actors else ''}; seconds of wall"
+        f", reuse_actors={args.reuse_actors}; seconds of wall"
     )
     print()
     print("| path | run | trials | wall s | Σ trial s | ideal wall s | overhead s | overhead | in-trial s | start-up s | other outside s |")
@@ -515,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1, help="run both paths this many times, alternating which goes first; report medians")
     parser.add_argument("--json", type=Path, help="write all numbers here")
-    parser.add_argument("--reuse-actors", action="store_true", help="what-if: TuneConfig(reuse_actors=True) for both paths (run_search does not set it)")
+    parser.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=True, help="the spec's reuse_actors for both paths (default on, as shipped)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up search (bare, 1 epoch per slot) that warms Ray and the page cache")
     parser.add_argument("--workdir", type=Path, help="keep the Ray storage, MLflow store and timings here (default: a temporary directory, removed)")
     args = parser.parse_args(argv)
