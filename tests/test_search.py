@@ -16,7 +16,7 @@ from mg_tune.checkpoint import load_checkpoint
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec
-from mg_tune.tracking import ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name
+from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name
 
 OBJECTIVES = ["f1", "epg", "iou"]
 
@@ -111,11 +111,15 @@ def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
     done = subprocess.run([*cli, "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = _trial_runs(uri, "resumable")
-    ids = [r.data.tags[TRIAL_TAG] for r in runs]
-    assert len(ids) == len(set(ids)) == 6
-    assert all(r.info.status == "FINISHED" for r in runs)
+    finished = [r.data.tags[TRIAL_TAG] for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == len(set(finished)) == 6
+    # A trial Ray started after its last experiment snapshot is unknown to the restored Tuner: its run is
+    # marked KILLED with the reason (its checkpoints stay), and the searcher samples a replacement.
+    for run in runs:
+        if run.info.status != "FINISHED":
+            assert run.info.status == "KILLED" and "driver stopped" in run.data.tags[FAILURE_TAG]
     table = checkpoint_table(uri, "resumable")
-    assert len(table) == 18 and not table.duplicated(["trial_id", "epoch"]).any()
+    assert len(table[table.status == "FINISHED"]) == 18 and not table.duplicated(["trial_id", "epoch"]).any()
     # trials finished before the kill were not started again: their runs were never reopened
     assert {r.data.tags[TRIAL_TAG]: r.info.end_time for r in runs if r.data.tags[TRIAL_TAG] in finished_before} == finished_before
     assert "Pareto front of search 'resumable'" in done.stdout

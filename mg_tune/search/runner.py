@@ -10,6 +10,7 @@ duplicate. The Pareto front is then computed from MLflow alone
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -182,6 +183,9 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Ray Tune snapshots the experiment at most every 10 s by default; a trial started after the last
+    # snapshot is unknown to --resume (its MLflow run is marked KILLED, a replacement is sampled).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     status = "FAILED"
     try:
         results = build_tuner(spec, search, resume, study).fit()
