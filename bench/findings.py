@@ -16,6 +16,7 @@ PNG plot::
     python bench/findings.py d            # guided step time, input vs mid2
     python bench/findings.py e            # worst-group accuracy vs CRAYON
     python bench/findings.py f            # Energy* vs Energy, small vs large boxes
+    python bench/findings.py smerf        # SMERF: PAFL / SAFL with and without guidance
     python bench/findings.py original     # only the Original spurious model (textbox_crayon.yaml)
 """
 
@@ -43,7 +44,7 @@ from mg_tune.guidance import metrics as M
 from mg_tune.guidance.attribution import attribute
 from mg_tune.guidance.pruning import load_state
 from mg_tune.models import build_model
-from mg_tune.search.spec import SearchSpec
+from mg_tune.search.spec import SearchSpec, load_spec
 from mg_tune.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,11 +305,46 @@ def finding_f(args: argparse.Namespace) -> None:
     save("f", {"rows": rows, "means": means, "unguided": base, "lam": args.lam}, fig)
 
 
+# -- SMERF: attribution focus with and without guidance ---------------------------------------------
+PAIRS = [("ixg", "input"), ("gradcam", "final")]
+
+
+def finding_smerf(args: argparse.Namespace) -> None:
+    """SMERF Fig. 6-8 on the shipped specs (scaled down): PAFL / SAFL of each attribution, unguided vs guided."""
+    rows = []
+    for setting in args.settings:
+        spec, _ = load_spec(ROOT / "search_spaces" / f"smerf_{setting}.yaml")
+        data = spec.data.model_copy(update={"train_size": 1000, "val_size": 100, "heldout_size": 50, "test_size": 300})
+        spec = spec.model_copy(update={"data": data, "fixed": {**spec.fixed, "epochs": args.smerf_epochs, "batch_size": 32, "overlay_images": 0}})
+        points = [p for p in spec.grid_points() if (p["attribution"], p["layer"]) in PAIRS]
+        rows += [{"setting": setting, **r} for r in run_points(f"smerf-{setting}", spec, points)]
+    show(f"SMERF settings, {args.smerf_epochs} epochs from scratch, unguided (0) vs Energy-guided (1) (test split)", rows, ["setting", "attribution", "layer", "annotation_fraction", "accuracy", "pafl", "safl"])
+    fig = Figure(figsize=(7, 3.5))
+    axes = fig.subplots(1, len(args.settings), sharey=True, squeeze=False)[0]
+    for ax, setting in zip(axes, args.settings):
+        labels, pafl, safl = [], [], []
+        for r in (r for r in rows if r["setting"] == setting):
+            labels.append(f"{r['attribution']}@{r['layer']}\n{'guided' if r['annotation_fraction'] else 'unguided'}")
+            pafl.append(r["pafl"])
+            safl.append(r["safl"])
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], pafl, width=0.4, label="PAFL (focus)")
+        ax.bar([x + 0.2 for x in xs], safl, width=0.4, label="SAFL (avoid)")
+        ax.axhline(0.5, c="k", ls=":")
+        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_title(setting)
+    axes[0].set_ylabel("test attribution focus level")
+    axes[0].legend(fontsize=7)
+    save("smerf", {"rows": rows, "epochs": args.smerf_epochs}, fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("finding", choices=["a", "b", "c", "d", "e", "f", "original"])
+    p.add_argument("finding", choices=["a", "b", "c", "d", "e", "f", "smerf", "original"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--lam", type=float, default=1.0, help="λ of Energy (b, c, f) and L1 (c)")
+    p.add_argument("--settings", nargs="+", default=["simple_fr", "complex_cr2"], help="(smerf): SMERF settings")
+    p.add_argument("--smerf-epochs", type=int, default=4, help="(smerf): epochs from scratch")
     p.add_argument("--l1-lam", type=float, default=30.0, help="λ of L1 (c)")
     p.add_argument("--f1-tolerance", type=float, default=0.02, help="(a): 'equal F1' = within this of the unguided F1")
     p.add_argument("--fraction", type=float, default=0.1, help="(e): annotated share of the training images")
