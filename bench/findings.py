@@ -330,7 +330,7 @@ def finding_smerf(args: argparse.Namespace) -> None:
             (row,) = run_points(f"smerf-{setting}", tuned, [{"annotation_fraction": 1.0, "attribution": attribution, "layer": layer}])
             rows.append({"setting": setting, "guided": True, **row})
     show(f"SMERF settings: unguided ({args.smerf_epochs} epochs) vs + 3 epochs Energy λ={args.lam} into the objects to focus (test split)", rows, ["setting", "attribution", "layer", "guided", "accuracy", "pafl", "safl"])
-    fig = Figure(figsize=(7, 3.5))
+    fig = Figure(figsize=(4.5 * len(args.settings), 3.8))
     axes = fig.subplots(1, len(args.settings), sharey=True, squeeze=False)[0]
     for ax, setting in zip(axes, args.settings):
         mine = [r for r in rows if r["setting"] == setting]
