@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mg_tune.guidance.attribution import METHODS
 from mg_tune.guidance.losses import LOSSES
-from mg_tune.models import LAYERS, MODEL_NAMES
+from mg_tune.models import LAYERS, MODEL_NAMES, PRUNABLE_MODELS
 
 
 class _Strict(BaseModel):
@@ -97,7 +97,17 @@ DEFAULT_VARIANTS: dict[str, str] = {"textbox": "spurious", "voc": "2007", "coco"
 
 
 class TrainConfig(_Strict):
-    """One guided-training configuration: L = L_class + λ·L_loc (main paper eq. overall)."""
+    """One guided-training configuration: L = L_class + λ·L_loc (main paper eq. overall).
+
+    CRAYON-Pruning (crayon.md Sec. III-C, :mod:`mg_tune.guidance.pruning`):
+    ``prune_fraction`` > 0 prunes that share of the penultimate neurons of the
+    ``init_checkpoint`` model, those most active outside the annotated boxes,
+    before the first epoch. The first ``prune_finetune_epochs`` epochs then
+    fine-tune only the last layer with L_class (eq. 3); the remaining
+    ``epochs - prune_finetune_epochs`` epochs train the whole (still pruned)
+    model with the configured guidance, e.g. ``loss: crayon_attention`` for
+    CRAYON-Pruning+Attention.
+    """
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: str = "smerf_cnn"
@@ -118,6 +128,8 @@ class TrainConfig(_Strict):
     amp: bool = False
     num_workers: int = Field(0, ge=0)
     overlay_images: int = Field(8, ge=0)
+    prune_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="CRAYON-Pruning: share of penultimate neurons pruned")
+    prune_finetune_epochs: int = Field(0, ge=0, description="epochs that fine-tune only the last layer (L_class)")
 
     @model_validator(mode="after")
     def _known_names(self) -> "TrainConfig":
@@ -131,4 +143,13 @@ class TrainConfig(_Strict):
                 raise ValueError(f"{field}={value!r} is not one of {', '.join(valid)}")
         if self.loss == "crayon_attention" and self.lam > 0 and self.init_checkpoint is None:
             raise ValueError("loss='crayon_attention' refines an original model: set init_checkpoint")
+        if self.prune_fraction > 0:
+            if self.init_checkpoint is None:
+                raise ValueError("prune_fraction > 0 (CRAYON-Pruning) prunes a trained model: set init_checkpoint")
+            if self.model not in PRUNABLE_MODELS:
+                raise ValueError(f"prune_fraction > 0 needs a model whose head ends in a linear layer: {', '.join(PRUNABLE_MODELS)} (got model={self.model!r})")
+        if self.prune_finetune_epochs > 0 and self.model not in PRUNABLE_MODELS:
+            raise ValueError(f"prune_finetune_epochs > 0 fine-tunes a last linear layer: model must be one of {', '.join(PRUNABLE_MODELS)} (got model={self.model!r})")
+        if self.prune_finetune_epochs > self.epochs:
+            raise ValueError(f"prune_finetune_epochs={self.prune_finetune_epochs} exceeds epochs={self.epochs}")
         return self

@@ -24,6 +24,7 @@ from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.guidance import metrics as M
 from mg_tune.guidance.attribution import attribute
+from mg_tune.guidance.pruning import load_state
 from mg_tune.models import build_model
 from mg_tune.models.staged import StagedModel
 
@@ -180,7 +181,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", device: str = "cpu
     dataset = build_split(config.data, split)
     heldout = build_split(config.data, "heldout")
     model = build_model(config.model, dataset.info.num_classes).to(device)
-    model.load_state_dict(state["model"])
+    load_state(model, state["model"])
     common = dict(
         model=model,
         method=config.attribution,

@@ -55,6 +55,7 @@ from pydantic import ValidationError
 from mg_tune.checkpoint import CHECKPOINT_FILE
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
+from mg_tune.guidance.pruning import load_state
 from mg_tune.models import StagedModel, build_model
 from mg_tune.pareto_report import _model_metrics
 from mg_tune.tracking import (
@@ -308,8 +309,8 @@ def _build(state: Mapping[str, torch.Tensor], config: TrainConfig, shown: str, d
     num_classes = build_split(config.data, "val").info.num_classes
     model = build_model(config.model, num_classes)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
+        load_state(model, state)
+    except (RuntimeError, AttributeError) as exc:
         raise ValueError(f"{shown} does not fit model {config.model!r}: {_first_line(str(exc))}") from None
     return model.to(device).eval()
 

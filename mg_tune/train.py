@@ -16,6 +16,12 @@ overlay are written, and ``callback(EpochResult)`` is called: the search
 layer reports from there. No Ray or MLflow here: a notebook calls
 :func:`train` directly.
 
+CRAYON-Pruning (``prune_fraction``, crayon.md Sec. III-C): before the first
+epoch the penultimate neurons most active outside the annotated boxes are
+pruned (:mod:`mg_tune.guidance.pruning`); epochs 1..``prune_finetune_epochs``
+then train only the last layer with L_class (the rest of the model in eval
+mode, frozen), later epochs the whole pruned model with guidance.
+
 Determinism: model init uses ``seed``; epoch e shuffles and draws classes
 with a generator seeded by ``(seed, e)``, so a run resumed from the
 checkpoint of epoch e continues exactly as the uninterrupted run (on CPU).
@@ -44,6 +50,7 @@ from mg_tune.data.masks import crayon_relevance
 from mg_tune.evaluation import attribution_target, evaluate_split, ground_truth_pairs
 from mg_tune.guidance.attribution import attribute, check_method
 from mg_tune.guidance.losses import get_loss
+from mg_tune.guidance.pruning import load_state, penultimate, rank_and_prune
 from mg_tune.models import StagedModel, build_model
 from mg_tune.overlay import save_overlay
 
@@ -110,13 +117,16 @@ class GuidedTrainer:
         self.target = attribution_target(self.info.multilabel)
         self.model: StagedModel = build_model(config.model, self.info.num_classes, config.weights).to(self.device)
         check_method(config.attribution, self.model)
-        if config.init_checkpoint:
-            self.model.load_state_dict(load_checkpoint(config.init_checkpoint)["model"])
-        self.reference = self._frozen_copy() if config.loss == "crayon_attention" else None
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.loss_fn = get_loss(config.loss)
         self.mask_key = "masks" if config.data.mask_kind == "box" else "seg_masks"
+        if config.init_checkpoint:
+            load_state(self.model, load_checkpoint(config.init_checkpoint)["model"])
+        # CRAYON-Attention compares with the original model's saliency, taken before any pruning
+        self.reference = self._frozen_copy() if config.loss == "crayon_attention" else None
+        self.pruned = self._prune() if config.prune_fraction > 0 else None
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.last_layer_only: bool | None = None
+        self.set_phase(last_layer_only=config.prune_finetune_epochs > 0)
         self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.scaler = torch.amp.GradScaler(enabled=config.amp and self.device.type == "cuda")
 
@@ -126,6 +136,29 @@ class GuidedTrainer:
             p.requires_grad_(False)
         return reference
 
+    def _prune(self) -> Tensor:
+        """CRAYON-Pruning on the annotated training images; the relevant region is the union of their classes' masks."""
+
+        def annotated_batches():
+            for batch in self.loader(self.train_set, shuffle=False):
+                relevant = (batch[self.mask_key] * batch["labels"][:, :, None, None]).amax(1)
+                use = batch["has_mask"] & (relevant.sum((1, 2)) > 0)
+                if use.any():
+                    yield batch["image"][use].to(self.device), relevant[use].to(self.device)
+
+        return rank_and_prune(self.model, annotated_batches(), self.config.prune_fraction)
+
+    def set_phase(self, last_layer_only: bool) -> None:
+        """Train only the last linear layer (L_class, CRAYON-Pruning) or the whole model; a new optimiser on a change."""
+        if last_layer_only == self.last_layer_only:
+            return
+        self.params = list(penultimate(self.model)[1].parameters()) if last_layer_only else self.trainable
+        chosen = {id(p) for p in self.params}
+        for p in self.trainable:
+            p.requires_grad_(id(p) in chosen)
+        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.last_layer_only = last_layer_only
+
     def loader(self, dataset, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
         size = self.config.batch_size if shuffle else self.config.eval_batch_size
         return DataLoader(dataset, batch_size=size, shuffle=shuffle, generator=generator, num_workers=self.config.num_workers)
@@ -133,9 +166,13 @@ class GuidedTrainer:
     def restore(self, checkpoint: str | Path) -> int:
         """Load model and optimiser from a checkpoint; return the epoch it ended."""
         state = load_checkpoint(checkpoint)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        return int(state["epoch"])
+        epoch = int(state["epoch"])
+        load_state(self.model, state["model"])
+        finetune = self.config.prune_finetune_epochs
+        self.set_phase(epoch + 1 <= finetune)
+        if (epoch <= finetune) == (epoch + 1 <= finetune):  # else the next epoch starts a new optimiser
+            self.optimizer.load_state_dict(state["optimizer"])
+        return epoch
 
     # -- one step -----------------------------------------------------------------
     def losses(self, batch: dict, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -146,7 +183,8 @@ class GuidedTrainer:
         targets = choose_target_classes(batch["labels"], generator).to(self.device)
         masks = batch[self.mask_key][torch.arange(len(targets)), targets.cpu()].to(self.device)
         use = (batch["has_mask"].to(self.device)) & (masks.sum((1, 2)) > 0)
-        guided = cfg.lam > 0 and bool(use.any())
+        lam = 0.0 if self.last_layer_only else cfg.lam
+        guided = lam > 0 and bool(use.any())
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=cfg.amp):
             if guided:
                 att = attribute(
@@ -158,7 +196,7 @@ class GuidedTrainer:
                 logits = self.model(images)
                 loc = torch.zeros((), device=self.device)
             cls = self._classification(logits.float(), labels)
-        return cls + cfg.lam * loc, cls, loc
+        return cls + lam * loc, cls, loc
 
     def _classification(self, logits: Tensor, labels: Tensor) -> Tensor:
         if self.info.multilabel:
@@ -185,7 +223,7 @@ class GuidedTrainer:
                 f"with lam={self.config.lam}, lr={self.config.lr}"
             )
         # gradients of the parameters only: at the input layer the image also requires grad
-        self.scaler.scale(total).backward(inputs=self.trainable)
+        self.scaler.scale(total).backward(inputs=self.params)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return total.item(), cls.item(), loc.item()
@@ -193,14 +231,18 @@ class GuidedTrainer:
     # -- one epoch ----------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        self.model.train()
+        self.set_phase(epoch <= self.config.prune_finetune_epochs)
+        self.model.train(not self.last_layer_only)
         sums = np.zeros(3)
         batches = 0
         for batch in self.loader(self.train_set, shuffle=True, generator=generator):
             sums += self.step(batch, generator)
             batches += 1
         mean = sums / max(batches, 1)
-        return {"train_loss": mean[0], "train_class_loss": mean[1], "train_loc_loss": mean[2]}
+        metrics = {"train_loss": mean[0], "train_class_loss": mean[1], "train_loc_loss": mean[2]}
+        if self.pruned is not None:
+            metrics["pruned_neurons"] = float(len(self.pruned))
+        return metrics
 
     def validate(self) -> dict[str, float]:
         """Validation metrics; the IoU threshold is chosen on the held-out split."""

@@ -81,3 +81,26 @@ def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
         load_spec(path)
     text = str(info.value)
     assert text.startswith(str(path)) and message in text and "\n" not in text
+
+
+def test_crayon_pruning_hyperparameters_are_searchable():
+    spec = SearchSpec.model_validate(
+        {
+            "fixed": {"init_checkpoint": "original.pt", "loss": "crayon_attention", "epochs": 4},
+            "space": {"prune_fraction": {"uniform": [0.05, 0.5]}, "prune_finetune_epochs": {"int": [0, 4]}, "lam": {"loguniform_by_loss": {"crayon_attention": [0.1, 10.0]}}},
+        }
+    )
+    config = spec.train_config({"prune_fraction": 0.3, "prune_finetune_epochs": 4, "lam": 1.0})
+    assert (config.prune_fraction, config.prune_finetune_epochs, config.loss) == (0.3, 4, "crayon_attention")
+    with pytest.raises(ValueError, match="prune_finetune_epochs=5 exceeds epochs=4"):
+        spec.train_config({"prune_fraction": 0.3, "prune_finetune_epochs": 5, "lam": 1.0})
+
+
+def test_protocol_specs_pair_conventional_with_reversed():
+    for stem in ("waterbirds_protocol", "textbox_waterbirds_protocol"):
+        conventional, _ = load_spec(SPACES / f"{stem}.yaml")
+        reversed_, _ = load_spec(SPACES / f"{stem}_reversed.yaml")
+        assert conventional.metric_names == reversed_.metric_names == ["worst_group_acc", "accuracy"]
+        assert conventional.space["annotation_fraction"].choice == [0.0, 0.01]
+        assert conventional.data.options.get("reversed", False) is False
+        assert reversed_.data.variant == "reversed" or reversed_.data.options["reversed"] is True

@@ -298,11 +298,20 @@ class SpuriousTextBox(TextBoxDataset):
     Background outside the patch: land (greenish) or water (bluish) colour plus Gaussian
     noise (std ``BG_NOISE``); it equals the label (A-land, B-water) with probability
     ``spurious_rate`` on train/val/heldout and 0.5 on test. The black patch hides the cue
-    inside the box. Group id = 2 * label + background (0 = land, 1 = water).
+    inside the box. Group id = 2 * letter + background (0 = land, 1 = water).
+
+    ``reversed`` mirrors Waterbirds' reversed setting (main paper Sec. 5.5, after
+    Petryk et al. 2022): the label is the background (land 0 / water 1), the
+    letter is the shortcut (equal to the label with probability
+    ``spurious_rate``), and the label class's mask is everything *outside* the
+    (dilated) patch box; groups stay 2 * letter + background.
     """
 
     info = DatasetInfo(
         "textbox_spurious", ("A", "B"), multilabel=False, group_names=("A/land", "A/water", "B/land", "B/water")
+    )
+    REVERSED_INFO = DatasetInfo(
+        "textbox_spurious_reversed", ("land", "water"), multilabel=False, group_names=("A/land", "A/water", "B/land", "B/water")
     )
     PATCH = 20
     LETTER_COLORS: tuple[Color, Color] = ((1.0, 1.0, 1.0), (1.0, 0.8, 0.2))
@@ -321,6 +330,7 @@ class SpuriousTextBox(TextBoxDataset):
         spurious_rate: float = 0.95,
         letter_scale: int = 3,
         letter_colors: bool = False,
+        reversed: bool = False,
     ) -> None:
         if not 0.0 <= spurious_rate <= 1.0:
             raise ValueError(f"spurious_rate must lie in [0, 1], got spurious_rate={spurious_rate}")
@@ -330,6 +340,9 @@ class SpuriousTextBox(TextBoxDataset):
         self.spurious_rate = spurious_rate
         self.letter_scale = letter_scale
         self.letter_colors = letter_colors
+        self.reversed = reversed
+        if reversed:
+            self.info = self.REVERSED_INFO
         self.patch = max(self.PATCH, 7 * letter_scale + 2 * GAP + 2)
 
     @property
@@ -339,10 +352,11 @@ class SpuriousTextBox(TextBoxDataset):
 
     def _make_scene(self, rng: np.random.Generator) -> Scene:
         label = int(rng.integers(2))
-        background = label if rng.random() < self.cue_rate else 1 - label
+        cue = label if rng.random() < self.cue_rate else 1 - label
+        letter_id, background = (cue, label) if self.reversed else (label, cue)
         colour = np.asarray(self.BACKGROUNDS[background])[:, None, None]
         canvas = np.clip(colour + rng.normal(0.0, self.BG_NOISE, (3, IMAGE_SIZE, IMAGE_SIZE)), 0.0, 1.0)
-        letter = self.info.class_names[label]
+        letter = SpuriousTextBox.info.class_names[letter_id]
         strokes = glyph(letter, self.letter_scale)
         h, w = strokes.shape
         side = self.patch
@@ -350,9 +364,17 @@ class SpuriousTextBox(TextBoxDataset):
         lx, ly = (int(v) for v in rng.integers(GAP, [side - w - GAP + 1, side - h - GAP + 1]))
         pixels = np.zeros((side, side), dtype=bool)
         pixels[ly : ly + h, lx : lx + w] = strokes
-        color = self.LETTER_COLORS[label] if self.letter_colors else WHITE
+        color = self.LETTER_COLORS[letter_id] if self.letter_colors else WHITE
         patch = SceneObject(letter, (px, py, px + side, py + side), pixels, color=color, fill=BLACK)
-        return Scene(canvas, (patch,), _one_hot(label, 2), ((label, 0),), group=2 * label + background)
+        return Scene(canvas, (patch,), _one_hot(label, 2), ((label, 0),), group=2 * letter_id + background)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = super().__getitem__(i)
+        if self.reversed:  # attend to the background: the complement of the (dilated) patch box
+            label = int(sample["labels"].argmax())
+            sample["seg_masks"][label] = 1.0 - box_mask([self.scene(i).objects[0].box], IMAGE_SIZE, IMAGE_SIZE)
+            sample["masks"][label] = 1.0 - sample["masks"][label]
+        return sample
 
 
 # --- SMERF reasoning settings (Table 1) -------------------------------------------------

@@ -26,6 +26,7 @@ from mg_tune.guidance.metrics import (
     select_iou_threshold,
     x_seg_epg,
 )
+from mg_tune.guidance.pruning import rank_and_prune
 
 __all__ = [
     "METHODS",
@@ -47,6 +48,7 @@ __all__ = [
     "normalize_abs",
     "normalize_positive",
     "ppce",
+    "rank_and_prune",
     "rrr",
     "seg_epg",
     "select_iou_threshold",

@@ -32,6 +32,8 @@ _BUILDERS: dict[str, Callable[[int], StagedModel]] = {
     "bcos_resnet50": lambda k: bcos_resnet_model("resnet50", k),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+PRUNABLE_MODELS: tuple[str, ...] = tuple(n for n in MODEL_NAMES if not n.startswith("bcos"))
+"""Models whose head ends in ``nn.Linear``: the ones CRAYON-Pruning applies to (its penultimate layer is that layer's input)."""
 
 
 def build_model(name: str, num_classes: int, weights: str | Path | None = None) -> StagedModel:

@@ -22,6 +22,7 @@ around the reproducibility study's grid for that loss (Table 5), i.e.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import math
 from pathlib import Path
@@ -67,7 +68,7 @@ class Distribution(_Strict):
 
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
-    int: tuple[int, int] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None  # builtins: the field name shadows int in the class body
     choice: list[Any] | None = None
     loguniform_by_loss: dict[str, tuple[float, float]] | None = None
 
