@@ -32,6 +32,7 @@ contains the paper protocol's (for the same epochs).
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import math
 from pathlib import Path
@@ -77,7 +78,7 @@ class Distribution(_Strict):
 
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
-    int: tuple[int, int] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None  # `int` alone would mean this field in the class body
     choice: list[Any] | None = None
     loguniform_by_loss: dict[str, tuple[float, float]] | None = None
 

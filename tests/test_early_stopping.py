@@ -1,0 +1,115 @@
+"""Search efficiency: spec fields (scheduler, warm_start) and an end-to-end MO-ASHA search tracked in MLflow."""
+
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.search.callbacks import HYPERVOLUME_METRIC
+from mg_tune.search.runner import build_scheduler, run_search
+from mg_tune.search.sampling import warm_start_points
+from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, load_spec
+from mg_tune.tracking import ROLE_TAG, STOPPED_EARLY_TAG, TRIAL_TAG, experiment_name, find_search_run
+
+TWO_LOSSES = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {}}}
+
+
+def test_scheduler_shorthand_and_defaults():
+    spec = SearchSpec.model_validate({"fixed": {"epochs": 6}, "scheduler": "mo_asha"})
+    assert (spec.scheduler.grace_period, spec.scheduler.reduction_factor, spec.max_t) == (1, 3.0, 6)
+    scheduler = build_scheduler(spec)
+    assert list(scheduler.rungs) == [1, 3] and scheduler.metrics == ["f1", "epg", "iou"]
+    searched = SearchSpec.model_validate({"space": {"epochs": {"int": [2, 9]}}, "scheduler": {"name": "mo_asha", "reduction_factor": 2}})
+    assert searched.max_t == 9 and list(build_scheduler(searched).rungs) == [1, 2, 4, 8]
+    assert build_scheduler(SearchSpec()) is None
+
+
+def test_warm_start_enqueues_the_paper_grid_for_other_samplers():
+    spec = SearchSpec.model_validate({"sampler": "tpe", "space": TWO_LOSSES, "trials": 8, "warm_start": "paper_grid"})
+    points = warm_start_points(spec)
+    assert len(points) == 6
+    assert sorted(p["lam_energy"] for p in points if p["loss"] == "energy") == sorted(PAPER_LAMBDA_GRID["energy"])
+    assert warm_start_points(spec.model_copy(update={"warm_start": "none"})) == []
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("fixed: {epochs: 3}\nscheduler: asha\n", "scheduler.name: Input should be 'mo_asha'"),
+        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, grace_period: 3}\n", "scheduler.grace_period must be below max_t=3 epochs (got 3)"),
+        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, max_t: 5}\n", "scheduler.max_t must be at most fixed.epochs=3 (got 5)"),
+        ("scheduler: {name: mo_asha, reduction_factor: 1}\n", "scheduler.reduction_factor: Input should be greater than 1"),
+        ("scheduler: {name: mo_asha, grace: 1}\n", "scheduler.grace: unknown key"),
+        ("warm_start: paper_grid\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n", "warm_start: paper_grid: the paper grid needs a choice list for every searched hyperparameter but lam; space.lr is loguniform"),
+        ("warm_start: paper_grid\ntrials: 4\nspace: {loss: {choice: [energy, l1]}, lam: {loguniform_by_loss: {}}}\n", "warm_start: paper_grid enqueues 6 grid points, more than trials=4"),
+        ("warm_start: paper_grid\nspace: {lam: {loguniform_by_loss: {energy: [0.01, 1.0]}}}\n", "warm_start: paper_grid: λ=0.0005 of loss energy lies outside space.lam's range [0.01, 1]"),
+        ("warm_start: grid\n", "warm_start: Input should be 'none' or 'paper_grid'"),
+    ],
+)
+def test_bad_scheduler_and_warm_start_give_one_line(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def mo_asha_search(tmp_path_factory, ray_local, new_mlflow_store):
+    root = tmp_path_factory.mktemp("moasha")
+    uri = new_mlflow_store()
+    raw = {
+        "name": "moasha",
+        "data": {"variant": "spurious", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
+        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "mid2", "epochs": EPOCHS, "batch_size": 32, "overlay_images": 0},
+        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [1e-3, 10.0], "l1": [1e-3, 10.0]}}},
+        "objectives": ["f1", "epg"],
+        "sampler": "tpe",
+        "trials": 6,
+        "concurrency": 2,
+        "resources": {"cpu": 1},
+        "scheduler": {"name": "mo_asha", "grace_period": 1, "reduction_factor": 3},
+        "storage_path": str(root / "runs"),
+    }
+    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
+    return uri, outcome
+
+
+def test_mo_asha_stops_trials_early_and_keeps_their_checkpoints(mo_asha_search):
+    uri, outcome = mo_asha_search
+    assert outcome.trials == 6 and outcome.errors == 0
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name("moasha"))
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    table = checkpoint_table(uri, "moasha")
+    epochs = table.groupby("trial_id")["epoch"].apply(sorted).to_dict()
+    stopped = {r.data.tags[TRIAL_TAG]: int(r.data.tags[STOPPED_EARLY_TAG]) for r in runs if STOPPED_EARLY_TAG in r.data.tags}
+    assert stopped, "MO-ASHA stopped no trial"
+    for run in runs:
+        trial = run.data.tags[TRIAL_TAG]
+        last = stopped.get(trial, EPOCHS)
+        assert last == 1 or trial not in stopped  # the only rung below max_t=3 is epoch 1 (η = 3)
+        assert epochs[trial] == list(range(1, last + 1))  # every epoch it ran has its checkpoint, none more
+    # stopped trials' checkpoints are candidates for the front like any other
+    result = search_pareto(uri, "moasha", ["f1", "epg"], [True, True], tag=False)
+    assert len(result.table) == sum(len(v) for v in epochs.values())
+
+
+def test_parent_run_logs_hypervolume_after_every_trial_epoch(mo_asha_search):
+    uri, outcome = mo_asha_search
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name("moasha"))
+    parent = find_search_run(client, experiment.experiment_id)
+    history = sorted(client.get_metric_history(parent.info.run_id, HYPERVOLUME_METRIC), key=lambda m: m.step)
+    total = len(checkpoint_table(uri, "moasha"))
+    assert [m.step for m in history] == list(range(1, total + 1))
+    values = np.array([m.value for m in history])
+    assert np.all(np.diff(values) >= 0) and 0 < values[-1] <= 1
+    # the last value is the hypervolume of the whole search's front, as the Pareto report computes it
+    assert values[-1] == pytest.approx(outcome.pareto.hypervolume)
