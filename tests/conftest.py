@@ -13,7 +13,7 @@ def ray_local():
     """A local Ray instance with 2 CPUs, shut down at the end of the session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)  # never a cluster another process started
     yield ray
     ray.shutdown()
 

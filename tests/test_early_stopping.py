@@ -1,12 +1,15 @@
 """Search efficiency: spec fields (scheduler, warm_start) and an end-to-end MO-ASHA search tracked in MLflow."""
 
+import math
+
 import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
+from ray.tune.experiment import Trial
 
 from mg_tune.pareto_report import checkpoint_table, search_pareto
-from mg_tune.search.callbacks import HYPERVOLUME_METRIC
+from mg_tune.search.callbacks import HYPERVOLUME_METRIC, HypervolumeTracker
 from mg_tune.search.runner import build_scheduler, run_search
 from mg_tune.search.sampling import warm_start_points
 from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, load_spec
@@ -113,3 +116,34 @@ def test_parent_run_logs_hypervolume_after_every_trial_epoch(mo_asha_search):
     assert np.all(np.diff(values) >= 0) and 0 < values[-1] <= 1
     # the last value is the hypervolume of the whole search's front, as the Pareto report computes it
     assert values[-1] == pytest.approx(outcome.pareto.hypervolume)
+
+
+def test_resumed_tracker_continues_the_count_from_mlflow(mo_asha_search):
+    """A resumed search rebuilds its points from MLflow: the next trial-epoch is logged at step total + 1."""
+    uri, outcome = mo_asha_search
+    spec = SearchSpec.model_validate({"objectives": ["f1", "epg"]})
+    tracker = HypervolumeTracker(spec, outcome.search)
+    tracker.setup()
+    total = len(checkpoint_table(uri, "moasha"))
+    assert len(tracker.points) == total and tracker.hypervolume() == pytest.approx(outcome.pareto.hypervolume)
+    trial = Trial("__fake", trial_id="resumed", stub=True)
+    tracker.on_trial_result(0, [], trial, {"epoch": 1, "f1": 1.0, "epg": 1.0})
+    tracker.on_trial_result(0, [], trial, {"epoch": 1, "f1": 1.0, "epg": 1.0})  # a repeated epoch is not counted twice
+    client = MlflowClient(uri)
+    history = client.get_metric_history(outcome.search.run_id, HYPERVOLUME_METRIC)
+    assert max(m.step for m in history) == total + 1
+    assert [m.value for m in history if m.step == total + 1] == [1.0]
+
+
+def test_tracker_hypervolume_by_hand():
+    """f1 max, iou min, constraint epg >= 0.5; bounds (0, 1): points (f1, 1 - iou) dominate boxes from 0."""
+    spec = SearchSpec.model_validate({"objectives": ["f1", {"name": "iou", "direction": "min"}], "constraints": ["epg >= 0.5"]})
+    tracker = HypervolumeTracker(spec, search=None)
+    assert tracker.metrics == ["f1", "iou", "epg"]
+    tracker.points = {
+        ("a", 1): [0.5, 0.5, 0.9],  # box 0.5 x 0.5
+        ("b", 1): [0.8, 0.8, 0.9],  # box 0.8 x 0.2, overlaps a's: union 0.25 + 0.3 x 0.2 = 0.31
+        ("c", 1): [1.0, 0.0, 0.1],  # infeasible (epg < 0.5): would cover everything
+        ("d", 1): [math.nan, 0.0, 0.9],  # NaN: adds nothing
+    }
+    assert tracker.hypervolume() == pytest.approx(0.31)
