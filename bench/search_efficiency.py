@@ -131,13 +131,21 @@ def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 print(f"seed {seed} {method:>14}: {len(table)} trial-epochs, HV {rows[-1]['hypervolume']:.4f}, {wall:.0f} s", flush=True)
     finally:
         ray.shutdown()
-    for seed in args.seeds:
-        grid = next(r for r in rows if r["seed"] == seed and r["method"] == "grid")
-        for r in rows:
-            if r["seed"] == seed:
-                r["grid_hypervolume"] = grid["hypervolume"]
-                r["epochs_to_grid_hv"] = epochs_to_reach(r["history"], grid["hypervolume"])
-                r["ratio"] = r["epochs_to_grid_hv"] / grid["trial_epochs"]
+    return compare(rows)
+
+
+def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add to every row the trial-epochs it needed to reach the grid's final HV (same seed) and the ratio to
+    the grid's trial-epochs; to ``+mo_asha`` rows also those to reach the final HV of the same sampler without it."""
+    for r in rows:
+        grid = next(g for g in rows if g["seed"] == r["seed"] and g["method"] == "grid")
+        r["grid_hypervolume"] = grid["hypervolume"]
+        r["epochs_to_grid_hv"] = epochs_to_reach(r["history"], grid["hypervolume"])
+        r["ratio"] = r["epochs_to_grid_hv"] / grid["trial_epochs"]
+        plain = next((p for p in rows if p["seed"] == r["seed"] and p["method"] == r["method"].partition("+")[0]), None)
+        if "+" in r["method"] and plain is not None:
+            r["epochs_to_plain_hv"] = epochs_to_reach(r["history"], plain["hypervolume"])
+            r["ratio_to_plain"] = r["epochs_to_plain_hv"] / plain["trial_epochs"]
     return rows
 
 
@@ -168,6 +176,16 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[st
     print("|---|---:|---:|---:|")
     for m in medians:
         print(f"| {m['method']} | {m['trial_epochs']:.0f} | {m['hypervolume']:.4f} | {m['ratio']:.3f} |")
+    print()
+    print("MO-ASHA vs the same sampler without it: trial-epochs to reach the plain search's final HV / the plain search's trial-epochs")
+    print()
+    print("| method | seed | plain final HV | trial-epochs to it | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        if "epochs_to_plain_hv" in r:
+            plain_hv = next(p["hypervolume"] for p in rows if p["seed"] == r["seed"] and p["method"] == r["method"].partition("+")[0])
+            reached = "not reached" if math.isinf(r["epochs_to_plain_hv"]) else f"{r['epochs_to_plain_hv']:.0f}"
+            print(f"| {r['method']} | {r['seed']} | {plain_hv:.4f} | {reached} | {r['ratio_to_plain']:.3f} |")
     return medians
 
 
@@ -208,11 +226,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write all numbers here")
     parser.add_argument("--plot", type=Path, help="write the hypervolume-vs-trial-epochs plot (PNG) here")
+    parser.add_argument("--report-only", type=Path, metavar="JSON", help="print the tables (and --plot) from a previous run's --json; runs nothing")
     parser.add_argument("--workdir", type=Path, help="keep the Ray storage and MLflow store here (default: a temporary directory, removed)")
     args = parser.parse_args(argv)
     if "grid" not in args.methods:
         parser.error("--methods must include grid (the reference)")
 
+    if args.report_only:
+        saved = json.loads(args.report_only.read_text())
+        rows = compare([{k: (math.inf if v is None and k.startswith("epochs_to") else v) for k, v in r.items()} for r in saved["runs"]])
+        args.seeds, args.epochs = saved["args"]["seeds"], saved["args"]["epochs"]
+        args.lam_range = saved["args"]["lam_range"] if isinstance(saved["args"]["lam_range"], str) else ",".join(f"{v:g}" for v in saved["args"]["lam_range"])
+        args.methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        report(rows, args)
+        if args.plot:
+            plot(rows, args, args.plot)
+        return 0
     root = Path(tempfile.mkdtemp(prefix="mg-efficiency-")) if args.workdir is None else args.workdir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
