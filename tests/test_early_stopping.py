@@ -10,7 +10,7 @@ from ray.tune.experiment import Trial
 
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.callbacks import HYPERVOLUME_METRIC, HypervolumeTracker
-from mg_tune.search.runner import build_scheduler, run_search
+from mg_tune.search.runner import build_scheduler, build_searcher, run_search
 from mg_tune.search.sampling import warm_start_points
 from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, load_spec
 from mg_tune.tracking import ROLE_TAG, STOPPED_EARLY_TAG, TRIAL_TAG, experiment_name, find_search_run
@@ -147,3 +147,13 @@ def test_tracker_hypervolume_by_hand():
         ("d", 1): [math.nan, 0.0, 0.9],  # NaN: adds nothing
     }
     assert tracker.hypervolume() == pytest.approx(0.31)
+
+
+def test_warm_started_nsga2_suggests_the_grid_first():
+    spec = SearchSpec.model_validate({"sampler": "nsga2", "space": TWO_LOSSES, "trials": 8, "warm_start": "paper_grid", "seed": 3})
+    searcher = build_searcher(spec)
+    suggested = [searcher.suggest(f"t{i}") for i in range(8)]
+    grid = {(p["loss"], p["lam"]) for p in spec.grid_points()}
+    as_points = [(c["loss"], c[f"lam_{c['loss']}"]) for c in suggested]
+    assert set(as_points[:6]) == grid and len(set(as_points[:6])) == 6
+    assert not set(as_points[6:]) & grid  # then NSGA-II samples

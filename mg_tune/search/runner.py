@@ -117,6 +117,19 @@ def build_scheduler(spec: SearchSpec) -> MOASHAScheduler | None:
     )
 
 
+def build_searcher(spec: SearchSpec) -> OptunaSearch:
+    """OptunaSearch over the spec's objectives; the warm-start points (:func:`warm_start_points`) are suggested first."""
+    points = warm_start_points(spec)
+    return OptunaSearch(
+        define_by_run(spec),
+        metric=spec.metric_names,
+        mode=spec.modes,
+        sampler=build_sampler(spec),
+        seed=spec.seed,
+        points_to_evaluate=points or None,
+    )
+
+
 def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool) -> tune.Tuner:
     """The Tuner of a search: OptunaSearch (+ warm-start points), the spec's scheduler, tracking callbacks."""
     trainable = tune.with_resources(
@@ -126,24 +139,15 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool) -> tune.Tuner
     path = os.path.join(storage_path(spec), spec.name)
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-    points = warm_start_points(spec)
     scheduler = build_scheduler(spec)
     callbacks: list[tune.Callback] = [HypervolumeTracker(spec, search)]
     if scheduler is not None:
         callbacks.append(StoppedTrialFinisher(search))
-    searcher = OptunaSearch(
-        define_by_run(spec),
-        metric=spec.metric_names,
-        mode=spec.modes,
-        sampler=build_sampler(spec),
-        seed=spec.seed,
-        points_to_evaluate=points or None,
-    )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.concurrency),
-            num_samples=len(points) if spec.sampler == "grid" else spec.trials,
+            search_alg=ConcurrencyLimiter(build_searcher(spec), max_concurrent=spec.concurrency),
+            num_samples=len(warm_start_points(spec)) if spec.sampler == "grid" else spec.trials,
             scheduler=scheduler,
         ),
         run_config=tune.RunConfig(
