@@ -95,6 +95,7 @@ __all__ = [
     "FAILURE_TAG",
     "ROLE_TAG",
     "SEARCH_TAG",
+    "STOPPED_EARLY_TAG",
     "TRIAL_TAG",
     "RequestCounter",
     "RetryPolicy",
@@ -107,6 +108,7 @@ __all__ = [
     "find_checkpoint_model",
     "find_search_run",
     "finish_search",
+    "finish_stopped_trial",
     "flatten",
     "is_transient",
     "iter_logged_models",
@@ -124,6 +126,7 @@ ROLE_TAG = "mg_tune.role"  # "search" | "trial"
 TRIAL_TAG = "mg_tune.trial_id"
 EPOCH_TAG = "mg_tune.epoch"
 FAILURE_TAG = "mg_tune.failure_reason"
+STOPPED_EARLY_TAG = "mg_tune.stopped_early"  # the last epoch of a trial a scheduler stopped
 PARENT_TAG = "mlflow.parentRunId"
 CHECKPOINT_ARTIFACT = "checkpoint.pt"
 SPEC_ARTIFACT = "spec.yaml"
@@ -452,6 +455,23 @@ def mark_orphans(run: SearchRun, reason: str) -> int:
         client.set_tag(child.info.run_id, FAILURE_TAG, _tag_value(reason))
         client.set_terminated(child.info.run_id, "KILLED")
     return len(orphans)
+
+
+def finish_stopped_trial(run: SearchRun, trial_id: str, epoch: int) -> bool:
+    """End the trial run of ``trial_id`` FINISHED with tag ``mg_tune.stopped_early=<epoch>`` if it is still RUNNING.
+
+    For trials a scheduler stopped after ``epoch``: Tune ends them inside
+    ``tune.report``, so the trial never finishes its run itself. Their
+    checkpoints stay (they are candidates for the front). Returns whether
+    the run was finished here.
+    """
+    client = MlflowClient(run.tracking_uri)
+    trial_run = RetryPolicy().call(find_trial_run, client, run, trial_id)
+    if trial_run is None or trial_run.info.status != "RUNNING":
+        return False
+    RetryPolicy().call(client.set_tag, trial_run.info.run_id, STOPPED_EARLY_TAG, str(int(epoch)))
+    RetryPolicy().call(client.set_terminated, trial_run.info.run_id, "FINISHED")
+    return True
 
 
 # --------------------------------------------------------------------------- trials

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from mg_tune.checkpoint import load_checkpoint
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec
-from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name
+from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name, find_search_run
 
 OBJECTIVES = ["f1", "epg", "iou"]
 
@@ -123,3 +122,10 @@ def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
     # trials finished before the kill were not started again: their runs were never reopened
     assert {r.data.tags[TRIAL_TAG]: r.info.end_time for r in runs if r.data.tags[TRIAL_TAG] in finished_before} == finished_before
     assert "Pareto front of search 'resumable'" in done.stdout
+    # the hypervolume count continues across the kill (from MLflow): steps only increase, ending at every trial-epoch stored
+    client = MlflowClient(uri)
+    parent = find_search_run(client, client.get_experiment_by_name(experiment_name("resumable")).experiment_id)
+    history = sorted((m.timestamp, m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "hypervolume"))
+    steps, values = [h[1] for h in history], [h[2] for h in history]
+    assert steps == sorted(set(steps)) and steps[-1] == len(table)
+    assert values == sorted(values)

@@ -6,6 +6,12 @@ then reports to Tune with the checkpoint, so a trial that dies restarts from
 its last checkpoint (``FailureConfig``) and MLflow never has a gap or a
 duplicate. The Pareto front is then computed from MLflow alone
 (:mod:`mg_tune.pareto_report`).
+
+The driver logs the hypervolume after every trial-epoch
+(:class:`~mg_tune.search.callbacks.HypervolumeTracker`); with ``scheduler:
+mo_asha`` trials are stopped early by
+:class:`~mg_tune.search.schedulers.MOASHAScheduler` and their runs end
+FINISHED with tag ``mg_tune.stopped_early`` (their checkpoints stay).
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from mlflow import MlflowClient
 from mg_tune.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
+from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
+from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import (
     SearchRun,
@@ -135,16 +143,24 @@ def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
         raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({redact_text(reason)})") from None
 
 
-def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna.storages.BaseStorage | None = None) -> tune.Tuner:
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=spec, search=search),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+def build_scheduler(spec: SearchSpec) -> MOASHAScheduler | None:
+    """The spec's early-stopping scheduler over its objectives (``None``: run every trial to the end)."""
+    if spec.scheduler is None:
+        return None
+    return MOASHAScheduler(
+        spec.metric_names,
+        spec.modes,
+        time_attr="epoch",
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+        max_t=spec.max_t,
     )
-    path = experiment_path(spec)
-    if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+
+
+def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None = None) -> OptunaSearch:
+    """OptunaSearch over the spec's objectives; the warm-start points (:func:`warm_start_points`) are suggested first."""
     points = warm_start_points(spec)
-    searcher = OptunaSearch(
+    return OptunaSearch(
         define_by_run(spec),
         metric=spec.metric_names,
         mode=spec.modes,
@@ -154,11 +170,27 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
         study_name=spec.name,
         storage=study,
     )
+
+
+def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna.storages.BaseStorage | None = None) -> tune.Tuner:
+    """The Tuner of a search: OptunaSearch (+ warm-start points; its study in ``study`` if given), the spec's scheduler, tracking callbacks."""
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec, search=search),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    path = experiment_path(spec)
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    scheduler = build_scheduler(spec)
+    callbacks: list[tune.Callback] = [HypervolumeTracker(spec, search)]
+    if scheduler is not None:
+        callbacks.append(StoppedTrialFinisher(search))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.concurrency),
-            num_samples=len(points) if spec.sampler == "grid" else spec.trials,
+            search_alg=ConcurrencyLimiter(build_searcher(spec, study), max_concurrent=spec.concurrency),
+            num_samples=len(warm_start_points(spec)) if spec.sampler == "grid" else spec.trials,
+            scheduler=scheduler,
             reuse_actors=spec.reuse_actors,  # a process runs trial after trial: ~9 s of start-up per trial saved (bench/search_overhead.py)
         ),
         run_config=tune.RunConfig(
@@ -166,6 +198,7 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
             storage_path=storage_path(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
             verbose=1,
         ),
     )

@@ -48,8 +48,8 @@ def trial_params(sampled: dict[str, Any]) -> dict[str, Any]:
 
 
 def warm_start_points(spec: SearchSpec) -> list[dict[str, Any]]:
-    """Points enqueued before sampling: the full grid for ``sampler: grid``."""
-    if spec.sampler != "grid":
+    """Points enqueued before sampling: the paper's grid for ``sampler: grid`` or ``warm_start: paper_grid``."""
+    if spec.sampler != "grid" and spec.warm_start != "paper_grid":
         return []
     return [
         {(LAMBDA_PREFIX + p.get("loss", spec.losses()[0]) if k == "lam" else k): v for k, v in p.items()}

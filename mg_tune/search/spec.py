@@ -18,6 +18,16 @@ Search-space entries::
 around the reproducibility study's grid for that loss (Table 5), i.e.
 [min/√10, max·√10]. The ``grid`` sampler runs every combination of the
 ``choice`` lists and, for λ, the paper's exact grid per loss.
+
+Search efficiency::
+
+    scheduler: {name: mo_asha, grace_period: 1, reduction_factor: 3}   # or just `scheduler: mo_asha`
+    warm_start: paper_grid     # other samplers: run the paper's grid points first
+
+``mo_asha`` stops trials early by multi-objective successive halving
+(:mod:`mg_tune.search.schedulers`); ``warm_start: paper_grid`` enqueues
+:meth:`SearchSpec.grid_points` as the first trials, so the search's front
+contains the paper protocol's (for the same epochs).
 """
 
 from __future__ import annotations
@@ -68,7 +78,7 @@ class Distribution(_Strict):
 
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
-    int: tuple[builtins.int, builtins.int] | None = None  # builtins: the field name shadows int in the class body
+    int: tuple[builtins.int, builtins.int] | None = None  # `int` alone would mean this field in the class body
     choice: list[Any] | None = None
     loguniform_by_loss: dict[str, tuple[float, float]] | None = None
 
@@ -122,6 +132,21 @@ class Resources(_Strict):
     gpu: float = Field(0.0, ge=0)
 
 
+class SchedulerSpec(_Strict):
+    """Early stopping (``scheduler:``): ``mo_asha`` (:class:`mg_tune.search.schedulers.MOASHAScheduler`).
+
+    ``grace_period``: the first rung (epochs); ``reduction_factor``: η, about
+    1/η of the trials reaching a rung go on; ``max_t``: the epochs of a full
+    trial (default: ``epochs``, fixed or the upper bound of a searched range).
+    ``scheduler: mo_asha`` is short for ``{name: mo_asha}``.
+    """
+
+    name: Literal["mo_asha"]
+    grace_period: int = Field(1, gt=0)
+    reduction_factor: float = Field(3.0, gt=1)
+    max_t: int | None = Field(None, gt=0)
+
+
 class SearchSpec(_Strict):
     """A whole search; see the module docstring."""
 
@@ -141,6 +166,13 @@ class SearchSpec(_Strict):
     study_storage: str | None = None
     max_failures: int = Field(2, ge=0)
     reuse_actors: bool = True
+    scheduler: SchedulerSpec | None = None
+    warm_start: Literal["none", "paper_grid"] = "none"
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("objectives", mode="before")
     @classmethod
@@ -166,9 +198,40 @@ class SearchSpec(_Strict):
             if low > high:
                 raise ValueError(f"constraints on {metric} contradict each other: {metric} >= {low} and {metric} <= {high}")
         self.train_config({**self.fixed, **self.first_point()})  # every fixed value must be valid
+        if self.scheduler is not None:
+            max_t, epochs = self.max_t, self.fixed.get("epochs")
+            if self.scheduler.grace_period >= max_t:
+                raise ValueError(f"scheduler.grace_period must be below max_t={max_t} epochs (got {self.scheduler.grace_period})")
+            if epochs is not None and max_t > epochs:
+                raise ValueError(f"scheduler.max_t must be at most fixed.epochs={epochs} (got {max_t})")
+        if self.warm_start == "paper_grid" and self.sampler != "grid":
+            self._check_warm_start()
         return self
 
+    def _check_warm_start(self) -> None:
+        try:
+            points = self.grid_points()
+        except ValueError as exc:
+            raise ValueError(f"warm_start: paper_grid: {exc}") from None
+        if len(points) > self.trials:
+            raise ValueError(f"warm_start: paper_grid enqueues {len(points)} grid points, more than trials={self.trials}")
+        for point in points:
+            if "lam" in point:
+                low, high = self.lambda_range(point.get("loss", self.losses()[0]))
+                if not low <= point["lam"] <= high:
+                    raise ValueError(f"warm_start: paper_grid: λ={point['lam']:g} of loss {point.get('loss', self.losses()[0])} lies outside space.lam's range [{low:g}, {high:g}]")
+
     # -- derived views ------------------------------------------------------------
+    @property
+    def max_t(self) -> int:
+        """The epochs of a full trial for the scheduler: ``scheduler.max_t``, else fixed or the most searched ``epochs``."""
+        if self.scheduler is not None and self.scheduler.max_t is not None:
+            return self.scheduler.max_t
+        if "epochs" in self.space:
+            dist = self.space["epochs"]
+            return int(max(dist.choice) if dist.kind == "choice" else getattr(dist, dist.kind)[1])
+        return int(self.fixed.get("epochs", TrainConfig.model_fields["epochs"].default))
+
     @property
     def parsed_constraints(self) -> list[Constraint]:
         return [parse_constraint(t) for t in self.constraints]
@@ -216,7 +279,7 @@ class SearchSpec(_Strict):
         names = [n for n in self.space if n != "lam"]
         for n in names:
             if self.space[n].kind != "choice":
-                raise ValueError(f"sampler 'grid' needs choice lists; space.{n} is {self.space[n].kind}")
+                raise ValueError(f"the paper grid needs a choice list for every searched hyperparameter but lam; space.{n} is {self.space[n].kind}")
         points = []
         for combo in itertools.product(*(self.space[n].choice for n in names)):
             point = dict(zip(names, combo))

@@ -1,0 +1,86 @@
+"""Driver-side Ray Tune callbacks of a search: hypervolume tracking and early-stopped trials.
+
+:class:`HypervolumeTracker` logs, after every finished trial-epoch, the
+hypervolume of all (trial, epoch) points seen so far on the search's parent
+run, with step = trial-epochs spent::
+
+    HV_s = normalized_hypervolume({y(trial, epoch) : the first s trial-epochs, meeting the constraints},
+                                  bounds = (0, 1) per objective)
+
+(:func:`mg_tune.pareto.normalized_hypervolume`: objectives mapped to [0, 1],
+larger is better, reference point 0), so ``HV_s`` never decreases and users
+watch the search converge in MLflow. It is the ``pareto_hypervolume`` of
+:func:`mg_tune.pareto_report.search_pareto` (same bounds) taken after ``s``
+trial-epochs. ``setup`` re-reads the points already in MLflow, so a resumed
+search continues the count instead of restarting it.
+
+:class:`StoppedTrialFinisher` ends the MLflow run of a trial that Tune
+stopped (a scheduler decision) as FINISHED with tag ``mg_tune.stopped_early``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from ray import tune
+
+from mg_tune.pareto import normalized_hypervolume
+from mg_tune.pareto_report import checkpoint_table
+from mg_tune.search.spec import SearchSpec
+from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
+
+__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher"]
+
+HYPERVOLUME_METRIC = "hypervolume"
+
+
+class HypervolumeTracker(tune.Callback):
+    """Logs ``hypervolume`` on the parent run after every new (trial, epoch) result; see the module docstring."""
+
+    def __init__(self, spec: SearchSpec, search: SearchRun) -> None:
+        self.spec = spec
+        self.search = search
+        self.metrics = list(dict.fromkeys(spec.metric_names + [c.metric for c in spec.parsed_constraints]))
+        self.points: dict[tuple[str, int], list[float]] = {}
+
+    def setup(self, **info: Any) -> None:
+        table = checkpoint_table(self.search.tracking_uri, self.search.name)
+        columns = [table[m].to_numpy(dtype=float) if m in table else np.full(len(table), np.nan) for m in self.metrics]
+        self.points = {
+            (trial, int(epoch)): [float(c[i]) for c in columns]
+            for i, (trial, epoch) in enumerate(zip(table["trial_id"], table["epoch"]))
+        }
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "epoch" not in result:
+            return
+        key = (trial.trial_id, int(result["epoch"]))
+        if key in self.points:  # a restarted trial repeating an epoch already counted
+            return
+        self.points[key] = [float(result.get(m, math.nan)) for m in self.metrics]
+        log_search_metrics(self.search, {HYPERVOLUME_METRIC: self.hypervolume()}, step=len(self.points))
+
+    def hypervolume(self) -> float:
+        """``HV_s`` of the points seen so far (constraints applied)."""
+        values = np.asarray(list(self.points.values()), dtype=float).reshape(-1, len(self.metrics))
+        feasible = np.ones(len(values), dtype=bool)
+        for constraint in self.spec.parsed_constraints:
+            column = values[:, self.metrics.index(constraint.metric)]
+            feasible &= np.array([bool(constraint.holds(v)) for v in column], dtype=bool)
+        m = len(self.spec.metric_names)
+        maximize = [mode == "max" for mode in self.spec.modes]
+        return normalized_hypervolume(values[feasible, :m], [(0.0, 1.0)] * m, maximize)
+
+
+class StoppedTrialFinisher(tune.Callback):
+    """When a trial completes with its MLflow run still RUNNING (Tune stopped it), end the run FINISHED, tagged."""
+
+    def __init__(self, search: SearchRun) -> None:
+        self.search = search
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get("epoch")
+        if epoch is not None:
+            finish_stopped_trial(self.search, trial.trial_id, int(epoch))

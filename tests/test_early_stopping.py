@@ -1,0 +1,159 @@
+"""Search efficiency: spec fields (scheduler, warm_start) and an end-to-end MO-ASHA search tracked in MLflow."""
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+from ray.tune.experiment import Trial
+
+from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.search.callbacks import HYPERVOLUME_METRIC, HypervolumeTracker
+from mg_tune.search.runner import build_scheduler, build_searcher, run_search
+from mg_tune.search.sampling import warm_start_points
+from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, load_spec
+from mg_tune.tracking import ROLE_TAG, STOPPED_EARLY_TAG, TRIAL_TAG, experiment_name, find_search_run
+
+TWO_LOSSES = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {}}}
+
+
+def test_scheduler_shorthand_and_defaults():
+    spec = SearchSpec.model_validate({"fixed": {"epochs": 6}, "scheduler": "mo_asha"})
+    assert (spec.scheduler.grace_period, spec.scheduler.reduction_factor, spec.max_t) == (1, 3.0, 6)
+    scheduler = build_scheduler(spec)
+    assert list(scheduler.rungs) == [1, 3] and scheduler.metrics == ["f1", "epg", "iou"]
+    searched = SearchSpec.model_validate({"space": {"epochs": {"int": [2, 9]}}, "scheduler": {"name": "mo_asha", "reduction_factor": 2}})
+    assert searched.max_t == 9 and list(build_scheduler(searched).rungs) == [1, 2, 4, 8]
+    assert build_scheduler(SearchSpec()) is None
+
+
+def test_warm_start_enqueues_the_paper_grid_for_other_samplers():
+    spec = SearchSpec.model_validate({"sampler": "tpe", "space": TWO_LOSSES, "trials": 8, "warm_start": "paper_grid"})
+    points = warm_start_points(spec)
+    assert len(points) == 6
+    assert sorted(p["lam_energy"] for p in points if p["loss"] == "energy") == sorted(PAPER_LAMBDA_GRID["energy"])
+    assert warm_start_points(spec.model_copy(update={"warm_start": "none"})) == []
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("fixed: {epochs: 3}\nscheduler: asha\n", "scheduler.name: Input should be 'mo_asha'"),
+        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, grace_period: 3}\n", "scheduler.grace_period must be below max_t=3 epochs (got 3)"),
+        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, max_t: 5}\n", "scheduler.max_t must be at most fixed.epochs=3 (got 5)"),
+        ("scheduler: {name: mo_asha, reduction_factor: 1}\n", "scheduler.reduction_factor: Input should be greater than 1"),
+        ("scheduler: {name: mo_asha, grace: 1}\n", "scheduler.grace: unknown key"),
+        ("warm_start: paper_grid\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n", "warm_start: paper_grid: the paper grid needs a choice list for every searched hyperparameter but lam; space.lr is loguniform"),
+        ("warm_start: paper_grid\ntrials: 4\nspace: {loss: {choice: [energy, l1]}, lam: {loguniform_by_loss: {}}}\n", "warm_start: paper_grid enqueues 6 grid points, more than trials=4"),
+        ("warm_start: paper_grid\nspace: {lam: {loguniform_by_loss: {energy: [0.01, 1.0]}}}\n", "warm_start: paper_grid: λ=0.0005 of loss energy lies outside space.lam's range [0.01, 1]"),
+        ("warm_start: grid\n", "warm_start: Input should be 'none' or 'paper_grid'"),
+    ],
+)
+def test_bad_scheduler_and_warm_start_give_one_line(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def mo_asha_search(tmp_path_factory, ray_local, new_mlflow_store):
+    root = tmp_path_factory.mktemp("moasha")
+    uri = new_mlflow_store()
+    raw = {
+        "name": "moasha",
+        "data": {"variant": "spurious", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
+        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "mid2", "epochs": EPOCHS, "batch_size": 32, "overlay_images": 0},
+        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [1e-3, 10.0], "l1": [1e-3, 10.0]}}},
+        "objectives": ["f1", "epg"],
+        "sampler": "tpe",
+        "trials": 6,
+        "concurrency": 2,
+        "resources": {"cpu": 1},
+        "scheduler": {"name": "mo_asha", "grace_period": 1, "reduction_factor": 3},
+        "storage_path": str(root / "runs"),
+    }
+    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
+    return uri, outcome
+
+
+def test_mo_asha_stops_trials_early_and_keeps_their_checkpoints(mo_asha_search):
+    uri, outcome = mo_asha_search
+    assert outcome.trials == 6 and outcome.errors == 0
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name("moasha"))
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    table = checkpoint_table(uri, "moasha")
+    epochs = table.groupby("trial_id")["epoch"].apply(sorted).to_dict()
+    stopped = {r.data.tags[TRIAL_TAG]: int(r.data.tags[STOPPED_EARLY_TAG]) for r in runs if STOPPED_EARLY_TAG in r.data.tags}
+    assert stopped, "MO-ASHA stopped no trial"
+    for run in runs:
+        trial = run.data.tags[TRIAL_TAG]
+        last = stopped.get(trial, EPOCHS)
+        assert last == 1 or trial not in stopped  # the only rung below max_t=3 is epoch 1 (η = 3)
+        assert epochs[trial] == list(range(1, last + 1))  # every epoch it ran has its checkpoint, none more
+    # stopped trials' checkpoints are candidates for the front like any other
+    result = search_pareto(uri, "moasha", ["f1", "epg"], [True, True], tag=False)
+    assert len(result.table) == sum(len(v) for v in epochs.values())
+
+
+def test_parent_run_logs_hypervolume_after_every_trial_epoch(mo_asha_search):
+    uri, outcome = mo_asha_search
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name("moasha"))
+    parent = find_search_run(client, experiment.experiment_id)
+    history = sorted(client.get_metric_history(parent.info.run_id, HYPERVOLUME_METRIC), key=lambda m: m.step)
+    total = len(checkpoint_table(uri, "moasha"))
+    assert [m.step for m in history] == list(range(1, total + 1))
+    values = np.array([m.value for m in history])
+    assert np.all(np.diff(values) >= 0) and 0 < values[-1] <= 1
+    # the last value is the hypervolume of the whole search's front, as the Pareto report computes it
+    assert values[-1] == pytest.approx(outcome.pareto.hypervolume)
+
+
+def test_resumed_tracker_continues_the_count_from_mlflow(mo_asha_search):
+    """A resumed search rebuilds its points from MLflow: the next trial-epoch is logged at step total + 1."""
+    uri, outcome = mo_asha_search
+    spec = SearchSpec.model_validate({"objectives": ["f1", "epg"]})
+    tracker = HypervolumeTracker(spec, outcome.search)
+    tracker.setup()
+    total = len(checkpoint_table(uri, "moasha"))
+    assert len(tracker.points) == total and tracker.hypervolume() == pytest.approx(outcome.pareto.hypervolume)
+    trial = Trial("__fake", trial_id="resumed", stub=True)
+    tracker.on_trial_result(0, [], trial, {"epoch": 1, "f1": 1.0, "epg": 1.0})
+    tracker.on_trial_result(0, [], trial, {"epoch": 1, "f1": 1.0, "epg": 1.0})  # a repeated epoch is not counted twice
+    client = MlflowClient(uri)
+    history = client.get_metric_history(outcome.search.run_id, HYPERVOLUME_METRIC)
+    assert max(m.step for m in history) == total + 1
+    assert [m.value for m in history if m.step == total + 1] == [1.0]
+
+
+def test_tracker_hypervolume_by_hand():
+    """f1 max, iou min, constraint epg >= 0.5; bounds (0, 1): points (f1, 1 - iou) dominate boxes from 0."""
+    spec = SearchSpec.model_validate({"objectives": ["f1", {"name": "iou", "direction": "min"}], "constraints": ["epg >= 0.5"]})
+    tracker = HypervolumeTracker(spec, search=None)
+    assert tracker.metrics == ["f1", "iou", "epg"]
+    tracker.points = {
+        ("a", 1): [0.5, 0.5, 0.9],  # box 0.5 x 0.5
+        ("b", 1): [0.8, 0.8, 0.9],  # box 0.8 x 0.2, overlaps a's: union 0.25 + 0.3 x 0.2 = 0.31
+        ("c", 1): [1.0, 0.0, 0.1],  # infeasible (epg < 0.5): would cover everything
+        ("d", 1): [math.nan, 0.0, 0.9],  # NaN: adds nothing
+    }
+    assert tracker.hypervolume() == pytest.approx(0.31)
+
+
+def test_warm_started_nsga2_suggests_the_grid_first():
+    spec = SearchSpec.model_validate({"sampler": "nsga2", "space": TWO_LOSSES, "trials": 8, "warm_start": "paper_grid", "seed": 3})
+    searcher = build_searcher(spec)
+    suggested = [searcher.suggest(f"t{i}") for i in range(8)]
+    grid = {(p["loss"], p["lam"]) for p in spec.grid_points()}
+    as_points = [(c["loss"], c[f"lam_{c['loss']}"]) for c in suggested]
+    assert set(as_points[:6]) == grid and len(set(as_points[:6])) == 6
+    assert not set(as_points[6:]) & grid  # then NSGA-II samples
