@@ -10,6 +10,7 @@ duplicate. The Pareto front is then computed from MLflow alone
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import (
+    FAILURE_TAG,
+    RetryPolicy,
     SearchRun,
     TrialLogger,
     download_checkpoint,
@@ -41,6 +44,9 @@ from mg_tune.tracking import (
     start_search,
 )
 from mg_tune.train import DivergedError, EpochResult, train
+
+DIVERGED = f"{DivergedError.__name__}:"
+"""Prefix of the failure reason of a diverged trial (tag ``mg_tune.failure_reason``)."""
 
 
 @dataclass
@@ -55,18 +61,25 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     """Ray Tune function trainable: one guided-training configuration.
 
     MLflow is the source of truth: a trial whose run is already FINISHED (the
-    driver died before Ray recorded it) is not run again, and a restarted
-    trial resumes from the newest checkpoint in MLflow or Ray, whichever is
-    further along, so no epoch is trained or logged twice.
+    driver died before Ray recorded it) is not run again (its last metrics are
+    reported, so the searcher records it as complete), and a restarted trial
+    resumes from the newest checkpoint in MLflow or Ray, whichever is further
+    along, so no epoch is trained or logged twice. A trial that diverged is
+    deterministic: Ray's ``FailureConfig`` retries fail at once, untrained.
     """
     params = trial_params(config)
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    existing = find_trial_run(MlflowClient(search.tracking_uri), search, trial_id)
+    existing = RetryPolicy().call(find_trial_run, MlflowClient(search.tracking_uri), search, trial_id)
     if existing is not None and existing.info.status == "FINISHED":
+        tune.report(existing.data.metrics)
         return
+    if existing is not None and existing.info.status == "FAILED" and existing.data.tags.get(FAILURE_TAG, "").startswith(DIVERGED):
+        raise DivergedError(f"not retried: {existing.data.tags[FAILURE_TAG]}")
     logger = TrialLogger(search, trial_id, params)
-    logger.set_tags({"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.trial_name": context.get_trial_name()})
+    logger.set_tags(
+        {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name()}
+    )
     work = Path(tempfile.mkdtemp(prefix="mg-tune-trial-"))
 
     def report(epoch: EpochResult) -> None:
@@ -81,7 +94,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
         resume_from = _resume_point(logger, work)
         train(spec.train_config(params), callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from)
     except Exception as exc:
-        logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}" if not isinstance(exc, DivergedError) else str(exc))
+        logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
