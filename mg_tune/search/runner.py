@@ -25,7 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mlflow import MlflowClient
 
-from mg_tune.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from mg_tune.checkpoint import CHECKPOINT_FILE, check_checkpoint, load_checkpoint
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
@@ -35,6 +35,7 @@ from mg_tune.tracking import (
     RetryPolicy,
     SearchRun,
     TrialLogger,
+    check_tracking_uri,
     download_checkpoint,
     find_trial_run,
     finish_search,
@@ -186,11 +187,15 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
 def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False) -> SearchOutcome:
     """Run (or resume) the search ``spec.name`` and return its Pareto front.
 
-    A real data set's annotations are validated before anything is written,
-    so a wrong ``root`` fails here with one line, not inside every trial.
+    A real data set's annotations, the initial checkpoint and the tracking
+    store are checked before anything is written, so a wrong ``root``, file or
+    server fails here with one line, not inside every trial.
     """
     if spec.data.name in REAL_LOADERS:
         check_dataset(spec.data, images=False)
+    if spec.fixed.get("init_checkpoint"):
+        check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
+    check_tracking_uri(tracking_uri)
     study = study_storage(spec)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
     if not ray.is_initialized():

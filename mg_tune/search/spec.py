@@ -164,7 +164,18 @@ class SearchSpec(_Strict):
             high = min((c.value for c in cs if c.op == "<="), default=math.inf)
             if low > high:
                 raise ValueError(f"constraints on {metric} contradict each other: {metric} >= {low} and {metric} <= {high}")
-        self.train_config({**self.fixed, **self.first_point()})  # every fixed value must be valid
+        try:
+            self.train_config({**self.fixed, **self.first_point()})  # every fixed value must be valid
+        except ValueError as exc:
+            raise ValueError(f"fixed{_first_message(exc, '.')}") from None
+        if self.sampler == "grid":
+            self.grid_points()  # choice lists only
+        for name, dist in self.space.items():
+            for value in dist.choice or []:  # and every choice, not only the first
+                try:
+                    self.train_config({**self.first_point(), name: value})
+                except ValueError as exc:
+                    raise ValueError(f"space.{name}: choice {value!r}{_first_message(exc)}") from None
         return self
 
     # -- derived views ------------------------------------------------------------
@@ -226,6 +237,16 @@ class SearchSpec(_Strict):
         return points
 
 
+def _first_message(exc: ValueError, sep: str = ": ") -> str:
+    """The first error of a nested TrainConfig validation, to append to a field path: ``{sep}loc: message`` or ``: message``."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return f": {exc}"
+    described = format_validation_error(exc)
+    return f"{sep}{described}" if exc.errors()[0]["loc"] else f": {described}"
+
+
 class SpecError(ValueError):
     """A spec that cannot be used; the message names the file, field and value."""
 
@@ -262,7 +283,7 @@ def format_validation_error(exc: Any) -> str:
     if err["type"] == "extra_forbidden":
         field = str(err["loc"][-1])
         parent = SearchSpec
-        candidates = list(parent.model_fields) + list(TrainConfig.model_fields) + list(DataConfig.model_fields)
+        candidates = [f for model in (parent, TrainConfig, DataConfig, Distribution, Objective, Resources) for f in model.model_fields]
         close = difflib.get_close_matches(field, candidates, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{loc}: unknown key{hint}"
