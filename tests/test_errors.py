@@ -78,6 +78,7 @@ CASES: list[Case] = [
     spec_case("zero bound of a log distribution", "space: {lr: {loguniform: [0, 1.0e-2]}}\n"),
     spec_case("negative λ range", "space: {lam: {loguniform_by_loss: {energy: [-1.0, 1.0]}}}\n"),
     spec_case("reversed range", "space: {dilation: {uniform: [50, 10]}}\n"),
+    spec_case("range beyond the field's limits", "space: {annotation_fraction: {uniform: [0.1, 2.0]}}\n"),
     spec_case("λ searched without its loss", "space: {lam: {loguniform: [0.1, 1.0]}}\n"),
     spec_case("searched and fixed at once", "fixed: {lr: 0.001}\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n"),
     spec_case("not a searchable hyperparameter", "space: {device: {choice: [cpu, cuda]}}\n"),

@@ -165,17 +165,24 @@ class SearchSpec(_Strict):
             if low > high:
                 raise ValueError(f"constraints on {metric} contradict each other: {metric} >= {low} and {metric} <= {high}")
         try:
-            self.train_config({**self.fixed, **self.first_point()})  # every fixed value must be valid
+            self.train_config({})  # every fixed value must be valid,
+        except ValueError as exc:
+            raise ValueError(f"fixed{_first_message(exc, '.')}") from None
+        for name, dist in self.space.items():  # every choice and range bound with them,
+            if name == "lam":
+                continue
+            what = "choice" if dist.kind == "choice" else f"{dist.kind} bound"
+            for value in getattr(dist, dist.kind):
+                try:
+                    self.train_config({name: value})
+                except ValueError as exc:
+                    raise ValueError(f"space.{name}: {what} {value!r}{_first_message(exc)}") from None
+        try:
+            self.train_config(self.first_point())  # and a whole point (e.g. crayon_attention needs init_checkpoint when λ > 0)
         except ValueError as exc:
             raise ValueError(f"fixed{_first_message(exc, '.')}") from None
         if self.sampler == "grid":
             self.grid_points()  # choice lists only
-        for name, dist in self.space.items():
-            for value in dist.choice or []:  # and every choice, not only the first
-                try:
-                    self.train_config({**self.first_point(), name: value})
-                except ValueError as exc:
-                    raise ValueError(f"space.{name}: choice {value!r}{_first_message(exc)}") from None
         return self
 
     # -- derived views ------------------------------------------------------------
@@ -279,9 +286,9 @@ def format_validation_error(exc: Any) -> str:
     import difflib
 
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = ".".join(_key(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        field = str(err["loc"][-1])
+        field = _key(err["loc"][-1])
         parent = SearchSpec
         candidates = [f for model in (parent, TrainConfig, DataConfig, Distribution, Objective, Resources) for f in model.model_fields]
         close = difflib.get_close_matches(field, candidates, n=1)
@@ -291,3 +298,9 @@ def format_validation_error(exc: Any) -> str:
     value = err.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
     return f"{loc}: {message}{shown}" if loc else f"{message}"
+
+
+def _key(part: Any) -> str:
+    """A path element as written, or quoted when it is blank or holds control characters (one-line messages)."""
+    text = str(part)
+    return text if text.strip() and text.isprintable() else repr(text)
