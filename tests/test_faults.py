@@ -55,7 +55,7 @@ def trial_runs(client: MlflowClient, name: str) -> list:
 
 def test_a_diverging_trial_fails_once_with_its_reason_and_the_search_goes_on(tmp_path, ray_local):
     study = f"sqlite:///{tmp_path}/optuna.db"
-    raw = tiny_spec("diverge", tmp_path, space={"lr": {"choice": [1e-3, 1e30]}}, sampler="grid", study_storage=study)
+    raw = tiny_spec("diverge", tmp_path, space={"lr": {"choice": [1e-3, 1e30]}}, sampler="grid", study_storage=study, max_failures=1)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = runner.invoke(app, ["search", str(tmp_path / "spec.yaml"), "--tracking-uri", uri])
@@ -64,7 +64,7 @@ def test_a_diverging_trial_fails_once_with_its_reason_and_the_search_goes_on(tmp
     assert runs[1e-3].info.status == "FINISHED"
     assert runs[1e30].info.status == "FAILED"
     assert runs[1e30].data.tags[FAILURE_TAG].startswith("DivergedError: non-finite loss")
-    # Ray's FailureConfig retried the trial (max_failures=2), but the retry failed at once without training
+    # Ray's FailureConfig retried the trial (max_failures=1), but the retry failed at once without training
     errors = list((tmp_path / "runs" / "diverge").glob("*/error.txt"))
     assert len(errors) == 1 and "not retried: DivergedError: non-finite loss" in errors[0].read_text()
     states = {t.params["lr"]: t.state for t in optuna.load_study(study_name="diverge", storage=study).trials}
@@ -166,7 +166,7 @@ def test_a_password_in_the_tracking_uri_is_never_logged_stored_or_printed(tmp_pa
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(experiment_name("secret"))
         runs = client.search_runs([experiment.experiment_id], "")
-        assert len(runs) == 2  # the search and its one trial
+        assert len(runs) == 3  # the search and its two trials
         parent = next(r for r in runs if r.data.tags[ROLE_TAG] == "search")
         assert parent.data.params["tracking_uri"] == f"http://admin:***@127.0.0.1:{config.port}"
         for run in runs:
