@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -16,7 +17,7 @@ from mg_tune.checkpoint import load_checkpoint
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec
-from mg_tune.tracking import ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name
+from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name
 
 OBJECTIVES = ["f1", "epg", "iou"]
 
@@ -97,17 +98,20 @@ def _trial_runs(uri, name):
 def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(spec_dict("resumable", tmp_path / "runs", trials=6, epochs=3)))
+    study = f"sqlite:///{tmp_path}/optuna.db"
+    spec_path.write_text(yaml.safe_dump({**spec_dict("resumable", tmp_path / "runs", trials=6, epochs=3), "study_storage": study}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     cli = [sys.executable, "-m", "mg_tune.cli", "search", str(spec_path)]
     driver = subprocess.Popen(cli, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and sum(r.info.status == "FINISHED" for r in _trial_runs(uri, "resumable")) < 2:
         time.sleep(2)
-    finished_before = {r.data.tags[TRIAL_TAG]: r.info.end_time for r in _trial_runs(uri, "resumable") if r.info.status == "FINISHED"}
-    assert len(finished_before) >= 2, "the search did not get going"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    killed = _trial_runs(uri, "resumable")
+    finished_before = {r.data.tags[TRIAL_TAG]: r.info.end_time for r in killed if r.info.status == "FINISHED"}
+    assert len(finished_before) >= 2, "the search did not get going"
+    running_at_kill = {r.data.tags[TRIAL_TAG] for r in killed if r.info.status == "RUNNING"}
     done = subprocess.run([*cli, "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = _trial_runs(uri, "resumable")
@@ -119,3 +123,17 @@ def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
     # trials finished before the kill were not started again: their runs were never reopened
     assert {r.data.tags[TRIAL_TAG]: r.info.end_time for r in runs if r.data.tags[TRIAL_TAG] in finished_before} == finished_before
     assert "Pareto front of search 'resumable'" in done.stdout
+    # one parent run, finished; no child left RUNNING: every trial running at the kill was resumed to FINISHED
+    # or, if it never restarted, marked KILLED with the reason (mg_tune.tracking.mark_orphans)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name("resumable"))
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'search'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert len(children) == len(client.search_runs([experiment.experiment_id], "")) - 1
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    assert all(r.info.status == "FINISHED" or r.data.tags.get(FAILURE_TAG) for r in children)
+    assert running_at_kill <= {r.data.tags[TRIAL_TAG] for r in children}
+    # the Optuna study (an RDB here, so it is observable) holds every finished trial with its values
+    completed = [t for t in optuna.load_study(study_name="resumable", storage=study).trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(completed) == 6 and all(len(t.values) == 3 for t in completed)

@@ -202,7 +202,10 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     status = "FAILED"
     try:
-        results = build_tuner(spec, search, resume, study).fit()
+        # Ray pickles the spec into its experiment state on disk (tuner.pkl, searcher state): keep the URIs,
+        # which may carry passwords, out of it; trials get the tracking URI from `search` (Ray's object store).
+        private = spec.model_copy(update={"tracking_uri": None, "study_storage": None})
+        results = build_tuner(private, search, resume, study).fit()
         status = "FINISHED"
     finally:
         mark_orphans(search, reason="the search driver stopped before this trial finished")
