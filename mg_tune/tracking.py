@@ -198,7 +198,8 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
     An ``http(s)://`` server must answer one experiment search (connection
     refused, timeouts and 401/403 are reported at once, not after MLflow's
     minutes of retries); a ``sqlite:///`` file must lie in an existing
-    directory. Other stores are checked by their first request.
+    directory; a PostgreSQL/MySQL store must accept a connection. Other
+    stores are checked by their first request.
 
     Raises:
         ValueError: naming the (redacted) URI and the problem.
@@ -221,6 +222,17 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
         db = uri[len("sqlite:///") :].split("?", 1)[0]
         if db and db != ":memory:" and not Path(db).parent.is_dir():
             raise ValueError(f"tracking URI {shown}: directory {Path(db).parent} does not exist")
+    elif scheme.split("+")[0] in ("postgresql", "mysql"):
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout)})
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as exc:  # driver errors: refused, unknown host, authentication, missing driver
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise ValueError(f"tracking URI {shown}: cannot connect ({redact_text(reason[0]) if reason else type(exc).__name__})") from None
 
 
 def experiment_name(search: str) -> str:

@@ -108,6 +108,7 @@ CASES: list[Case] = [
     spec_case("initial checkpoint with pickled code", "fixed: {init_checkpoint: evil.pt}\n", files={"evil.pt": PICKLED}),
     spec_case("unreachable tracking server", "trials: 2\n", "--tracking-uri", "http://127.0.0.1:9"),
     spec_case("unreachable tracking server, password in the URI", "tracking_uri: http://admin:s3cret@127.0.0.1:9\n"),
+    spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
     spec_case("tracking store in a missing directory", "trials: 2\n", "--tracking-uri", "sqlite:///no/such/dir/mlflow.db"),
     Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
     export_case("export of an unknown search", "--search", "nope"),
