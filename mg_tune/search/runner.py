@@ -148,6 +148,19 @@ def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
         raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({redact_text(reason)})") from None
 
 
+def fail_lost_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    """Tell FAIL to the study's trials still RUNNING once every Ray trial has ended; return how many.
+
+    They were sampled by a driver that was killed before Ray saved them, so
+    no trial will ever report them (the counterpart of ``mark_orphans``).
+    """
+    study = optuna.load_study(study_name=name, storage=storage)
+    lost = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in lost:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(lost)
+
+
 def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna.storages.BaseStorage | None = None) -> tune.Tuner:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, search=search),
@@ -207,6 +220,8 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
         private = spec.model_copy(update={"tracking_uri": None, "study_storage": None})
         results = build_tuner(private, search, resume, study).fit()
         status = "FINISHED"
+        if study is not None:
+            fail_lost_trials(study, spec.name)
     finally:
         mark_orphans(search, reason="the search driver stopped before this trial finished")
         finish_search(search, status)
