@@ -7,6 +7,8 @@ code): ``model`` and ``optimizer`` state dicts, ``epoch``, validation
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +53,18 @@ def _to_cpu(value: Any) -> Any:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint on the CPU; refuses anything but tensors and plain data."""
     return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def check_checkpoint(path: str | Path, field: str) -> None:
+    """Raise a one-line ``ValueError`` naming ``field`` unless ``path`` is a loadable checkpoint (weights only)."""
+    try:
+        state = load_checkpoint(path)
+    except pickle.UnpicklingError as exc:  # what weights_only=True raises for pickled code
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        detail = f" (it references {found.group(1)})" if found else ""
+        raise ValueError(f"{field}: {path} holds pickled objects{detail}, not only weights; refusing to load it") from None
+    except Exception as exc:  # a missing file, not a torch file
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        raise ValueError(f"{field}: {path}: cannot load checkpoint ({reason})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{field}: {path}: not an mg-tune checkpoint (no 'model' entry)")

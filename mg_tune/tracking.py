@@ -90,6 +90,9 @@ from mlflow.store.entities.paged_list import PagedList
 if TYPE_CHECKING:
     from mg_tune.train import EpochResult
 
+# MLflow prints "View run ... at: <tracking URI>/#/..." on every run it ends: that URI may carry a password.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
 __all__ = [
     "EPOCH_TAG",
     "FAILURE_TAG",
@@ -102,6 +105,7 @@ __all__ = [
     "SearchRun",
     "TrialLogger",
     "count_requests",
+    "check_tracking_uri",
     "default_tracking_uri",
     "download_checkpoint",
     "experiment_name",
@@ -189,6 +193,49 @@ def redact_uri(uri: str) -> str:
 def redact_text(text: str) -> str:
     """Apply :func:`redact_uri` to every URI inside ``text`` (used for the spec YAML and params)."""
     return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
+
+
+def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, in one line, when the tracking store cannot be used; writes nothing.
+
+    An ``http(s)://`` server must answer one experiment search (connection
+    refused, timeouts and 401/403 are reported at once, not after MLflow's
+    minutes of retries); a ``sqlite:///`` file must lie in an existing
+    directory; a PostgreSQL/MySQL store must accept a connection. Other
+    stores are checked by their first request.
+
+    Raises:
+        ValueError: naming the (redacted) URI and the problem.
+    """
+    import requests
+
+    shown = redact_uri(uri)
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            response = requests.post(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", json={"max_results": 1}, timeout=timeout)
+        except requests.RequestException as exc:
+            reason = type(exc).__name__ if isinstance(exc, requests.ConnectionError) else redact_text(str(exc).splitlines()[0])
+            raise ValueError(f"tracking URI {shown}: cannot connect ({reason})") from None
+        if response.status_code in (401, 403):
+            raise ValueError(f"tracking URI {shown}: refused (HTTP {response.status_code}); check the user and password")
+        if response.status_code != 200:
+            raise ValueError(f"tracking URI {shown}: the server answered HTTP {response.status_code}; is it an MLflow tracking server?")
+    elif scheme == "sqlite":
+        db = uri[len("sqlite:///") :].split("?", 1)[0]
+        if db and db != ":memory:" and not Path(db).parent.is_dir():
+            raise ValueError(f"tracking URI {shown}: directory {Path(db).parent} does not exist")
+    elif scheme.split("+")[0] in ("postgresql", "mysql"):
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout)})
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as exc:  # driver errors: refused, unknown host, authentication, missing driver
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise ValueError(f"tracking URI {shown}: cannot connect ({redact_text(reason[0]) if reason else type(exc).__name__})") from None
 
 
 def experiment_name(search: str) -> str:

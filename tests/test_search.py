@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -96,36 +97,55 @@ def _trial_runs(uri, name):
 def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(spec_dict("resumable", tmp_path / "runs", trials=6, epochs=3)))
+    study = f"sqlite:///{tmp_path}/optuna.db"
+    spec_path.write_text(yaml.safe_dump({**spec_dict("resumable", tmp_path / "runs", trials=6, epochs=3), "study_storage": study}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     cli = [sys.executable, "-m", "mg_tune.cli", "search", str(spec_path)]
+    MlflowClient(uri).search_experiments()  # create the store now: polling it below must not race the driver's schema migration
     driver = subprocess.Popen(cli, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and sum(r.info.status == "FINISHED" for r in _trial_runs(uri, "resumable")) < 2:
         time.sleep(2)
-    finished_before = {r.data.tags[TRIAL_TAG]: r.info.end_time for r in _trial_runs(uri, "resumable") if r.info.status == "FINISHED"}
-    assert len(finished_before) >= 2, "the search did not get going"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    killed = _trial_runs(uri, "resumable")
+    finished_before = {r.data.tags[TRIAL_TAG]: r.info.end_time for r in killed if r.info.status == "FINISHED"}
+    assert len(finished_before) >= 2, "the search did not get going"
+    running_at_kill = {r.data.tags[TRIAL_TAG] for r in killed if r.info.status == "RUNNING"}
     done = subprocess.run([*cli, "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = _trial_runs(uri, "resumable")
-    finished = [r.data.tags[TRIAL_TAG] for r in runs if r.info.status == "FINISHED"]
-    assert len(finished) == len(set(finished)) == 6
-    # A trial Ray started after its last experiment snapshot is unknown to the restored Tuner: its run is
-    # marked KILLED with the reason (its checkpoints stay), and the searcher samples a replacement.
-    for run in runs:
-        if run.info.status != "FINISHED":
-            assert run.info.status == "KILLED" and "driver stopped" in run.data.tags[FAILURE_TAG]
+    ids = [r.data.tags[TRIAL_TAG] for r in runs if r.info.status == "FINISHED"]
+    assert len(ids) == len(set(ids)) == 6, done.stdout[-3000:] + done.stderr[-3000:]
+    # a trial started after Ray's last snapshot of the experiment is unknown to the resumed driver (which
+    # samples a new one instead): its run is marked KILLED with the reason, never left RUNNING
+    assert all(r.info.status == "KILLED" and r.data.tags.get(FAILURE_TAG) for r in runs if r.info.status != "FINISHED")
     table = checkpoint_table(uri, "resumable")
-    assert len(table[table.status == "FINISHED"]) == 18 and not table.duplicated(["trial_id", "epoch"]).any()
+    table = table[table["status"] == "FINISHED"]
+    assert len(table) == 18 and not table.duplicated(["trial_id", "epoch"]).any()
     # trials finished before the kill were not started again: their runs were never reopened
     assert {r.data.tags[TRIAL_TAG]: r.info.end_time for r in runs if r.data.tags[TRIAL_TAG] in finished_before} == finished_before
     assert "Pareto front of search 'resumable'" in done.stdout
-    # the hypervolume count continues across the kill (from MLflow): steps only increase, ending at every trial-epoch stored
+    # one parent run, finished; no child left RUNNING: every trial running at the kill was resumed to FINISHED
+    # or, if it never restarted, marked KILLED with the reason (mg_tune.tracking.mark_orphans)
     client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name("resumable"))
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'search'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert len(children) == len(client.search_runs([experiment.experiment_id], "")) - 1
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    assert all(r.info.status == "FINISHED" or r.data.tags.get(FAILURE_TAG) for r in children)
+    assert running_at_kill <= {r.data.tags[TRIAL_TAG] for r in children}
+    # the Optuna study (an RDB here, so it is observable) holds every finished trial with its values, and
+    # a trial lost with the driver is FAIL, not RUNNING forever
+    trials = optuna.load_study(study_name="resumable", storage=study).trials
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(completed) == 6 and all(len(t.values) == 3 for t in completed)
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    # the hypervolume count continues across the kill (from MLflow): steps only increase, ending at every trial-epoch stored
     parent = find_search_run(client, client.get_experiment_by_name(experiment_name("resumable")).experiment_id)
     history = sorted((m.timestamp, m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "hypervolume"))
     steps, values = [h[1] for h in history], [h[2] for h in history]
-    assert steps == sorted(set(steps)) and steps[-1] == len(table)
+    assert steps == sorted(set(steps)) and steps[-1] == len(checkpoint_table(uri, "resumable"))
     assert values == sorted(values)

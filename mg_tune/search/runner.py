@@ -31,7 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mlflow import MlflowClient
 
-from mg_tune.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from mg_tune.checkpoint import CHECKPOINT_FILE, check_checkpoint, load_checkpoint
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
@@ -39,8 +39,11 @@ from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, 
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import (
+    FAILURE_TAG,
+    RetryPolicy,
     SearchRun,
     TrialLogger,
+    check_tracking_uri,
     download_checkpoint,
     find_trial_run,
     finish_search,
@@ -50,6 +53,9 @@ from mg_tune.tracking import (
     start_search,
 )
 from mg_tune.train import DivergedError, EpochResult, train
+
+DIVERGED = f"{DivergedError.__name__}:"
+"""Prefix of the failure reason of a diverged trial (tag ``mg_tune.failure_reason``)."""
 
 
 @dataclass
@@ -64,18 +70,25 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     """Ray Tune function trainable: one guided-training configuration.
 
     MLflow is the source of truth: a trial whose run is already FINISHED (the
-    driver died before Ray recorded it) is not run again, and a restarted
-    trial resumes from the newest checkpoint in MLflow or Ray, whichever is
-    further along, so no epoch is trained or logged twice.
+    driver died before Ray recorded it) is not run again (its last metrics are
+    reported, so the searcher records it as complete), and a restarted trial
+    resumes from the newest checkpoint in MLflow or Ray, whichever is further
+    along, so no epoch is trained or logged twice. A trial that diverged is
+    deterministic: Ray's ``FailureConfig`` retries fail at once, untrained.
     """
     params = trial_params(config)
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    existing = find_trial_run(MlflowClient(search.tracking_uri), search, trial_id)
+    existing = RetryPolicy().call(find_trial_run, MlflowClient(search.tracking_uri), search, trial_id)
     if existing is not None and existing.info.status == "FINISHED":
+        tune.report(existing.data.metrics)
         return
+    if existing is not None and existing.info.status == "FAILED" and existing.data.tags.get(FAILURE_TAG, "").startswith(DIVERGED):
+        raise DivergedError(f"not retried: {existing.data.tags[FAILURE_TAG]}")
     logger = TrialLogger(search, trial_id, params)
-    logger.set_tags({"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.trial_name": context.get_trial_name()})
+    logger.set_tags(
+        {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name()}
+    )
     work = Path(tempfile.mkdtemp(prefix="mg-tune-trial-"))
 
     def report(epoch: EpochResult) -> None:
@@ -90,7 +103,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
         resume_from = _resume_point(logger, work)
         train(spec.train_config(params), callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from)
     except Exception as exc:
-        logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}" if not isinstance(exc, DivergedError) else str(exc))
+        logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -141,6 +154,19 @@ def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
     except Exception as exc:  # SQLAlchemy/driver errors: one line, the URL redacted
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({redact_text(reason)})") from None
+
+
+def fail_lost_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    """Tell FAIL to the study's trials still RUNNING once every Ray trial has ended; return how many.
+
+    They were sampled by a driver that was killed before Ray saved them, so
+    no trial will ever report them (the counterpart of ``mark_orphans``).
+    """
+    study = optuna.load_study(study_name=name, storage=storage)
+    lost = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in lost:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(lost)
 
 
 def build_scheduler(spec: SearchSpec) -> MOASHAScheduler | None:
@@ -207,11 +233,15 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
 def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False) -> SearchOutcome:
     """Run (or resume) the search ``spec.name`` and return its Pareto front.
 
-    A real data set's annotations are validated before anything is written,
-    so a wrong ``root`` fails here with one line, not inside every trial.
+    A real data set's annotations, the initial checkpoint and the tracking
+    store are checked before anything is written, so a wrong ``root``, file or
+    server fails here with one line, not inside every trial.
     """
     if spec.data.name in REAL_LOADERS:
         check_dataset(spec.data, images=False)
+    if spec.fixed.get("init_checkpoint"):
+        check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
+    check_tracking_uri(tracking_uri)
     study = study_storage(spec)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
     if not ray.is_initialized():
@@ -221,8 +251,13 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     status = "FAILED"
     try:
-        results = build_tuner(spec, search, resume, study).fit()
+        # Ray pickles the spec into its experiment state on disk (tuner.pkl, searcher state): keep the URIs,
+        # which may carry passwords, out of it; trials get the tracking URI from `search` (Ray's object store).
+        private = spec.model_copy(update={"tracking_uri": None, "study_storage": None})
+        results = build_tuner(private, search, resume, study).fit()
         status = "FINISHED"
+        if study is not None:
+            fail_lost_trials(study, spec.name)
     finally:
         mark_orphans(search, reason="the search driver stopped before this trial finished")
         finish_search(search, status)

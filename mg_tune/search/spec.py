@@ -197,7 +197,25 @@ class SearchSpec(_Strict):
             high = min((c.value for c in cs if c.op == "<="), default=math.inf)
             if low > high:
                 raise ValueError(f"constraints on {metric} contradict each other: {metric} >= {low} and {metric} <= {high}")
-        self.train_config({**self.fixed, **self.first_point()})  # every fixed value must be valid
+        try:
+            self.train_config({})  # every fixed value must be valid,
+        except ValueError as exc:
+            raise ValueError(f"fixed{_first_message(exc, '.')}") from None
+        for name, dist in self.space.items():  # every choice and range bound with them,
+            if name == "lam":
+                continue
+            what = "choice" if dist.kind == "choice" else f"{dist.kind} bound"
+            for value in getattr(dist, dist.kind):
+                try:
+                    self.train_config({name: value})
+                except ValueError as exc:
+                    raise ValueError(f"space.{name}: {what} {value!r}{_first_message(exc)}") from None
+        try:
+            self.train_config(self.first_point())  # and a whole point (e.g. crayon_attention needs init_checkpoint when λ > 0)
+        except ValueError as exc:
+            raise ValueError(f"fixed{_first_message(exc, '.')}") from None
+        if self.sampler == "grid":
+            self.grid_points()  # choice lists only
         if self.scheduler is not None:
             max_t, epochs = self.max_t, self.fixed.get("epochs")
             if self.scheduler.grace_period >= max_t:
@@ -290,6 +308,16 @@ class SearchSpec(_Strict):
         return points
 
 
+def _first_message(exc: ValueError, sep: str = ": ") -> str:
+    """The first error of a nested TrainConfig validation, to append to a field path: ``{sep}loc: message`` or ``: message``."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return f": {exc}"
+    described = format_validation_error(exc)
+    return f"{sep}{described}" if exc.errors()[0]["loc"] else f": {described}"
+
+
 class SpecError(ValueError):
     """A spec that cannot be used; the message names the file, field and value."""
 
@@ -322,11 +350,11 @@ def format_validation_error(exc: Any) -> str:
     import difflib
 
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = ".".join(_key(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        field = str(err["loc"][-1])
+        field = _key(err["loc"][-1])
         parent = SearchSpec
-        candidates = list(parent.model_fields) + list(TrainConfig.model_fields) + list(DataConfig.model_fields)
+        candidates = [f for model in (parent, TrainConfig, DataConfig, Distribution, Objective, Resources) for f in model.model_fields]
         close = difflib.get_close_matches(field, candidates, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{loc}: unknown key{hint}"
@@ -334,3 +362,9 @@ def format_validation_error(exc: Any) -> str:
     value = err.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
     return f"{loc}: {message}{shown}" if loc else f"{message}"
+
+
+def _key(part: Any) -> str:
+    """A path element as written, or quoted when it is blank or holds control characters (one-line messages)."""
+    text = str(part)
+    return text if text.strip() and text.isprintable() else repr(text)

@@ -1,0 +1,281 @@
+"""Every bad input we know of, run through the real CLI: one line naming file/field/value, exit code 2,
+no traceback, nothing written (no MLflow store, no files). docs/errors.md is generated from these same
+cases (``python tests/test_errors.py``) and checked against them here, so the table never drifts.
+
+Plus property-based tests (hypothesis) over the spec schema: whatever YAML mapping a user writes,
+``load_spec`` either accepts it or raises one ``SpecError`` line naming the file, never anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from mg_tune.cli import app
+from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.search.spec import SearchSpec, SpecError, load_spec
+from mg_tune.tracking import TrialLogger, start_search
+from mg_tune.train import EpochResult
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+STORE_URI = "sqlite:///mlflow.db"  # relative: in the case's working directory
+
+
+def _pickled_code_checkpoint() -> bytes:
+    """A checkpoint whose pickle references a class: ``torch.load(weights_only=True)`` must refuse it."""
+    buffer = io.BytesIO()
+    torch.save({"model": argparse.Namespace(hook="os.system"), "config": {}, "epoch": 1}, buffer)
+    return buffer.getvalue()
+
+
+PICKLED = _pickled_code_checkpoint()
+
+
+@dataclass(frozen=True)
+class Case:
+    what: str
+    args: list[str]
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    store: bool = False  # an MLflow store at ./mlflow.db holding search 'tiny' (trial t0, epoch 1) first
+
+
+def spec_case(what: str, spec: str, *extra: str, files: dict | None = None) -> Case:
+    return Case(what, ["search", "spec.yaml", *extra], {"spec.yaml": spec, **(files or {})})
+
+
+def export_case(what: str, *args: str, files: dict | None = None) -> Case:
+    defaults = {"--search": "tiny", "--trial": "t0", "--epoch": "1", "--to": "exported", "--tracking-uri": STORE_URI}
+    given_args = dict(zip(args[::2], args[1::2]))
+    merged = [x for k, v in {**defaults, **given_args}.items() for x in (k, v)]
+    return Case(what, ["export", *merged], files or {}, store=True)
+
+
+COCO_VAL = '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}'
+CASES: list[Case] = [
+    spec_case("malformed YAML", "data: {variant: multilabel\n"),
+    spec_case("a spec that is not a mapping", "- lr\n- lam\n"),
+    Case("a spec file that does not exist", ["search", "nowhere.yaml"]),
+    spec_case("unknown key (typo)", "trails: 8\n"),
+    spec_case("unknown key in data", "data: {variant: multilabel, train_sise: 100}\n"),
+    spec_case("unknown key in fixed", "fixed: {lamda: 0.1}\n"),
+    spec_case("unknown distribution", "space: {lr: {logunifrom: [1.0e-4, 1.0e-2]}}\n"),
+    spec_case("wrong type", "trials: many\n"),
+    spec_case("wrong type in resources", "resources: {cpu: two}\n"),
+    spec_case("zero trials", "trials: 0\n"),
+    spec_case("zero bound of a log distribution", "space: {lr: {loguniform: [0, 1.0e-2]}}\n"),
+    spec_case("negative λ range", "space: {lam: {loguniform_by_loss: {energy: [-1.0, 1.0]}}}\n"),
+    spec_case("reversed range", "space: {dilation: {uniform: [50, 10]}}\n"),
+    spec_case("range beyond the field's limits", "space: {annotation_fraction: {uniform: [0.1, 2.0]}}\n"),
+    spec_case("λ searched without its loss", "space: {lam: {loguniform: [0.1, 1.0]}}\n"),
+    spec_case("searched and fixed at once", "fixed: {lr: 0.001}\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n"),
+    spec_case("not a searchable hyperparameter", "space: {device: {choice: [cpu, cuda]}}\n"),
+    spec_case("grid sampler over a continuous range", "sampler: grid\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n"),
+    spec_case("unknown sampler", "sampler: nsga9\n"),
+    spec_case("unknown loss", "fixed: {loss: enrgy}\n"),
+    spec_case("unknown loss among choices", "space: {loss: {choice: [energy, enrgy]}}\n"),
+    spec_case("unknown loss in λ ranges", "space: {lam: {loguniform_by_loss: {enrgy: [0.1, 1.0]}}}\n"),
+    spec_case("unknown attribution", "fixed: {attribution: gradcm}\n"),
+    spec_case("unknown layer among choices", "space: {layer: {choice: [input, mid9]}}\n"),
+    spec_case("unknown model", "fixed: {model: resnet1000}\n"),
+    spec_case("unknown data set", "data: {name: imagenet}\n"),
+    spec_case("unknown data set option", "data: {name: coco, root: coco, options: {val_fraktion: 0.2}}\n"),
+    spec_case("objective that is not a metric", "objectives: [f1, loss]\n"),
+    spec_case("objective direction", "objectives: [{name: f1, direction: up}]\n"),
+    spec_case("constraint on a non-metric", "constraints: ['acc >= 0.8']\n"),
+    spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
+    spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),
+    spec_case("missing data root", "data: {name: voc}\n"),
+    spec_case("data root that does not exist", "data: {name: voc, root: data/voc}\n"),
+    spec_case(
+        "corrupt annotation file",
+        "data: {name: coco, root: coco}\n",
+        files={"coco/annotations/instances_train2014.json": '{"images": [', "coco/annotations/instances_val2014.json": COCO_VAL},
+    ),
+    spec_case("initial checkpoint that does not exist", "fixed: {init_checkpoint: missing.pt}\n"),
+    spec_case("initial checkpoint with pickled code", "fixed: {init_checkpoint: evil.pt}\n", files={"evil.pt": PICKLED}),
+    spec_case("unreachable tracking server", "trials: 2\n", "--tracking-uri", "http://127.0.0.1:9"),
+    spec_case("unreachable tracking server, password in the URI", "tracking_uri: http://admin:s3cret@127.0.0.1:9\n"),
+    spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
+    spec_case("tracking store in a missing directory", "trials: 2\n", "--tracking-uri", "sqlite:///no/such/dir/mlflow.db"),
+    Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
+    export_case("export of an unknown search", "--search", "nope"),
+    export_case("export of an unknown trial", "--trial", "t9"),
+    export_case("export of an epoch never logged", "--epoch", "7"),
+    export_case("export of a checkpoint holding pickled code"),
+    export_case("export target outside the current directory", "--to", "../outside"),
+    export_case("export target that is a file", "--to", "exported", files={"exported": "not a directory\n"}),
+    export_case("export target of an unsupported kind", "--to", "ftp://host/models"),
+]
+
+
+def make_store(uri: str) -> None:
+    """Search 'tiny' with trial t0 whose epoch-1 checkpoint holds pickled code."""
+    search = start_search("tiny", {"trials": 1}, "trials: 1\n", uri, resume=False)
+    logger = TrialLogger(search, "t0", {"lr": 0.001})
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "checkpoint.pt"
+        checkpoint.write_bytes(PICKLED)
+        logger.log_epoch(EpochResult(1, {"f1": 0.5, "epg": 0.5, "iou": 0.5}, checkpoint, None))
+    logger.finish()
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def run_case(case: Case, workdir: Path, store: Path | None) -> tuple[int, str, bool]:
+    """Run ``case`` in ``workdir`` (made empty first); return (exit code, output, whether anything was written)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    for name, content in case.files.items():
+        path = workdir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    if case.store:
+        shutil.copyfile(store, workdir / "mlflow.db")
+    before = snapshot(workdir)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI}, catch_exceptions=True)
+    finally:
+        os.chdir(cwd)
+    output = result.output.replace(f"{workdir.resolve()}/", "")  # messages that resolve a path: shown relative, as in the doc
+    return result.exit_code, output, snapshot(workdir) != before
+
+
+def row(case: Case, message: str) -> str:
+    command = "mg-tune " + " ".join(case.args)
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731
+    return f"| {cell(case.what)} | `{cell(command)}` | `{cell(message)}` |"
+
+
+def document(rows: list[str]) -> str:
+    return "\n".join(
+        [
+            "# Error messages",
+            "",
+            "Every bad input we know of and what `mg-tune` answers. Each answer is one line on stderr naming the",
+            "file, field and value at fault; the exit code is 2; there is no traceback; nothing is written (no",
+            "MLflow store is created or changed, no file appears). Generated by `python tests/test_errors.py` from",
+            "real runs of the CLI (`tests/test_errors.py` checks every row). Commands run in a directory holding",
+            "the files named; `MLFLOW_TRACKING_URI=sqlite:///mlflow.db` unless the command says otherwise; the",
+            "export and Pareto rows run against a store holding search `tiny` (trial `t0`, epoch 1, whose",
+            "checkpoint holds pickled code). Spec files are shown in `tests/test_errors.py`.",
+            "",
+            "| bad input | command | message |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def store(new_mlflow_store, tmp_path_factory) -> Path:
+    uri = new_mlflow_store()
+    make_store(uri)
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+def test_bad_input_is_one_line_exit_2_nothing_written_and_documented(case, store, tmp_path):
+    code, output, wrote = run_case(case, tmp_path / "work", store)
+    lines = output.strip().splitlines()
+    assert code == 2, output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in output, output
+    assert not wrote, "the command wrote files before failing"
+    assert "s3cret" not in output
+    assert row(case, lines[0]) in DOC.read_text(), f"docs/errors.md is out of date (python tests/test_errors.py): {lines[0]}"
+
+
+# --------------------------------------------------------------------------- properties of the spec schema
+
+FIELD_NAMES = sorted({*SearchSpec.model_fields, *TrainConfig.model_fields, *DataConfig.model_fields, "loguniform", "choice", "uniform", "int"})
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
+keys = st.one_of(st.sampled_from(FIELD_NAMES), st.text(min_size=1, max_size=10))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)), max_leaves=8)
+
+
+def _load(tmp_path: Path, raw) -> tuple[SearchSpec | None, str | None]:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw) if not isinstance(raw, str) else raw)
+    try:
+        return load_spec(path)[0], None
+    except SpecError as exc:
+        return None, str(exc)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(keys, values, max_size=4))
+def test_any_mapping_is_a_valid_spec_or_one_line_naming_the_file(tmp_path, raw):
+    spec, error = _load(tmp_path, raw)
+    if error is not None:
+        assert error.startswith(str(tmp_path / "spec.yaml") + ":") and "\n" not in error
+        assert "Traceback" not in error
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(["loguniform", "uniform"]),
+    low=st.floats(-10, 10, allow_nan=False),
+    high=st.floats(-10, 10, allow_nan=False),
+)
+def test_ranges_are_accepted_exactly_when_ordered_and_positive_for_log(tmp_path, kind, low, high):
+    spec, error = _load(tmp_path, {"space": {"dilation" if kind == "uniform" else "lr": {kind: [low, high]}}})
+    valid = low < high and (kind == "uniform" and low >= 0 or kind == "loguniform" and low > 0)
+    assert (spec is not None) == valid, error
+    if spec is not None:
+        assert low <= list(spec.first_point().values())[0] <= high
+    else:
+        assert "space." in error
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["loss", "attribution", "layer", "model"]), junk=st.text(st.characters(categories=["Ll"]), min_size=1, max_size=8))
+def test_an_unknown_name_among_choices_is_refused_naming_the_field(tmp_path, name, junk):
+    known = {"loss": "energy", "attribution": "ixg", "layer": "input", "model": "smerf_cnn"}[name]
+    spec, error = _load(tmp_path, {"space": {name: {"choice": [known, junk]}}})
+    try:
+        TrainConfig(**{name: junk})
+        junk_is_valid = True
+    except ValueError:
+        junk_is_valid = False
+    assert (spec is not None) == junk_is_valid
+    if not junk_is_valid:
+        assert f"space.{name}: choice {junk!r}" in error
+
+
+def main() -> None:
+    """Regenerate docs/errors.md from real runs of every case."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store" / "mlflow.db"
+        store.parent.mkdir()
+        make_store(f"sqlite:///{store}")
+        rows = []
+        for case in CASES:
+            code, output, wrote = run_case(case, Path(tmp) / "work", store)
+            lines = output.strip().splitlines()
+            if code != 2 or len(lines) != 1 or wrote:
+                sys.exit(f"case {case.what!r} did not fail cleanly (exit {code}, wrote={wrote}):\n{output}")
+            rows.append(row(case, lines[0]))
+    DOC.write_text(document(rows))
+    print(f"wrote {DOC} ({len(rows)} cases)")
+
+
+if __name__ == "__main__":
+    main()

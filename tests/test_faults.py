@@ -1,0 +1,184 @@
+"""Faults injected for real into running searches (issue 10): a diverging trial, a killed worker,
+a tracking server that goes away and comes back, a password in the tracking URI.
+
+Every search here is tiny (TextBox, 32 training images, 2-4 epochs) and runs on the session's
+local Ray (`ray_local`); faults are injected from a thread of the test while the search runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from mg_tune.checkpoint import load_checkpoint
+from mg_tune.cli import app
+from mg_tune.pareto_report import checkpoint_table
+from mg_tune.search.runner import run_search
+from mg_tune.search.spec import SearchSpec
+from mg_tune.server import AUTH_PASSWORD_ENV, MlflowServer, ServerConfig, free_port
+from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name
+
+runner = CliRunner()
+
+
+def tiny_spec(name: str, root: Path, *, trials=2, epochs=2, space=None, sampler="random", **extra) -> dict:
+    return {
+        "name": name,
+        "data": {"variant": "multilabel", "train_size": 32, "val_size": 16, "heldout_size": 16, "test_size": 16},
+        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "input", "loss": "energy", "lam": 1.0,
+                  "epochs": epochs, "batch_size": 16, "overlay_images": 1, "device": "cpu"},
+        "space": space or {"lr": {"loguniform": [3e-4, 3e-3]}},
+        "sampler": sampler,
+        "trials": trials,
+        "concurrency": 2,
+        "resources": {"cpu": 1},
+        "storage_path": str(root / "runs"),
+        **extra,
+    }
+
+
+def trial_runs(client: MlflowClient, name: str) -> list:
+    experiment = client.get_experiment_by_name(experiment_name(name))
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+
+
+def test_a_diverging_trial_fails_once_with_its_reason_and_the_search_goes_on(tmp_path, ray_local):
+    study = f"sqlite:///{tmp_path}/optuna.db"
+    raw = tiny_spec("diverge", tmp_path, space={"lr": {"choice": [1e-3, 1e30]}}, sampler="grid", study_storage=study, max_failures=1)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = runner.invoke(app, ["search", str(tmp_path / "spec.yaml"), "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    runs = {float(r.data.params["lr"]): r for r in trial_runs(MlflowClient(uri), "diverge")}
+    assert runs[1e-3].info.status == "FINISHED"
+    assert runs[1e30].info.status == "FAILED"
+    assert runs[1e30].data.tags[FAILURE_TAG].startswith("DivergedError: non-finite loss")
+    # Ray's FailureConfig retried the trial (max_failures=1), but the retry failed at once without training
+    errors = list((tmp_path / "runs" / "diverge").glob("*/error.txt"))
+    assert len(errors) == 1 and "not retried: DivergedError: non-finite loss" in errors[0].read_text()
+    states = {t.params["lr"]: t.state for t in optuna.load_study(study_name="diverge", storage=study).trials}
+    assert states == {1e-3: optuna.trial.TrialState.COMPLETE, 1e30: optuna.trial.TrialState.FAIL}
+
+
+def test_a_killed_worker_restarts_its_trial_from_the_last_checkpoint_without_gaps_or_duplicates(tmp_path, ray_local):
+    epochs = 4
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    raw = tiny_spec("killed-worker", tmp_path, epochs=epochs, max_failures=2)
+    killed: dict[str, int] = {}
+
+    def kill_a_worker_mid_trial() -> None:
+        client = MlflowClient(uri)
+        deadline = time.time() + 300
+        while not killed and time.time() < deadline:
+            for run in trial_runs(client, "killed-worker"):
+                epoch = run.data.metrics.get("epoch", 0)
+                if run.info.status == "RUNNING" and 1 <= epoch < epochs and "mg_tune.pid" in run.data.tags:
+                    pid = int(run.data.tags["mg_tune.pid"])
+                    os.kill(pid, signal.SIGKILL)
+                    killed[run.data.tags[TRIAL_TAG]] = pid
+                    return
+            time.sleep(0.3)
+
+    killer = threading.Thread(target=kill_a_worker_mid_trial, daemon=True)
+    killer.start()
+    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
+    killer.join()
+    assert len(killed) == 1, "no trial was caught mid-run"
+    (trial_id, pid), = killed.items()
+    assert outcome.trials == 2 and outcome.errors == 0
+    table = checkpoint_table(uri, "killed-worker")
+    assert sorted(table.groupby("trial_id")["epoch"].apply(list).tolist()) == [list(range(1, epochs + 1))] * 2
+    client = MlflowClient(uri)
+    run = next(r for r in trial_runs(client, "killed-worker") if r.data.tags[TRIAL_TAG] == trial_id)
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["mg_tune.pid"]) != pid  # the trial finished in another worker process
+    for key in ("f1", "epg", "epoch"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, epochs + 1))
+
+
+def test_a_tracking_server_outage_loses_no_metric_or_checkpoint(tmp_path, ray_local):
+    epochs = 3
+    config = ServerConfig(backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts_destination=str(tmp_path / "artifacts"), port=free_port())
+    server = MlflowServer(config, log_path=tmp_path / "server.log").start()
+    outage: dict[str, float] = {}
+
+    def stop_and_restart_the_server() -> None:
+        client = MlflowClient(server.uri)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            runs = trial_runs(client, "outage")
+            if any(r.data.metrics.get("epoch", 0) >= 1 for r in runs):
+                outage["running"] = sum(r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) < epochs for r in runs)
+                server.stop()
+                outage["down"] = time.time()
+                time.sleep(5)
+                server.start()
+                outage["up"] = time.time()
+                return
+            time.sleep(0.3)
+
+    injector = threading.Thread(target=stop_and_restart_the_server, daemon=True)
+    injector.start()
+    try:
+        raw = tiny_spec("outage", tmp_path, epochs=epochs)
+        outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), server.uri)
+        injector.join()
+        assert outage.get("running", 0) >= 1, "the server was not stopped while a trial was running"
+        assert outcome.trials == 2 and outcome.errors == 0
+        table = checkpoint_table(server.uri, "outage")
+        assert len(table) == 2 * epochs and not table.duplicated(["trial_id", "epoch"]).any()
+        assert table[["f1", "epg", "iou"]].notna().all().all() and (table["status"] == "FINISHED").all()
+        for row in table.itertuples():
+            state = load_checkpoint(download_checkpoint(server.uri, row.run_id, int(row.epoch), tmp_path / "ckpt" / f"{row.trial_id}-{row.epoch}.pt"))
+            assert state["epoch"] == row.epoch and state["metrics"]["epg"] == pytest.approx(row.epg)
+    finally:
+        server.stop()
+
+
+def test_a_password_in_the_tracking_uri_is_never_logged_stored_or_printed(tmp_path, ray_local):
+    password = "Pw-never-LOGGED-4711"
+    auth_ini = tmp_path / "basic_auth.ini"
+    auth_ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path}/basic_auth.db\n"
+        f"admin_username = admin\nadmin_password = {password}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    config = ServerConfig(backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts_destination=str(tmp_path / "artifacts"), port=free_port(), auth=True)
+    env = {AUTH_PASSWORD_ENV: password, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini)}
+    with MlflowServer(config, env=env, log_path=tmp_path / "server.log") as server:
+        uri = server.uri.replace("http://", f"http://admin:{password}@")
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_text(yaml.safe_dump(tiny_spec("secret", tmp_path, epochs=1, tracking_uri=uri)))
+        result = runner.invoke(app, ["search", str(spec_path)])
+        assert result.exit_code == 0, result.output
+        assert f"admin:***@127.0.0.1:{config.port}" in result.output and password not in result.output
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(experiment_name("secret"))
+        runs = client.search_runs([experiment.experiment_id], "")
+        assert len(runs) == 3  # the search and its two trials
+        parent = next(r for r in runs if r.data.tags[ROLE_TAG] == "search")
+        assert parent.data.params["tracking_uri"] == f"http://admin:***@127.0.0.1:{config.port}"
+        for run in runs:
+            assert password not in repr(run.data.params) + repr(run.data.tags)
+        spec_text = Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path))).read_text()
+        assert "admin:***@" in spec_text and password not in spec_text
+    # nothing on disk holds it either: MLflow's database and artifacts, Ray Tune's state, Ray's logs
+    session_logs = Path(ray_local._private.worker._global_node.get_session_dir_path()) / "logs"
+    leaks = [
+        str(path)
+        for root in (tmp_path / "mlflow.db", tmp_path / "artifacts", tmp_path / "runs", session_logs)
+        for path in ([root] if root.is_file() else root.rglob("*"))
+        if path.is_file() and password.encode() in path.read_bytes()
+    ]
+    assert leaks == []
