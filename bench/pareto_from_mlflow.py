@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many reads")
     parser.add_argument("--workers", type=int, default=1, help="writer processes for the fill (SQLite serialises writers: 2 were slower than 1 here)")
     parser.add_argument("--server", action="store_true", help="also read over HTTP from an mlflow server")
+    parser.add_argument("--server-workers", type=int, default=1, help="worker processes of that server (mg-tune server's default: 1)")
     args = parser.parse_args()
 
     print(f"# Pareto from MLflow: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
@@ -191,7 +192,7 @@ def main() -> None:
             fill_s = fill(folder / "mlflow.db", "bench", trials, args.epochs, args.workers)
             print(f"filled {trials} trials x {args.epochs} epochs in {fill_s:.1f} s ({args.workers} writer processes)", flush=True)
             targets = [("sqlite", uri)]
-            server = MlflowServer(ServerConfig(uri, (folder / "artifacts").as_uri(), port=free_port())).start() if args.server else None
+            server = MlflowServer(ServerConfig(uri, (folder / "artifacts").as_uri(), port=free_port(), workers=args.server_workers)).start() if args.server else None
             if server is not None:
                 targets.append(("http", server.uri))
             try:

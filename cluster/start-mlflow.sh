@@ -31,7 +31,7 @@ uri="http://$host:$port"
 pkill -f "mlflow server .*--port $port" 2>/dev/null || true
 pkill -f "mg-tune server .*--port $port" 2>/dev/null || true
 
-nohup mg-tune server --host "$host" --port "$port" \
+nohup mg-tune server --host "$host" --port "$port" --workers 2 \
   --backend-store-uri "$backend" --artifacts-destination "$artifacts" \
   --allowed-hosts "$host:$port,$host,localhost:$port" \
   ${MG_TUNE_SERVER_AUTH:+--auth} --log-file "$HOME/mlflow-server.log" \

@@ -76,7 +76,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -364,6 +365,29 @@ def iter_logged_models(client: MlflowClient, experiment_id: str, filter_string: 
             page_token=token,
         )
     )
+
+
+def logged_models_in_slices(client: MlflowClient, experiment_id: str, boundaries: Sequence[int], workers: int = 4) -> list[LoggedModel]:
+    """All LoggedModels of an experiment, read as concurrent time slices (for a tracking server).
+
+    ``boundaries`` (ms, ascending) cut ``creation_timestamp`` into slices
+    ``[-∞, b₁), [b₁, b₂), …, [b_k, +∞)``; each slice is paged like
+    :func:`iter_logged_models`, and the slices are requested ``workers`` at a
+    time, so the server builds one page while this process parses another.
+    Requests: one per page of each slice, at most ``len(boundaries) + 1 +
+    models / PAGE_SIZE``. Every model is in exactly one slice.
+    """
+    edges = [None, *sorted(set(boundaries)), None]
+    filters = [_time_slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(filters)))) as pool:
+        slices = pool.map(lambda f: list(iter_logged_models(client, experiment_id, f)), filters)
+        return [model for part in slices for model in part]
+
+
+def _time_slice(start: int | None, end: int | None) -> str | None:
+    """A LoggedModel filter for ``start <= creation_timestamp < end`` (either side open when None)."""
+    parts = ([f"creation_timestamp >= {start}"] if start is not None else []) + ([f"creation_timestamp < {end}"] if end is not None else [])
+    return " AND ".join(parts) or None
 
 
 def _quote(value: str) -> str:

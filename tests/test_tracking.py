@@ -27,6 +27,7 @@ from mg_tune.tracking import (
     download_checkpoint,
     finish_search,
     iter_logged_models,
+    logged_models_in_slices,
     log_search_metrics,
     mark_orphans,
     redact_uri,
@@ -252,3 +253,18 @@ def test_search_metrics_and_request_counting(uri, search):
         history = client.get_metric_history(search.run_id, "hypervolume")
     assert [(m.step, m.value) for m in history] == [(4, 0.25), (8, 0.5)]
     assert counter.store == 1 and counter.calls["get_metric_history"] == 1
+
+
+def test_time_slices_read_every_logged_model_exactly_once(new_mlflow_store):
+    client = MlflowClient(new_mlflow_store())
+    experiment_id = client.create_experiment("slices")
+    run_id = client.create_run(experiment_id).info.run_id
+    models = [client.create_logged_model(experiment_id, name=f"m{i}", source_run_id=run_id) for i in range(7)]
+    stamps = sorted(m.creation_timestamp for m in models)
+    cuts = [stamps[2], stamps[2], stamps[5]]  # a cut equal to a model's time puts it in the later slice; repeated cuts collapse
+    read = logged_models_in_slices(client, experiment_id, cuts, workers=3)
+    assert sorted(m.model_id for m in read) == sorted(m.model_id for m in models)
+    assert len(read) == 7
+    with count_requests() as counter:
+        logged_models_in_slices(client, experiment_id, cuts, workers=3)
+    assert counter.calls["search_logged_models"] == 3  # one page per slice
