@@ -13,7 +13,7 @@ from mg_tune.search.callbacks import HYPERVOLUME_METRIC, HypervolumeTracker
 from mg_tune.search.runner import build_scheduler, build_searcher, run_search
 from mg_tune.search.sampling import warm_start_points
 from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, load_spec
-from mg_tune.tracking import ROLE_TAG, STOPPED_EARLY_TAG, TRIAL_TAG, experiment_name, find_search_run
+from mg_tune.tracking import ROLE_TAG, STOPPED_EARLY_TAG, TRIAL_TAG, SearchRun, experiment_name, find_search_run
 
 TWO_LOSSES = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {}}}
 
@@ -138,7 +138,7 @@ def test_resumed_tracker_continues_the_count_from_mlflow(mo_asha_search):
 def test_tracker_hypervolume_by_hand():
     """f1 max, iou min, constraint epg >= 0.5; bounds (0, 1): points (f1, 1 - iou) dominate boxes from 0."""
     spec = SearchSpec.model_validate({"objectives": ["f1", {"name": "iou", "direction": "min"}], "constraints": ["epg >= 0.5"]})
-    tracker = HypervolumeTracker(spec, search=None)
+    tracker = HypervolumeTracker(spec, SearchRun("sqlite:///unused.db", "0", "by-hand", "by-hand"))  # never logs here
     assert tracker.metrics == ["f1", "iou", "epg"]
     tracker.points = {
         ("a", 1): [0.5, 0.5, 0.9],  # box 0.5 x 0.5

@@ -31,17 +31,42 @@ from mg_tune.pareto_report import checkpoint_table
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 
-__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher"]
+__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher", "attach"]
 
 HYPERVOLUME_METRIC = "hypervolume"
 
+_DRIVER_SEARCHES: dict[str, SearchRun] = {}
 
-class HypervolumeTracker(tune.Callback):
+
+def attach(search: SearchRun) -> None:
+    """Make ``search`` (with its tracking URI) known to this driver's callbacks.
+
+    Ray pickles the callbacks into its experiment state on disk (``tuner.pkl``)
+    and the tracking URI may carry a password, so a callback keeps only the
+    parent run id and finds the search here; a resumed driver attaches the
+    search again before ``Tuner.restore(...).fit()``.
+    """
+    _DRIVER_SEARCHES[search.run_id] = search
+
+
+class _SearchCallback(tune.Callback):
+    """A driver-side callback of one search; pickles without the tracking URI (see :func:`attach`)."""
+
+    def __init__(self, search: SearchRun) -> None:
+        attach(search)
+        self.search_run_id = search.run_id
+
+    @property
+    def search(self) -> SearchRun:
+        return _DRIVER_SEARCHES[self.search_run_id]
+
+
+class HypervolumeTracker(_SearchCallback):
     """Logs ``hypervolume`` on the parent run after every new (trial, epoch) result; see the module docstring."""
 
     def __init__(self, spec: SearchSpec, search: SearchRun) -> None:
+        super().__init__(search)
         self.spec = spec
-        self.search = search
         self.metrics = list(dict.fromkeys(spec.metric_names + [c.metric for c in spec.parsed_constraints]))
         self.points: dict[tuple[str, int], list[float]] = {}
 
@@ -74,11 +99,8 @@ class HypervolumeTracker(tune.Callback):
         return normalized_hypervolume(values[feasible, :m], [(0.0, 1.0)] * m, maximize)
 
 
-class StoppedTrialFinisher(tune.Callback):
+class StoppedTrialFinisher(_SearchCallback):
     """When a trial completes with its MLflow run still RUNNING (Tune stopped it), end the run FINISHED, tagged."""
-
-    def __init__(self, search: SearchRun) -> None:
-        self.search = search
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epoch = (trial.last_result or {}).get("epoch")

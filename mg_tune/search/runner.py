@@ -34,7 +34,7 @@ from mlflow import MlflowClient
 from mg_tune.checkpoint import CHECKPOINT_FILE, check_checkpoint, load_checkpoint
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
-from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
+from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, attach
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.spec import SearchSpec
@@ -204,6 +204,7 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
         tune.with_parameters(run_trial, spec=spec, search=search),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
+    attach(search)  # the callbacks (new or restored from Ray's state) find the tracking URI here
     path = experiment_path(spec)
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
