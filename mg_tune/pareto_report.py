@@ -425,7 +425,7 @@ def pareto_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequ
 
     pairs = _pairs(objectives)
     fig = make_subplots(rows=1, cols=len(pairs), horizontal_spacing=0.08)
-    on = table["pareto"].astype(bool) if "pareto" in table else pd.Series(False, index=table.index)
+    on = _on_front(table)
     for col, (x, y) in enumerate(pairs, start=1):
         for mask, name, color, size in ((~on, "checkpoints", "rgba(120,120,120,0.45)", 6), (on, "Pareto front", "crimson", 10)):
             part = table[mask]
@@ -456,6 +456,11 @@ def pareto_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequ
     return fig
 
 
+def _on_front(table: pd.DataFrame) -> pd.Series:
+    """The ``pareto`` column as booleans (all False when the table has none)."""
+    return table["pareto"].astype(bool) if "pareto" in table else pd.Series(False, index=table.index)
+
+
 def pareto_3d_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool]):
     """Plotly 3-D scatter of the first three objectives, front in red (``None`` for fewer than three).
 
@@ -466,7 +471,7 @@ def pareto_3d_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: S
     if len(objectives) < 3:
         return None
     x, y, z = objectives[:3]
-    on = table["pareto"].astype(bool) if "pareto" in table else pd.Series(False, index=table.index)
+    on = _on_front(table)
     fig = go.Figure()
     for mask, name, color, size in ((~on, "checkpoints", "rgba(120,120,120,0.45)", 3), (on, "Pareto front", "crimson", 6)):
         part = table[mask]
