@@ -182,3 +182,20 @@ def test_a_password_in_the_tracking_uri_is_never_logged_stored_or_printed(tmp_pa
         if path.is_file() and password.encode() in path.read_bytes()
     ]
     assert leaks == []
+
+
+def test_the_study_storage_pickles_without_its_password(postgres_database):
+    import pickle
+
+    from mg_tune.search.runner import study_storage
+    from mg_tune.search.spec import SearchSpec
+
+    url = postgres_database().replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")  # trust auth ignores it
+    storage = study_storage(SearchSpec(name="pickled", study_storage=url))
+    frozen = pickle.dumps(storage)
+    assert b"s3cret-pw" not in frozen and b"postgres:***@" in frozen
+    thawed = pickle.loads(frozen)  # this driver opened the same study_storage: the URL comes back whole
+    assert thawed.url == url
+    study = optuna.create_study(study_name="pickled", storage=thawed, directions=["maximize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.5]))
+    assert len(optuna.load_study(study_name="pickled", storage=url).trials) == 1

@@ -137,6 +137,29 @@ def experiment_path(spec: SearchSpec) -> str:
     return f"{base.rstrip('/')}/{spec.name}{sep}{query}"
 
 
+_STUDY_URLS: dict[str, str] = {}
+"""Study storage URLs of this driver process, by their redacted form (see :class:`StudyStorage`)."""
+
+
+class StudyStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage that pickles its URL with the password masked.
+
+    Ray pickles the searcher, and so this storage, into its experiment state
+    on disk (``tuner.pkl``, ``searcher-state-*.pkl``). Unpickled in a driver
+    that opened the same ``study_storage`` (:func:`study_storage`, called by
+    :func:`run_search` before ``Tuner.restore``), it gets the real URL back.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["url"] = redact_uri(self.url)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["url"] = _STUDY_URLS.get(state["url"], state["url"])
+        super().__setstate__(state)
+
+
 def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
     """The Optuna study's RDB (``spec.study_storage``, e.g. ``postgresql://…``), or None for in-memory.
 
@@ -149,8 +172,9 @@ def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
     """
     if not spec.study_storage:
         return None
+    _STUDY_URLS[redact_uri(spec.study_storage)] = spec.study_storage
     try:
-        return optuna.storages.RDBStorage(spec.study_storage)
+        return StudyStorage(spec.study_storage)
     except Exception as exc:  # SQLAlchemy/driver errors: one line, the URL redacted
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({redact_text(reason)})") from None
