@@ -16,19 +16,10 @@ def check_backend_store(uri: str) -> None:
     Raises:
         ValueError: the database cannot be reached (the message has the URI with its password masked).
     """
-    from mg_tune.tracking import redact_uri
+    from mg_tune.tracking import check_database
 
-    if "://" not in uri or uri.startswith(("sqlite:", "file:")):
-        return
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5} if uri.startswith("postgresql") else {})
-        with engine.connect():
-            pass
-    except Exception as exc:  # driver errors differ per database; all mean "cannot use this store"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"--backend-store-uri {redact_uri(uri)}: cannot connect ({reason})") from None
+    if "://" in uri and not uri.startswith(("sqlite:", "file:")):
+        check_database(uri, "--backend-store-uri", timeout=5)
 
 
 def server(

@@ -106,9 +106,11 @@ __all__ = [
     "SearchRun",
     "TrialLogger",
     "count_requests",
+    "check_database",
     "check_tracking_uri",
     "default_tracking_uri",
     "download_checkpoint",
+    "error_line",
     "experiment_name",
     "find_checkpoint_model",
     "find_search_run",
@@ -120,6 +122,7 @@ __all__ = [
     "iter_runs",
     "log_search_metrics",
     "mark_orphans",
+    "overlay_artifact",
     "model_epoch",
     "redact_text",
     "redact_uri",
@@ -227,16 +230,37 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
         if db and db != ":memory:" and not Path(db).parent.is_dir():
             raise ValueError(f"tracking URI {shown}: directory {Path(db).parent} does not exist")
     elif scheme.split("+")[0] in ("postgresql", "mysql"):
-        import sqlalchemy
+        check_database(uri, "tracking URI", timeout)
 
+
+def error_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (of the driver's error for SQLAlchemy's), secrets masked; else its type."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return redact_text(lines[0]) if lines else type(exc).__name__
+
+
+def check_database(uri: str, label: str, timeout: float = 10.0) -> None:
+    """Connect once to the database at ``uri`` (SQLAlchemy URL) and close again.
+
+    Raises:
+        ValueError: ``"<label> <redacted uri>: cannot connect (<reason>)"``.
+    """
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout)})
         try:
-            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout)})
             with engine.connect():
                 pass
+        finally:
             engine.dispose()
-        except Exception as exc:  # driver errors: refused, unknown host, authentication, missing driver
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            raise ValueError(f"tracking URI {shown}: cannot connect ({redact_text(reason[0]) if reason else type(exc).__name__})") from None
+    except Exception as exc:  # driver errors: refused, unknown host, authentication, missing driver
+        raise ValueError(f"{label} {redact_uri(uri)}: cannot connect ({error_line(exc)})") from None
+
+
+def overlay_artifact(epoch: int) -> str:
+    """Run artifact path of an epoch's attribution overlays: ``overlays/epoch=NNN.png``."""
+    return f"overlays/epoch={int(epoch):03d}.png"
 
 
 def experiment_name(search: str) -> str:
@@ -673,8 +697,8 @@ class TrialLogger:
                 _stage(Path(result.checkpoint), folder, CHECKPOINT_ARTIFACT)
                 self.client.log_model_artifacts(model.model_id, str(folder))
             if result.overlay is not None:
-                overlay = _stage(Path(result.overlay), Path(tmp), f"epoch={epoch:03d}.png")
-                self.client.log_artifact(self.run_id, str(overlay), "overlays")
+                folder, name = overlay_artifact(epoch).split("/")
+                self.client.log_artifact(self.run_id, str(_stage(Path(result.overlay), Path(tmp), name)), folder)
         stamp = model.creation_timestamp
         values = {**{k: float(v) for k, v in result.metrics.items()}, "epoch": float(epoch)}
         metrics = [

@@ -31,17 +31,12 @@ from mlflow.exceptions import MlflowException
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.pareto_report import CONSTRAINTS_TAG, ID_COLUMNS, OBJECTIVES_TAG, ParetoResult, checkpoint_table, mark_pareto
 from mg_tune.search.spec import SearchSpec, SpecError, load_spec
-from mg_tune.tracking import SPEC_ARTIFACT, experiment_name, find_search_run
+from mg_tune.tracking import SPEC_ARTIFACT, experiment_name, find_search_run, overlay_artifact
 
 __all__ = ["FILTERS", "Snapshot", "Source", "overlay_artifact"]
 
 FILTERS = {"loss": "loss", "attribution": "attribution method", "layer": "layer", "annotation_fraction": "annotation fraction"}
 DEFAULT_OBJECTIVES = (["f1", "epg", "iou"], [True, True, True])
-
-
-def overlay_artifact(epoch: int) -> str:
-    """Run artifact path of an epoch's attribution overlays (see :class:`mg_tune.tracking.TrialLogger`)."""
-    return f"overlays/epoch={int(epoch):03d}.png"
 
 
 def _text(value) -> str:

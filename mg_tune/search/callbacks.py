@@ -24,10 +24,10 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from ray import tune
 
-from mg_tune.pareto import normalized_hypervolume
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.pareto_report import checkpoint_table, mark_pareto
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 
@@ -88,15 +88,10 @@ class HypervolumeTracker(_SearchCallback):
         log_search_metrics(self.search, {HYPERVOLUME_METRIC: self.hypervolume()}, step=len(self.points))
 
     def hypervolume(self) -> float:
-        """``HV_s`` of the points seen so far (constraints applied)."""
-        values = np.asarray(list(self.points.values()), dtype=float).reshape(-1, len(self.metrics))
-        feasible = np.ones(len(values), dtype=bool)
-        for constraint in self.spec.parsed_constraints:
-            column = values[:, self.metrics.index(constraint.metric)]
-            feasible &= np.array([bool(constraint.holds(v)) for v in column], dtype=bool)
-        m = len(self.spec.metric_names)
+        """``HV_s`` of the points seen so far (constraints applied), as :func:`mg_tune.pareto_report.mark_pareto` computes it."""
+        table = pd.DataFrame(list(self.points.values()), columns=self.metrics, dtype=float)
         maximize = [mode == "max" for mode in self.spec.modes]
-        return normalized_hypervolume(values[feasible, :m], [(0.0, 1.0)] * m, maximize)
+        return mark_pareto(table, self.spec.metric_names, maximize, self.spec.parsed_constraints).hypervolume
 
 
 class StoppedTrialFinisher(_SearchCallback):

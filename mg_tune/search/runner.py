@@ -45,10 +45,10 @@ from mg_tune.tracking import (
     TrialLogger,
     check_tracking_uri,
     download_checkpoint,
+    error_line,
     find_trial_run,
     finish_search,
     mark_orphans,
-    redact_text,
     redact_uri,
     start_search,
 )
@@ -176,8 +176,7 @@ def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
     try:
         return StudyStorage(spec.study_storage)
     except Exception as exc:  # SQLAlchemy/driver errors: one line, the URL redacted
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({redact_text(reason)})") from None
+        raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({error_line(exc)})") from None
 
 
 def fail_lost_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
