@@ -12,7 +12,7 @@ from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.callbacks import HYPERVOLUME_METRIC, HypervolumeTracker
 from mg_tune.search.runner import build_scheduler, build_searcher, run_search
 from mg_tune.search.sampling import warm_start_points
-from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, load_spec
+from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec
 from mg_tune.tracking import ROLE_TAG, STOPPED_EARLY_TAG, TRIAL_TAG, SearchRun, experiment_name, find_search_run
 
 TWO_LOSSES = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {}}}
@@ -34,29 +34,6 @@ def test_warm_start_enqueues_the_paper_grid_for_other_samplers():
     assert len(points) == 6
     assert sorted(p["lam_energy"] for p in points if p["loss"] == "energy") == sorted(PAPER_LAMBDA_GRID["energy"])
     assert warm_start_points(spec.model_copy(update={"warm_start": "none"})) == []
-
-
-@pytest.mark.parametrize(
-    "body,message",
-    [
-        ("fixed: {epochs: 3}\nscheduler: asha\n", "scheduler.name: Input should be 'mo_asha'"),
-        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, grace_period: 3}\n", "scheduler.grace_period must be below max_t=3 epochs (got 3)"),
-        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, max_t: 5}\n", "scheduler.max_t must be at most fixed.epochs=3 (got 5)"),
-        ("scheduler: {name: mo_asha, reduction_factor: 1}\n", "scheduler.reduction_factor: Input should be greater than 1"),
-        ("scheduler: {name: mo_asha, grace: 1}\n", "scheduler.grace: unknown key"),
-        ("warm_start: paper_grid\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n", "warm_start: paper_grid: the paper grid needs a choice list for every searched hyperparameter but lam; space.lr is loguniform"),
-        ("warm_start: paper_grid\ntrials: 4\nspace: {loss: {choice: [energy, l1]}, lam: {loguniform_by_loss: {}}}\n", "warm_start: paper_grid enqueues 6 grid points, more than trials=4"),
-        ("warm_start: paper_grid\nspace: {lam: {loguniform_by_loss: {energy: [0.01, 1.0]}}}\n", "warm_start: paper_grid: λ=0.0005 of loss energy lies outside space.lam's range [0.01, 1]"),
-        ("warm_start: grid\n", "warm_start: Input should be 'none' or 'paper_grid'"),
-    ],
-)
-def test_bad_scheduler_and_warm_start_give_one_line(tmp_path, body, message):
-    path = tmp_path / "bad.yaml"
-    path.write_text(body)
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    assert str(info.value).startswith(f"{path}: ") and message in str(info.value), str(info.value)
-    assert "\n" not in str(info.value)
 
 
 EPOCHS = 3

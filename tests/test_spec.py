@@ -72,6 +72,16 @@ def test_sampler_names_build_optuna_samplers(sampler, cls):
         ("trials: many\n", "trials: Input should be a valid integer"),
         ("space: {lam: {loguniform: [0.1, 1.0]}}\n", "space.lam must be loguniform_by_loss"),
         ("data: {variant: multilabel\n", "malformed YAML"),
+        # scheduler and warm start (issue 8)
+        ("fixed: {epochs: 3}\nscheduler: asha\n", "scheduler.name: Input should be 'mo_asha'"),
+        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, grace_period: 3}\n", "scheduler.grace_period must be below max_t=3 epochs (got 3)"),
+        ("fixed: {epochs: 3}\nscheduler: {name: mo_asha, max_t: 5}\n", "scheduler.max_t must be at most fixed.epochs=3 (got 5)"),
+        ("scheduler: {name: mo_asha, reduction_factor: 1}\n", "scheduler.reduction_factor: Input should be greater than 1"),
+        ("scheduler: {name: mo_asha, grace: 1}\n", "scheduler.grace: unknown key"),
+        ("warm_start: paper_grid\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n", "warm_start: paper_grid: the paper grid needs a choice list for every searched hyperparameter but lam; space.lr is loguniform"),
+        ("warm_start: paper_grid\ntrials: 4\nspace: {loss: {choice: [energy, l1]}, lam: {loguniform_by_loss: {}}}\n", "warm_start: paper_grid enqueues 6 grid points, more than trials=4"),
+        ("warm_start: paper_grid\nspace: {lam: {loguniform_by_loss: {energy: [0.01, 1.0]}}}\n", "warm_start: paper_grid: λ=0.0005 of loss energy lies outside space.lam's range [0.01, 1]"),
+        ("warm_start: grid\n", "warm_start: Input should be 'none' or 'paper_grid'"),
     ],
 )
 def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
@@ -80,7 +90,7 @@ def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
     with pytest.raises(SpecError) as info:
         load_spec(path)
     text = str(info.value)
-    assert text.startswith(str(path)) and message in text and "\n" not in text
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
 
 
 def test_crayon_pruning_hyperparameters_are_searchable():
