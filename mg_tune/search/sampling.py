@@ -7,6 +7,7 @@ log-uniform range, and :func:`trial_params` maps it back to ``lam``.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import optuna
@@ -57,17 +58,64 @@ def warm_start_points(spec: SearchSpec) -> list[dict[str, Any]]:
     ]
 
 
+_LOCK = type(threading.Lock())
+_RLOCK = type(threading.RLock())
+
+
+class PicklableLocks:
+    """Mixin for an Optuna sampler: pickles without its thread locks and makes new ones when unpickled.
+
+    Ray Tune pickles the searcher, and so its sampler, into the experiment
+    state (``tuner.pkl``, ``OptunaSearch.save``) for ``--resume``. Optuna
+    5.1.0's ``BaseGASampler.__init__`` (the base of NSGA-II/III) keeps a
+    ``threading.Lock`` and defines no ``__getstate__``, so cloudpickle raises
+    ``TypeError: cannot pickle '_thread.lock' object``. A lock guards state
+    within one process only, so a fresh unlocked one is the right thing to
+    restore. Samplers without locks pickle unchanged.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__() or self.__dict__)
+        locks = {k: isinstance(v, _RLOCK) for k, v in state.items() if isinstance(v, (_LOCK, _RLOCK))}
+        for name in locks:
+            del state[name]
+        return {**state, "_mg_tune_locks": locks}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        locks = state.pop("_mg_tune_locks", {})
+        self.__dict__.update(state)
+        for name, reentrant in locks.items():
+            setattr(self, name, threading.RLock() if reentrant else threading.Lock())
+
+
+class NSGAIISampler(PicklableLocks, optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II, safe to pickle (see :class:`PicklableLocks`)."""
+
+
+class NSGAIIISampler(PicklableLocks, optuna.samplers.NSGAIIISampler):
+    """Optuna's NSGA-III, safe to pickle (see :class:`PicklableLocks`)."""
+
+
+class TPESampler(PicklableLocks, optuna.samplers.TPESampler):
+    """Optuna's TPE, safe to pickle (see :class:`PicklableLocks`)."""
+
+
+class RandomSampler(PicklableLocks, optuna.samplers.RandomSampler):
+    """Optuna's random sampler, safe to pickle (see :class:`PicklableLocks`)."""
+
+
 def build_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named by the spec, seeded by ``spec.seed``.
+    """The Optuna sampler named by the spec, seeded by ``spec.seed``; every one is safe to pickle.
 
     NSGA-II/III use a population of max(4, min(50, trials // 2)) so small
     searches still get past random initialisation; TPE is multivariate.
     """
     population = max(4, min(50, spec.trials // 2))
     if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, population_size=population)
+        return NSGAIISampler(seed=spec.seed, population_size=population)
     if spec.sampler == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=spec.seed, population_size=population)
+        return NSGAIIISampler(seed=spec.seed, population_size=population)
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, n_startup_trials=max(2, spec.trials // 4))
-    return optuna.samplers.RandomSampler(seed=spec.seed)  # random, and grid (all points enqueued)
+        return TPESampler(seed=spec.seed, multivariate=True, n_startup_trials=max(2, spec.trials // 4))
+    return RandomSampler(seed=spec.seed)  # random, and grid (all points enqueued)
