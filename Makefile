@@ -2,16 +2,48 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+SHELL  := /bin/bash
 STAMP  := $(VENV)/.mg-tune-installed
+LOCK   := requirements.lock
+# The installer and build backend are pinned too: a new pip or setuptools must not change an install.
+BUILD_TOOLS := pip==26.3 setuptools==84.2.1
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench lock check-latest clean
 
-$(STAMP): pyproject.toml
+# The locked install: every package at the version in requirements.lock (no resolving), then mg-tune itself.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q $(BUILD_TOOLS)
+	$(BIN)/pip install -q --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+# Regenerate requirements.lock: pip resolves pyproject's ranges (the newest releases they allow today)
+# in a throw-away venv without installing anything; tools/write_lock.py writes the pins.
+LOCK_VENV := .venv-lock
+
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q $(BUILD_TOOLS)
+	$(LOCK_VENV)/bin/pip install -q --dry-run --ignore-installed --report $(LOCK_VENV)/report.json ".[test]"
+	$(LOCK_VENV)/bin/python tools/write_lock.py $(LOCK_VENV)/report.json $(LOCK)
+	rm -rf $(LOCK_VENV)
+	@echo "wrote $(LOCK); now run make test and make check-latest"
+
+# Drift check: a throw-away venv resolved from pyproject's ranges alone (no lock: the newest allowed
+# releases of everything), running a fast subset: a tiny real search end to end, sampler pickling, specs.
+LATEST_VENV  := .venv-latest
+LATEST_TESTS := tests/test_samplers.py tests/test_spec.py tests/test_search.py
+
+check-latest:
+	rm -rf $(LATEST_VENV) && $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/pip install -q -U pip
+	$(LATEST_VENV)/bin/pip install -q -e ".[test]"
+	$(LATEST_VENV)/bin/pip check
+	@echo "releases newer than the lock (< locked, > newest):"
+	@$(LATEST_VENV)/bin/pip freeze --exclude-editable | tr 'A-Z_' 'a-z-' | LC_ALL=C sort | diff <(grep -v '^#' $(LOCK)) - | grep '^[<>]' || echo "  none"
+	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(LATEST_TESTS)
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
 CHROMIUM := /usr/bin/chromium
@@ -43,4 +75,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/guided_step.py
 
 clean:
-	rm -rf $(VENV) mlruns mlflow.db runs demo-output
+	rm -rf $(VENV) $(LATEST_VENV) $(LOCK_VENV) mlruns mlflow.db runs demo-output
