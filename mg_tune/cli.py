@@ -74,6 +74,9 @@ def search(
         outcome = run_search(spec, text, uri, address=address, resume=resume)
     except ValueError as exc:
         fail(str(exc))
+    if outcome.pareto is None:
+        console.print(f"search {spec.name!r} stopped ({outcome.trials} trials); continue it with --resume", highlight=False)
+        return
     console.print(pareto_table(outcome.pareto.front, spec.metric_names, f"Pareto front of search {spec.name!r} ({len(outcome.pareto.table)} checkpoints, {outcome.trials} trials, {outcome.errors} failed)"))
     console.print(f"hypervolume: {outcome.pareto.hypervolume:.4f}")
     console.print(f"MLflow UI:   mlflow ui --backend-store-uri {redact_uri(uri)}   (experiment 'mg-tune/{spec.name}')")

@@ -38,6 +38,7 @@ from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, a
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.spec import SearchSpec
+from mg_tune.search.stopping import STOP_REASON, ResumableOptunaSearch, StopRequest, stop_on_sigterm
 from mg_tune.tracking import (
     FAILURE_TAG,
     RetryPolicy,
@@ -61,7 +62,7 @@ DIVERGED = f"{DivergedError.__name__}:"
 @dataclass
 class SearchOutcome:
     search: SearchRun
-    pareto: ParetoResult
+    pareto: ParetoResult | None  # None: the search was stopped (SIGTERM) before it ended
     trials: int
     errors: int
 
@@ -180,10 +181,12 @@ def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
 
 
 def fail_lost_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
-    """Tell FAIL to the study's trials still RUNNING once every Ray trial has ended; return how many.
+    """Tell FAIL to the study's trials still RUNNING once every Ray trial has ended or stopped; return how many.
 
     They were sampled by a driver that was killed before Ray saved them, so
-    no trial will ever report them (the counterpart of ``mark_orphans``).
+    no trial will ever report them (the counterpart of ``mark_orphans``), or
+    they were stopped (:mod:`mg_tune.search.stopping`: a resumed trial's
+    result becomes a new Optuna trial).
     """
     study = optuna.load_study(study_name=name, storage=storage)
     lost = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -209,7 +212,7 @@ def build_scheduler(spec: SearchSpec) -> MOASHAScheduler | None:
 def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None = None) -> OptunaSearch:
     """OptunaSearch over the spec's objectives; the warm-start points (:func:`warm_start_points`) are suggested first."""
     points = warm_start_points(spec)
-    return OptunaSearch(
+    return ResumableOptunaSearch(
         define_by_run(spec),
         metric=spec.metric_names,
         mode=spec.modes,
@@ -274,17 +277,22 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     # snapshot is unknown to --resume (its MLflow run is marked KILLED, a replacement is sampled).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     status = "FAILED"
+    stop = StopRequest()
     try:
         # Ray pickles the spec into its experiment state on disk (tuner.pkl, searcher state): keep the URIs,
         # which may carry passwords, out of it; trials get the tracking URI from `search` (Ray's object store).
         private = spec.model_copy(update={"tracking_uri": None, "study_storage": None})
-        results = build_tuner(private, search, resume, study).fit()
-        status = "FINISHED"
+        tuner = build_tuner(private, search, resume, study)
+        with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
+            results = tuner.fit()
+        status = "KILLED" if stop.requested else "FINISHED"
         if study is not None:
             fail_lost_trials(study, spec.name)
     finally:
-        mark_orphans(search, reason="the search driver stopped before this trial finished")
+        mark_orphans(search, reason=STOP_REASON if stop.requested else "the search driver stopped before this trial finished")
         finish_search(search, status)
+    if stop.requested:
+        return SearchOutcome(search, None, trials=len(results), errors=len(results.errors))
     pareto = search_pareto(
         tracking_uri,
         spec.name,
