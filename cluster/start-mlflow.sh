@@ -15,6 +15,11 @@
 #                              worker nodes reach it; keep port 5000 closed to the internet.
 #   MG_TUNE_SERVER_PORT        default 5000.
 #   MG_TUNE_SERVER_AUTH=1      MLflow basic auth; set MLFLOW_AUTH_ADMIN_PASSWORD too.
+#   MG_TUNE_STORAGE_PATH       Ray Tune's state of submitted searches whose spec names no
+#                              storage_path (s3://bucket/ray). Default: ~/mg-tune-runs on the head.
+#
+# ~/.mg-tune-tracking (sourced by ~/.bashrc, so Ray and the searches it runs as jobs inherit it)
+# gets MLFLOW_TRACKING_URI and MG_TUNE_STORAGE_PATH.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -f "$here/mg-tune.env" ]; then
@@ -40,6 +45,9 @@ nohup mg-tune server --host "$host" --port "$port" --workers 2 \
 for _ in $(seq 1 120); do
   if curl -fsS "$uri/health" > /dev/null 2>&1; then
     echo "export MLFLOW_TRACKING_URI=$uri" > "$HOME/.mg-tune-tracking"
+    if [ -n "${MG_TUNE_STORAGE_PATH:-}" ]; then
+      echo "export MG_TUNE_STORAGE_PATH=$MG_TUNE_STORAGE_PATH" >> "$HOME/.mg-tune-tracking"
+    fi
     grep -q mg-tune-tracking "$HOME/.bashrc" 2>/dev/null || echo '[ -f ~/.mg-tune-tracking ] && source ~/.mg-tune-tracking' >> "$HOME/.bashrc"
     echo "MLflow tracking server ready: export MLFLOW_TRACKING_URI=$uri"
     exit 0

@@ -207,3 +207,9 @@ app.add_typer(data_app, name="data")
 from mg_tune.cli_server import server  # noqa: E402
 
 app.command()(server)
+
+# `mg-tune submit` and `mg-tune jobs ...` (issue 19): searches as Ray jobs on a cluster, see mg_tune/cli_jobs.py and mg_tune/jobs/.
+from mg_tune.cli_jobs import jobs_app, submit  # noqa: E402
+
+app.command()(submit)
+app.add_typer(jobs_app, name="jobs")

@@ -118,6 +118,12 @@ CASES: list[Case] = [
     export_case("export target outside the current directory", "--to", "../outside"),
     export_case("export target that is a file", "--to", "exported", files={"exported": "not a directory\n"}),
     export_case("export target of an unsupported kind", "--to", "ftp://host/models"),
+    Case("submit of a spec that fails validation", ["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], {"spec.yaml": "trails: 8\n"}),
+    Case("submit of a spec whose tracking URI holds a password", ["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], {"spec.yaml": "tracking_uri: http://admin:s3cret@10.0.0.5:5000\n"}),
+    Case("submit with no Ray cluster given", ["submit", "spec.yaml", "--address", ""], {"spec.yaml": "trials: 2\n"}),
+    Case("submit to a Ray address that is not the dashboard's URL", ["submit", "spec.yaml", "--address", "127.0.0.1:6379"], {"spec.yaml": "trials: 2\n"}),
+    Case("submit to an unreachable Ray cluster", ["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], {"spec.yaml": "trials: 2\n"}),
+    Case("jobs of an unreachable Ray cluster", ["jobs", "list", "--address", "http://127.0.0.1:9"]),
 ]
 
 
@@ -150,7 +156,7 @@ def run_case(case: Case, workdir: Path, store: Path | None) -> tuple[int, str, b
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI}, catch_exceptions=True)
+        result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI, "RAY_ADDRESS": None}, catch_exceptions=True)
     finally:
         os.chdir(cwd)
     output = result.output.replace(f"{workdir.resolve()}/", "")  # messages that resolve a path: shown relative, as in the doc

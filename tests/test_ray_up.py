@@ -84,7 +84,7 @@ def _test_config(gcs_port: int) -> dict:
     venv = Path(sys.executable).parent
     config["cluster_name"] = f"mg-tune-test-{uuid.uuid4().hex[:6]}"
     config["setup_commands"] = [f"grep -q '{venv}/activate' ~/.bashrc 2>/dev/null || echo 'source {venv}/activate; export RAY_AUTH_MODE=disabled' >> ~/.bashrc"]
-    config["head_start_ray_commands"] = [c.replace("--port=6379", f"--port={gcs_port}") for c in config["head_start_ray_commands"]]
+    config["head_start_ray_commands"] = [c.replace("--port=6379", f"--port={gcs_port} --dashboard-port={free_port()}") for c in config["head_start_ray_commands"]]
     config["worker_start_ray_commands"] = [c.replace(":6379", f":{gcs_port}") for c in config["worker_start_ray_commands"]]
     return config
 

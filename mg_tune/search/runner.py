@@ -195,6 +195,11 @@ def fail_lost_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
     return len(lost)
 
 
+def total_trials(spec: SearchSpec) -> int:
+    """How many trials the search runs: every grid point with ``sampler: grid``, else ``trials``."""
+    return len(warm_start_points(spec)) if spec.sampler == "grid" else spec.trials
+
+
 def build_scheduler(spec: SearchSpec) -> MOASHAScheduler | None:
     """The spec's early-stopping scheduler over its objectives (``None``: run every trial to the end)."""
     if spec.scheduler is None:
@@ -242,7 +247,7 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(build_searcher(spec, study), max_concurrent=spec.concurrency),
-            num_samples=len(warm_start_points(spec)) if spec.sampler == "grid" else spec.trials,
+            num_samples=total_trials(spec),
             scheduler=scheduler,
             reuse_actors=spec.reuse_actors,  # a process runs trial after trial: ~9 s of start-up per trial saved (bench/search_overhead.py)
         ),

@@ -1,7 +1,7 @@
 """A graceful stop of a running search: ``mg-tune jobs stop``, ``ray job stop`` or ``kill -TERM``.
 
 Ray's job server stops a job by sending SIGTERM to its driver, then SIGKILL after
-``RAY_JOB_STOP_WAIT_TIME_S`` seconds (``mg-tune submit`` sets it to :data:`STOP_GRACE_S`).
+``RAY_JOB_STOP_WAIT_TIME_S`` seconds (``mg-tune submit`` sets it: :data:`mg_tune.jobs.client.STOP_GRACE_S`).
 Inside :func:`stop_on_sigterm` the search driver turns SIGTERM into Ray Tune's own interrupt
 (what Ctrl+C does): Tune stops the running trials, saves the experiment state with every
 trial's newest checkpoint and ``fit`` returns. The runner then marks the stopped trials'
@@ -23,9 +23,6 @@ from typing import Any
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
-
-STOP_GRACE_S = 120
-"""Seconds a stopped job's driver gets to stop its trials and mark them (``RAY_JOB_STOP_WAIT_TIME_S``)."""
 
 STOP_REASON = "the search was stopped (SIGTERM: mg-tune jobs stop); mg-tune submit --resume continues it from this checkpoint"
 """Failure reason (tag ``mg_tune.failure_reason``) of a trial's run that a stop ended KILLED."""

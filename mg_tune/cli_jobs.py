@@ -1,0 +1,126 @@
+"""``mg-tune submit`` and ``mg-tune jobs list|logs|stop``: searches as Ray jobs (see :mod:`mg_tune.jobs.client`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mg_tune.cli import console, fail
+
+ADDRESS_HELP = "the Ray dashboard's URL (default $RAY_ADDRESS), e.g. http://127.0.0.1:8265 forwarded by `ray dashboard cluster/cluster.yaml`"
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Searches running on a Ray cluster as jobs: list, follow, stop.")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def submit(
+    spec_path: Path = typer.Argument(..., help="search spec YAML (see search_spaces/)"),
+    name: Optional[str] = typer.Option(None, "--name", help="search name (default: the spec's name)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the stopped or failed search of this name"),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    wait: bool = typer.Option(False, "--wait", help="follow the job's logs until it ends; exit with its status"),
+) -> None:
+    """Submit a search to a Ray cluster as a Ray job and return at once (the search runs on without this process)."""
+    from mg_tune.jobs.client import check_no_secrets, connect, exit_code, follow_logs, submit_search
+    from mg_tune.search.spec import SpecError, load_spec
+
+    try:
+        spec, text = load_spec(spec_path)
+        check_no_secrets(spec, spec_path)
+    except (SpecError, ValueError) as exc:
+        fail(str(exc))
+    if name:
+        spec = spec.model_copy(update={"name": name})
+    try:
+        client = connect(address)
+        job_id = submit_search(client, spec, text, resume)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"submitted search {spec.name!r} as Ray job {job_id} to {client.get_address()}", highlight=False, markup=False)
+    if not wait:
+        console.print(f"follow it:  mg-tune jobs logs {spec.name} --follow   (or: ray job logs {job_id} --follow)", highlight=False, markup=False)
+        console.print("list all:   mg-tune jobs list", highlight=False, markup=False)
+        console.print(f"stop it:    mg-tune jobs stop {spec.name}   (resume: mg-tune submit {spec_path} --name {spec.name} --resume)", highlight=False, markup=False)
+        return
+    job = follow_logs(client, job_id, _write)
+    console.print(f"job {job_id}: {job.status.value}", highlight=False, markup=False)
+    raise typer.Exit(exit_code(job))
+
+
+@jobs_app.command("list")
+def list_jobs(
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow of the cluster (default $MLFLOW_TRACKING_URI), e.g. through the tunnel of the README"),
+) -> None:
+    """One row per search on the cluster: its newest job, status, trials, Pareto front and hypervolume (from MLflow)."""
+    from mg_tune.jobs.client import connect, search_jobs
+    from mg_tune.jobs.listing import search_rows
+    from mg_tune.tracking import check_tracking_uri, default_tracking_uri
+
+    try:
+        client = connect(address)
+        jobs = search_jobs(client)
+    except ValueError as exc:
+        fail(str(exc))
+    uri = tracking_uri or default_tracking_uri()
+    try:
+        check_tracking_uri(uri, timeout=5)
+    except ValueError as exc:
+        console.print(f"MLflow not read ({exc}): trials, front and hypervolume left empty", highlight=False, markup=False)
+        uri = None
+    table = Table(title=f"Searches on {client.get_address()}")
+    for column in ("search", "job", "status", "trials", "failed", "front", "hypervolume", "started", "running"):
+        table.add_column(column, justify="left" if column in ("search", "job", "status", "started") else "right")
+    for row in search_rows(jobs, uri):
+        p = row.progress
+        table.add_row(
+            row.name, row.job.submission_id, row.job.status.value,
+            f"{p.finished}/{p.total}" if p else "-", str(p.failed) if p else "-", str(p.front) if p else "-",
+            f"{p.hypervolume:.4f}" if p and p.hypervolume is not None else "-",
+            row.started, f"{row.running_s:.0f} s" if row.running_s is not None else "-",
+        )
+    console.print(table)
+
+
+@jobs_app.command()
+def logs(
+    name: str = typer.Argument(..., help="search name"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+) -> None:
+    """Print the logs of the newest job of a search (its driver: Ray Tune's progress, the Pareto table)."""
+    from mg_tune.jobs.client import connect, follow_logs, latest_job
+
+    try:
+        client = connect(address)
+        job = latest_job(client, name)
+    except ValueError as exc:
+        fail(str(exc))
+    if follow:
+        follow_logs(client, job.submission_id, _write)
+    else:
+        _write(client.get_job_logs(job.submission_id))
+
+
+@jobs_app.command()
+def stop(
+    name: str = typer.Argument(..., help="search name"),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+) -> None:
+    """Stop a search gracefully: running trials end KILLED (checkpoints kept); `submit --resume` continues it."""
+    from mg_tune.jobs.client import connect, stop_search
+
+    try:
+        client = connect(address)
+        job = stop_search(client, name)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"search {name!r}: job {job.submission_id} {job.status.value}; continue it with: mg-tune submit SPEC.yaml --name {name} --resume", highlight=False, markup=False)

@@ -1,0 +1,358 @@
+"""Searches as Ray jobs on a real local cluster (issue 19): submit, list, follow, stop, resume, lose a node.
+
+The cluster is what ``ray up`` makes, on 127.0.0.1: a head (``ray start --head`` with its
+dashboard and job server bound to 127.0.0.1, token authentication on) and a worker node (a
+second ``ray start``), 1 CPU each; the MLflow server (PostgreSQL + S3) of the session, whose
+URI reaches the jobs through the cluster's environment only. The "laptop" is the ``mg-tune``
+CLI in another environment: the token, no tracking URI.
+
+One scenario runs once (module fixture) and the tests assert on what it left in MLflow and
+Optuna: two searches submitted at once; ``jobs list`` while they run; a whole worker node
+killed (every process of it, SIGKILL) when a trial on it has logged epoch 1, and a
+replacement node started; ``alpha``'s driver killed and ``alpha`` resubmitted with
+``--resume``; ``beta`` stopped with ``jobs stop`` while its trial is held mid-run (SIGSTOP,
+so the stop cannot miss it), then resumed with ``submit --resume --wait``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mg_tune.pareto_report import checkpoint_table
+from mg_tune.search.stopping import STOP_REASON
+from mg_tune.server import free_port
+from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, experiment_name
+
+from test_cluster import RayNode
+
+pytestmark = pytest.mark.slow
+
+MG_TUNE = str(Path(sys.executable).with_name("mg-tune"))
+EPOCHS = 3
+TRIALS = {"alpha": 2, "beta": 2}
+
+
+def job_spec(name: str, study: str) -> dict:
+    return {
+        "name": name,
+        "data": {"variant": "multilabel", "train_size": 32, "val_size": 16, "heldout_size": 16, "test_size": 16},
+        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "input", "loss": "energy", "lam": 1.0,
+                  "epochs": EPOCHS, "batch_size": 16, "overlay_images": 1, "device": "cpu"},
+        "space": {"lr": {"loguniform": [3e-4, 3e-3]}},
+        "sampler": "random",
+        "trials": TRIALS[name],
+        "concurrency": 1,  # each search's share of the 2-CPU cluster: one trial at a time
+        "resources": {"cpu": 1},
+        "max_failures": 2,
+        "study_storage": study,
+    }
+
+
+def node_ids(address: str, env: dict) -> dict[str, bool]:
+    """Alive node id -> whether it is the head."""
+    probe = (
+        f"import json, ray; ray.init(address='{address}', log_to_driver=False); "
+        "print(json.dumps({n['NodeID']: 'node:__internal_head__' in n['Resources'] for n in ray.nodes() if n['Alive']}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
+
+
+def wait_until(what: str, check, timeout: float = 240, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trial_runs(client: MlflowClient, name: str) -> list:
+    experiment = client.get_experiment_by_name(experiment_name(name))
+    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'") if experiment else []
+
+
+def kill_node(node: RayNode) -> None:
+    """Lose a whole node at once: SIGKILL its ``ray start``, raylet, agents and workers (each worker has its own process group)."""
+    root = psutil.Process(node.process.pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    node.process.wait(timeout=30)
+
+
+def stop_node(node: RayNode) -> None:
+    """Stop a node as test_cluster does, then SIGKILL whatever of it is left (workers have their own process groups)."""
+    try:
+        left = psutil.Process(node.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        left = []
+    node.stop()
+    for process in left:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+class Laptop:
+    """``mg-tune`` as a user runs it: the cluster's token, the dashboard's URL, no tracking URI."""
+
+    def __init__(self, env: dict, address: str, cwd: Path) -> None:
+        self.env, self.address, self.cwd = env, address, cwd
+
+    def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([MG_TUNE, *args], env=env or self.env, cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 300) -> str:
+        done = self.run(*args, "--address", self.address, timeout=timeout)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, mlflow_server, s3_credentials):
+    """Head (dashboard + job server on 127.0.0.1, token auth) and one worker node; the cluster's environment holds the tracking URI."""
+    uri, _ = mlflow_server
+    root = tmp_path_factory.mktemp("jobs-cluster")
+    token = uuid.uuid4().hex
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, **s3_credentials, "PATH": f"{venv_bin}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri, "MG_TUNE_STORAGE_PATH": str(root / "runs"),
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    env.pop("RAY_ADDRESS", None)
+    port, dashboard = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    head = RayNode(["--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                    f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}", "--disable-usage-stats"], env, root / "head.log")
+    nodes = [head]
+
+    def add_worker(log: str) -> RayNode:
+        node = RayNode([f"--address={address}", f"--dashboard-agent-listen-port={free_port()}"], env, root / log)
+        nodes.append(node)
+        return node
+
+    try:
+        wait_until("the head", lambda: len(node_ids(address, env)) == 1, timeout=120, every=2)
+        worker = add_worker("worker.log")
+        ids = wait_until("the worker node", lambda: (found := node_ids(address, env)) and len(found) == 2 and found, timeout=120, every=2)
+        laptop_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "RAY_"))}
+        laptop_env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PATH": env["PATH"], "COLUMNS": "200"})
+        yield {
+            "env": env, "root": root, "uri": uri, "address": address, "worker": worker, "add_worker": add_worker,
+            "worker_id": next(i for i, head_node in ids.items() if not head_node),
+            "laptop": Laptop(laptop_env, f"http://127.0.0.1:{dashboard}", root),
+        }
+    finally:
+        for node in reversed(nodes):
+            stop_node(node)
+
+
+def hold(client: MlflowClient, name: str) -> object:
+    """Freeze (SIGSTOP) a trial of search ``name`` that is mid-run, and return its run.
+
+    A trial seen RUNNING with 1 <= epoch <= EPOCHS - 2 in a live process is frozen, then read again: still
+    RUNNING means it is held with epochs left, whatever the machine's speed (else it is let go
+    and the next one is tried).
+    """
+    while True:
+        run = wait_until(f"a {name} trial mid-run", lambda: next((r for r in trial_runs(client, name) if r.info.status == "RUNNING" and 1 <= r.data.metrics.get("epoch", 0) <= EPOCHS - 2 and alive(int(r.data.tags["mg_tune.pid"]))), None))
+        pid = int(run.data.tags["mg_tune.pid"])
+        os.kill(pid, signal.SIGSTOP)
+        now = client.get_run(run.info.run_id)
+        if now.info.status == "RUNNING" and now.data.tags.get("mg_tune.pid") == str(pid):
+            return now
+        os.kill(pid, signal.SIGCONT)
+
+
+def alive(pid: int) -> bool:
+    """A running process (a run of a trial lost with its node still says RUNNING, with the dead process's pid)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def release(run) -> None:
+    try:
+        os.kill(int(run.data.tags["mg_tune.pid"]), signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def scenario(cluster, postgres_database):
+    laptop, root, uri, client = cluster["laptop"], cluster["root"], cluster["uri"], MlflowClient(cluster["uri"])
+    studies = {name: postgres_database() for name in TRIALS}
+    for name in TRIALS:
+        (root / f"{name}.yaml").write_text(yaml.safe_dump(job_spec(name, studies[name])))
+    seen: dict = {"studies": studies}
+    held = {}
+    try:
+        # two searches at once; the client returns at once
+        for name in TRIALS:
+            started = time.monotonic()
+            seen[f"submit {name}"] = laptop.ok("submit", f"{name}.yaml")
+            seen[f"submit {name} seconds"] = time.monotonic() - started
+        # one trial of each held mid-run: one on the head, one on the worker node (1 CPU each)
+        held = {name: hold(client, name) for name in TRIALS}
+        seen["list"] = laptop.ok("jobs", "list", "--tracking-uri", uri)
+
+        # the worker node lost with its trial mid-run; the autoscaler's replacement joins
+        lost = next(name for name, run in held.items() if run.data.tags["mg_tune.node_id"] == cluster["worker_id"])
+        seen["node kill"] = (lost, held[lost].data.tags[TRIAL_TAG], int(held[lost].data.metrics["epoch"]))
+        kill_node(cluster["worker"])
+        del held[lost]
+        cluster["add_worker"]("worker2.log")
+
+        # beta stopped while a trial of it is held mid-run
+        if "beta" not in held:
+            held["beta"] = hold(client, "beta")
+        seen["held"] = held["beta"].data.tags[TRIAL_TAG]
+        seen["stop"] = laptop.ok("jobs", "stop", "beta", timeout=400)
+        seen["stopped runs"] = {r.data.tags[TRIAL_TAG]: r for r in trial_runs(client, "beta")}
+        seen["stopped study"] = optuna.load_study(study_name="beta", storage=studies["beta"]).trials
+        seen["stop again"] = laptop.run("jobs", "stop", "beta", "--address", laptop.address)
+        seen["logs"] = laptop.ok("jobs", "logs", "beta")
+
+        # alpha's driver killed while a trial of it is held mid-run, after one finished; resubmitted with --resume
+        if "alpha" in held:
+            release(held.pop("alpha"))
+        wait_until("a finished alpha trial", lambda: any(r.info.status == "FINISHED" for r in trial_runs(client, "alpha")))
+        held["alpha"] = hold(client, "alpha")
+        os.kill(int(cluster_jobs(laptop)["alpha"]["driver_info"]["pid"]), signal.SIGKILL)
+        wait_until("alpha's job to fail", lambda: cluster_jobs(laptop)["alpha"]["status"] == "FAILED", every=1)
+        seen["alpha resubmit"] = laptop.ok("submit", "alpha.yaml", "--resume")
+
+        # beta resumed and followed to its end; alpha waited for
+        seen["resume beta"] = laptop.ok("submit", "beta.yaml", "--resume", "--wait", timeout=600)
+        wait_until("alpha's resumed job to end", lambda: cluster_jobs(laptop)["alpha"]["status"] in ("SUCCEEDED", "FAILED"), timeout=600, every=2)
+        seen["final list"] = laptop.ok("jobs", "list", "--tracking-uri", uri)
+        seen["final jobs"] = cluster_jobs(laptop)
+    finally:
+        for run in held.values():  # killed with their job by now; never leave a frozen process behind
+            try:
+                os.kill(int(run.data.tags["mg_tune.pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return seen
+
+
+def cluster_jobs(laptop: Laptop) -> dict[str, dict]:
+    """The newest job of each search, as Ray's own client sees it (token from the environment)."""
+    code = (
+        "import json, sys; from ray.job_submission import JobSubmissionClient; "
+        f"jobs = sorted(JobSubmissionClient('{laptop.address}').list_jobs(), key=lambda j: j.start_time or 0); "
+        "print(json.dumps({j.metadata['mg_tune.search']: {'status': j.status.value, 'id': j.submission_id, 'driver_info': j.driver_info and j.driver_info.dict()} for j in jobs if j.metadata.get('mg_tune.search')}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=laptop.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_submit_returns_at_once(scenario):
+    for name in TRIALS:
+        assert scenario[f"submit {name} seconds"] < 90  # the CLI's start-up on a loaded 2-core machine; the search runs for minutes
+        assert f"submitted search {name!r} as Ray job mg-tune-{name}-" in scenario[f"submit {name}"]
+        assert f"mg-tune jobs logs {name} --follow" in scenario[f"submit {name}"]
+
+
+def test_list_shows_both_searches_while_they_run_and_their_fronts_at_the_end(scenario):
+    for name, trials in TRIALS.items():
+        line = next(l for l in scenario["list"].splitlines() if f" {name} " in l)
+        assert "RUNNING" in line and f"/{trials}" in line, scenario["list"]
+    final = scenario["final list"]
+    for name, trials in TRIALS.items():
+        line = next(l for l in final.splitlines() if f" {name} " in l)
+        assert "SUCCEEDED" in line and f"{trials}/{trials}" in line, final
+
+
+def test_every_trial_epoch_is_in_mlflow_exactly_once_in_its_own_search(scenario, cluster):
+    client = MlflowClient(cluster["uri"])
+    assert {name: job["status"] for name, job in scenario["final jobs"].items()} == {"alpha": "SUCCEEDED", "beta": "SUCCEEDED"}
+    for name, trials in TRIALS.items():
+        runs = trial_runs(client, name)
+        assert {r.data.tags[SEARCH_TAG] for r in runs} == {name}
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        assert len(finished) == trials
+        # a trial alpha's killed driver had started after Ray's last snapshot is KILLED with the reason, never left RUNNING
+        assert all(r.info.status == "KILLED" and r.data.tags.get(FAILURE_TAG) for r in runs if r.info.status != "FINISHED")
+        table = checkpoint_table(cluster["uri"], name)
+        done = table[table.run_id.isin({r.info.run_id for r in finished})]
+        assert sorted(zip(done.trial_id, done.epoch)) == sorted((r.data.tags[TRIAL_TAG], e) for r in finished for e in range(1, EPOCHS + 1))
+        assert not table.duplicated(["trial_id", "epoch"]).any()
+        for run in finished:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch")] == list(range(1, EPOCHS + 1))
+    # each search's Ray Tune state in its own folder of the cluster's storage path
+    assert sorted(p.name for p in (cluster["root"] / "runs").iterdir()) == ["alpha", "beta"]
+
+
+def test_a_lost_node_restarts_its_trial_on_another_node_from_its_checkpoint(scenario, cluster):
+    name, trial, epoch = scenario["node kill"]
+    client = MlflowClient(cluster["uri"])
+    run = next(r for r in trial_runs(client, name) if r.data.tags[TRIAL_TAG] == trial)
+    assert run.info.status == "FINISHED" and run.data.tags["mg_tune.node_id"] != cluster["worker_id"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "f1")] == list(range(1, EPOCHS + 1))
+
+
+def test_stop_ends_the_running_trial_killed_and_its_optuna_trial_failed(scenario):
+    assert "job mg-tune-beta-" in scenario["stop"] and "STOPPED" in scenario["stop"]
+    held = scenario["stopped runs"][scenario["held"]]
+    assert held.info.status == "KILLED" and held.data.tags[FAILURE_TAG] == STOP_REASON
+    assert 1 <= held.data.metrics["epoch"] < EPOCHS  # its checkpoints stay in MLflow
+    states = [t.state for t in scenario["stopped study"]]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1 and optuna.trial.TrialState.RUNNING not in states
+    again = scenario["stop again"]
+    assert again.returncode == 2 and again.stderr.startswith("error: search beta is not running") and len(again.stderr.strip().splitlines()) == 1
+    assert "Ray Tune" in scenario["logs"] or "Trial" in scenario["logs"]
+
+
+def test_resume_after_stop_reruns_nothing_and_optuna_records_the_resumed_result(scenario, cluster):
+    out = scenario["resume beta"]
+    assert "Pareto front of search 'beta'" in out and "SUCCEEDED" in out
+    study = optuna.load_study(study_name="beta", storage=scenario["studies"]["beta"])
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(complete) == TRIALS["beta"] and len(failed) == 1
+    retried = [t for t in complete if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retried) == 1 and retried[0].params == failed[0].params
+    last = checkpoint_table(cluster["uri"], "beta").query(f"epoch == {EPOCHS}")
+    assert sorted(tuple(round(v, 6) for v in t.values) for t in complete) == sorted(tuple(round(v, 6) for v in row) for row in last[["f1", "epg", "iou"]].to_numpy())
+
+
+def test_the_laptop_needs_the_token_and_a_reachable_cluster(cluster, tmp_path):
+    laptop = cluster["laptop"]
+    bare = {k: v for k, v in laptop.env.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(tmp_path)}
+    cases = {
+        "requires a token": bare,
+        "refused the token": {**laptop.env, "RAY_AUTH_TOKEN": "wrong-" + uuid.uuid4().hex},
+    }
+    for expected, env in cases.items():
+        done = laptop.run("jobs", "list", "--address", laptop.address, env=env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], done.stderr
+    done = laptop.run("jobs", "logs", "nope", "--address", laptop.address)
+    assert done.returncode == 2 and done.stderr.startswith("error: no search 'nope' on the Ray cluster")
+
+
+def test_a_search_name_is_submitted_once_then_only_resumed(scenario, cluster):
+    laptop = cluster["laptop"]
+    done = laptop.run("submit", "alpha.yaml", "--address", laptop.address)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: search alpha was submitted before (job mg-tune-alpha-"), done.stderr
