@@ -66,7 +66,7 @@ def connect(address: str | None) -> JobSubmissionClient:
     except ConnectionError:
         raise ValueError(f"cannot reach the Ray job server at {address} (is 'ray dashboard cluster/cluster.yaml' forwarding it?)") from None
     except AuthenticationError:
-        if not _token_given():
+        if not _token_given() or os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray's clients send no token then
             raise ValueError(f"the Ray cluster at {address} requires a token: set {TOKEN_HELP}") from None
         raise ValueError(f"the Ray cluster at {address} refused the token: set the cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token ('ray get-auth-token' on the head)") from None
     return client
