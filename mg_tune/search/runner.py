@@ -12,6 +12,10 @@ The driver logs the hypervolume after every trial-epoch
 mo_asha`` trials are stopped early by
 :class:`~mg_tune.search.schedulers.MOASHAScheduler` and their runs end
 FINISHED with tag ``mg_tune.stopped_early`` (their checkpoints stay).
+
+SIGTERM (``mg-tune jobs stop``, Ray's job stop) stops a search gracefully
+(:mod:`mg_tune.search.stopping`): running trials' runs end KILLED with the
+reason, their Optuna trials FAIL, and ``--resume`` continues them.
 """
 
 from __future__ import annotations
