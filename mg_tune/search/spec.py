@@ -17,7 +17,11 @@ Search-space entries::
 ``lam`` is always conditional on the loss: its range defaults to one decade
 around the reproducibility study's grid for that loss (Table 5), i.e.
 [min/√10, max·√10]. The ``grid`` sampler runs every combination of the
-``choice`` lists and, for λ, the paper's exact grid per loss.
+``choice`` lists and, for λ, the paper's exact grid per loss. The grid and
+the default ranges are in the papers' units: λ multiplies the *sum* of the
+per-image localization losses over a batch (``lam_reduction: sum``, the
+default, as the authors' train.py). A spec with ``lam_reduction: mean`` must
+give every loss's λ range itself and cannot use the paper grid.
 
 Search efficiency::
 
@@ -52,14 +56,15 @@ PAPER_LAMBDA_GRID: dict[str, tuple[float, ...]] = {
     "ppce": (1e-4, 5e-4, 1e-3),
     "energy_star": (0.5,),
 }
-"""λ_loc grids of the main paper as listed by the reproducibility study (Table 5)."""
+"""λ_loc grids of the main paper as listed by the reproducibility study (Table 5), in the
+papers' units: λ multiplies Σ over the batch's annotated images of L_loc (``lam_reduction: sum``)."""
 
 METRIC_NAMES: tuple[str, ...] = (
     "f1", "map", "accuracy", "epg", "iou", "seg_epg", "x_seg_epg", "pafl", "safl",
     "worst_group_acc", "mean_group_acc",
 )
 SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "random", "grid")
-SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint"))
+SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction"))
 DATA_SEARCHABLE: tuple[str, ...] = ("annotation_fraction", "dilation", "mask_kind")
 
 
@@ -188,6 +193,13 @@ class SearchSpec(_Strict):
                 raise ValueError(f"{name} is both fixed and searched")
         if "lam" in self.space and self.space["lam"].kind != "loguniform_by_loss":
             raise ValueError("space.lam must be loguniform_by_loss (λ's range depends on the loss)")
+        if "lam" in self.space and self.fixed.get("lam_reduction") == "mean":
+            missing = [loss for loss in self.losses() if loss not in self.space["lam"].loguniform_by_loss]
+            if missing or self.sampler == "grid" or self.warm_start == "paper_grid":
+                raise ValueError(
+                    "space.lam: the paper grid and the default λ ranges are in the papers' units (lam_reduction: sum); "
+                    f"with lam_reduction: mean give a range for every loss{f' (missing: {missing[0]})' if missing else ''} and no paper grid"
+                )
         bounds: dict[str, list[Constraint]] = {}
         for text in self.constraints:
             c = parse_constraint(text)
