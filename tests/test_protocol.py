@@ -254,7 +254,18 @@ def test_mean_reduction_needs_explicit_lambda_ranges_and_no_paper_grid():
     base = {"fixed": {"lam_reduction": "mean"}, "space": {"loss": {"choice": ["energy", "l1"]}}}
     with pytest.raises(ValueError, match="missing: l1"):
         SearchSpec.model_validate({**base, "space": {**base["space"], "lam": {"loguniform_by_loss": {"energy": [0.1, 1.0]}}}})
-    with pytest.raises(ValueError, match="no paper grid"):
+    with pytest.raises(ValueError, match="for a grid, lam_grid"):
         SearchSpec.model_validate({**base, "sampler": "grid", "space": {**base["space"], "lam": {"loguniform_by_loss": {"energy": [0.1, 1.0], "l1": [0.1, 1.0]}}}})
     spec = SearchSpec.model_validate({**base, "space": {**base["space"], "lam": {"loguniform_by_loss": {"energy": [0.1, 1.0], "l1": [0.2, 2.0]}}}})
     assert spec.lambda_range("l1") == (0.2, 2.0) and spec.train_config({"lam": 0.5}).lam_reduction == "mean"
+
+
+def test_lam_grid_replaces_the_paper_grid_within_the_range():
+    from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec
+
+    space = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [1e-4, 1.0]}}}
+    spec = SearchSpec.model_validate({"space": space, "sampler": "grid", "lam_grid": {"energy": [1e-3, 1e-1]}})
+    points = {(p["loss"], p["lam"]) for p in spec.grid_points()}
+    assert points == {("energy", 1e-3), ("energy", 1e-1)} | {("l1", lam) for lam in PAPER_LAMBDA_GRID["l1"]}
+    with pytest.raises(ValueError, match="lam_grid: λ=10 of loss energy lies outside"):
+        SearchSpec.model_validate({"space": space, "sampler": "grid", "lam_grid": {"energy": [10.0]}})
