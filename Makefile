@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 # The installer and build backend are pinned too: a new pip or setuptools must not change an install.
 BUILD_TOOLS := pip==26.3 setuptools==84.2.1
 
-.PHONY: install test test-fast demo bench lock check-latest clean
+.PHONY: install test demo bench lock check-latest clean
 
 # The locked install: every package at the version in requirements.lock (no resolving), then mg-tune itself.
 $(STAMP): pyproject.toml $(LOCK)

@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     fronts = []
     errors = 0
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         if not args.no_warmup:
             warm_dir = root / "timings" / "warmup"

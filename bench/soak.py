@@ -157,7 +157,7 @@ def main() -> None:
     db = root / "mlflow.db"
     uri = f"sqlite:///{db}"
     raw = spec("soak", args.trials, args.concurrency, args.epochs, root)
-    ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
     sampler = MemorySampler(args.interval)
     sampler.samples.append(sampler.sample())
     sampler.start()

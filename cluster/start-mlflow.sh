@@ -17,8 +17,27 @@
 #   MG_TUNE_SERVER_AUTH=1      MLflow basic auth; set MLFLOW_AUTH_ADMIN_PASSWORD too.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [ -f "$here/mg-tune.env" ]; then
-  set -a; source "$here/mg-tune.env"; set +a
+env_file="$here/mg-tune.env"
+if [ -f "$env_file" ]; then
+  # One line and exit 2 for a file that is not UTF-8 KEY=value text (binary, truncated mid-quote), before anything starts.
+  python3 - "$env_file" <<'CHECK' || exit 2
+import re, shlex, sys
+path = sys.argv[1]
+try:
+    text = open(path, encoding="utf-8").read()
+except UnicodeDecodeError as exc:
+    sys.exit(f"error: {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})")
+for n, line in enumerate(text.splitlines(), 1):
+    if not line.strip() or line.lstrip().startswith("#"):
+        continue
+    if "\0" in line or not re.fullmatch(r"(export\s+)?[A-Za-z_]\w*=.*", line.strip()):
+        sys.exit(f"error: {path}: line {n}: expected KEY=value")
+    try:
+        shlex.split(line, comments=True)
+    except ValueError as exc:  # an unterminated quote: the file was cut short
+        sys.exit(f"error: {path}: line {n}: {exc} (truncated?)")
+CHECK
+  set -a; source "$env_file"; set +a
 fi
 
 host="${MG_TUNE_SERVER_HOST:-$(hostname -I | awk '{print $1}')}"

@@ -50,21 +50,43 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+"""How every file ``torch.save`` writes (zip serialisation, the default since PyTorch 1.6) begins."""
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint on the CPU; refuses anything but tensors and plain data."""
     return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
+def read_weights(path: str | Path, shown: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, or one ``ValueError`` line naming ``shown``.
+
+    The line says which of these it is: the file cannot be read, it holds
+    pickled code (``weights_only`` refuses a global; the class is named), it
+    is not a PyTorch file at all (random bytes, text), or it is a truncated or
+    corrupt one (an interrupted copy or download).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except OSError as exc:
+        raise ValueError(f"{shown}: cannot read ({exc.strerror})") from None
+    try:
+        return load_checkpoint(path)
+    except pickle.UnpicklingError as exc:  # what weights_only=True raises for pickled code, and for non-pickles
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None and head != ZIP_MAGIC:
+            raise ValueError(f"{shown} is not a PyTorch checkpoint (neither a zip archive nor a pickle)") from None
+        detail = f" (it references {found.group(1)})" if found else ""
+        raise ValueError(f"{shown} is not a weights file: it holds pickled objects{detail}; refusing to load it") from None
+    except (RuntimeError, EOFError) as exc:  # torch's zip reader, or a pickle that stops short
+        reason = str(exc).split(". ")[0].strip() or "file ends early"
+        raise ValueError(f"{shown} is a truncated or corrupt PyTorch file ({reason})") from None
+
+
 def check_checkpoint(path: str | Path, field: str) -> None:
     """Raise a one-line ``ValueError`` naming ``field`` unless ``path`` is a loadable checkpoint (weights only)."""
-    try:
-        state = load_checkpoint(path)
-    except pickle.UnpicklingError as exc:  # what weights_only=True raises for pickled code
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        detail = f" (it references {found.group(1)})" if found else ""
-        raise ValueError(f"{field}: {path} holds pickled objects{detail}, not only weights; refusing to load it") from None
-    except Exception as exc:  # a missing file, not a torch file
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
-        raise ValueError(f"{field}: {path}: cannot load checkpoint ({reason})") from None
+    state = read_weights(path, f"{field}: {path}")
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{field}: {path}: not an mg-tune checkpoint (no 'model' entry)")

@@ -53,7 +53,7 @@ def search(
     spec_path: Path = typer.Argument(..., help="search spec YAML (see search_spaces/)"),
     name: Optional[str] = typer.Option(None, "--name", help="search name (default: the spec's name)"),
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted search of this name"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address, e.g. auto"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (auto, HOST:PORT); default $RAY_ADDRESS, else a new local Ray"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
     storage_path: Optional[str] = typer.Option(None, "--storage-path", help="where Ray Tune keeps the search state (dir or s3://)"),
 ) -> None:

@@ -36,7 +36,6 @@ import contextlib
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -52,12 +51,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from pydantic import ValidationError
 
-from mg_tune.checkpoint import CHECKPOINT_FILE
+from mg_tune.checkpoint import CHECKPOINT_FILE, read_weights
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.guidance.pruning import load_state
 from mg_tune.models import StagedModel, build_model
 from mg_tune.pareto_report import _model_metrics
+from mg_tune.textfiles import decode_problem, read_utf8
 from mg_tune.tracking import (
     SearchRun,
     experiment_name,
@@ -256,18 +256,6 @@ def model_card(record: Mapping[str, Any], config: TrainConfig, params: Mapping[s
 # --------------------------------------------------------------------------- safe reading
 
 
-def _torch_load(path: Path, shown: str) -> Any:
-    """``torch.load(weights_only=True)`` with one-line ``ValueError``s naming ``shown``."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        detail = f" (it references {found.group(1)})" if found else ""
-        raise ValueError(f"{shown} is not a weights file: it holds pickled objects{detail}; refusing to load it") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"{shown} is not a readable torch file: {_first_line(str(exc))}") from None
-
-
 def _state_dict(value: Any, shown: str) -> dict[str, torch.Tensor]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         raise ValueError(f"{shown} is not a state_dict (a mapping of names to tensors)")
@@ -276,7 +264,7 @@ def _state_dict(value: Any, shown: str) -> dict[str, torch.Tensor]:
 
 def _read_checkpoint(path: Path, shown: str) -> dict[str, Any]:
     """A raw mg-tune checkpoint: ``model`` (state_dict) and ``config`` entries are required."""
-    state = _torch_load(path, shown)
+    state = read_weights(path, shown)
     if not isinstance(state, Mapping) or "model" not in state or "config" not in state:
         raise ValueError(f"{shown} is not an mg-tune checkpoint (no 'model' and 'config' entries)")
     return {**state, "model": _state_dict(state["model"], shown)}
@@ -297,10 +285,12 @@ def _read_package(folder: Path, shown: str) -> tuple[dict[str, torch.Tensor], Tr
         if not (folder / name).is_file():
             raise ValueError(f"{shown} is not an mg-tune export: {name} is missing")
     try:
-        data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_utf8(folder / CONFIG_FILE))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{shown}/{CONFIG_FILE}: {decode_problem(exc)}") from None
+    except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{shown}/{CONFIG_FILE} is not valid JSON: {exc}") from None
-    state = _state_dict(_torch_load(folder / MODEL_FILE, f"{shown}/{MODEL_FILE}"), f"{shown}/{MODEL_FILE}")
+    state = _state_dict(read_weights(folder / MODEL_FILE, f"{shown}/{MODEL_FILE}"), f"{shown}/{MODEL_FILE}")
     return state, _config(data, f"{shown}/{CONFIG_FILE}")
 
 

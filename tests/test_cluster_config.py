@@ -1,5 +1,7 @@
 """cluster/cluster.yaml and cluster/local.yaml against Ray's cluster-config schema, and what they must contain."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -40,3 +42,25 @@ def test_aws_cluster_has_autoscaling_gpu_workers_and_no_secrets():
     assert config["available_node_types"]["head"]["resources"] == {"CPU": 0}
     for secret in ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", "PASSWORD=", "password:"):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"\x00\xff\xfe\x00garbage", "mg-tune.env: not UTF-8 text (byte 0xff at offset 1)"),
+        (b'MG_TUNE_ARTIFACTS=s3://bucket/mlflow\nMG_TUNE_BACKEND_STORE_URI="postgresql://mlflow@db/ml', "mg-tune.env: line 2: No closing quotation (truncated?)"),
+        (b"MG_TUNE_ARTIFACTS=s3://bucket/mlflow\nnot an assignment\n", "mg-tune.env: line 2: expected KEY=value"),
+    ],
+    ids=["not-utf8", "cut-short", "not-key-value"],
+)
+def test_start_mlflow_refuses_a_bad_env_file_with_one_line_before_starting_anything(tmp_path, content, message):
+    cluster = tmp_path / "cluster"
+    cluster.mkdir()
+    shutil.copy(CLUSTER / "start-mlflow.sh", cluster)
+    (cluster / "mg-tune.env").write_bytes(content)
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run(["bash", str(cluster / "start-mlflow.sh")], capture_output=True, text=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {cluster}/{message}"]
+    assert list(home.iterdir()) == []  # no server output, no ~/.mg-tune-tracking

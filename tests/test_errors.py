@@ -42,6 +42,17 @@ def _pickled_code_checkpoint() -> bytes:
 
 
 PICKLED = _pickled_code_checkpoint()
+NOT_TEXT = b"\x00\xff\xfe\x00garbage"  # what a binary file, another encoding or random bytes look like
+
+
+def _truncated_checkpoint() -> bytes:
+    """The first half of a real checkpoint file: an interrupted copy or download."""
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(256)}, "config": {}, "epoch": 1}, buffer)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+TRUNCATED = _truncated_checkpoint()
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,12 @@ class Case:
     store: bool = False  # an MLflow store at ./mlflow.db holding search 'tiny' (trial t0, epoch 1) first
 
 
-def spec_case(what: str, spec: str, *extra: str, files: dict | None = None) -> Case:
+def spec_case(what: str, spec: str | bytes, *extra: str, files: dict | None = None) -> Case:
     return Case(what, ["search", "spec.yaml", *extra], {"spec.yaml": spec, **(files or {})})
+
+
+def data_case(what: str, name: str, files: dict[str, str | bytes]) -> Case:
+    return Case(what, ["data", "check", name, "--root", name], {f"{name}/{path}": content for path, content in files.items()})
 
 
 def export_case(what: str, *args: str, files: dict | None = None) -> Case:
@@ -66,6 +81,7 @@ def export_case(what: str, *args: str, files: dict | None = None) -> Case:
 COCO_VAL = '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}'
 CASES: list[Case] = [
     spec_case("malformed YAML", "data: {variant: multilabel\n"),
+    spec_case("a spec file that is not UTF-8 text", NOT_TEXT),
     spec_case("a spec that is not a mapping", "- lr\n- lam\n"),
     Case("a spec file that does not exist", ["search", "nowhere.yaml"]),
     spec_case("unknown key (typo)", "trails: 8\n"),
@@ -106,6 +122,14 @@ CASES: list[Case] = [
     ),
     spec_case("initial checkpoint that does not exist", "fixed: {init_checkpoint: missing.pt}\n"),
     spec_case("initial checkpoint with pickled code", "fixed: {init_checkpoint: evil.pt}\n", files={"evil.pt": PICKLED}),
+    spec_case("initial checkpoint that is not a PyTorch file", "fixed: {init_checkpoint: junk.pt}\n", files={"junk.pt": NOT_TEXT}),
+    spec_case("initial checkpoint cut short", "fixed: {init_checkpoint: half.pt}\n", files={"half.pt": TRUNCATED}),
+    data_case("VOC image set that is not UTF-8 text", "voc", {"VOC2007/ImageSets/Main/train.txt": NOT_TEXT, "VOC2007/Annotations/.keep": "", "VOC2007/JPEGImages/.keep": ""}),
+    data_case("VOC annotation that is not UTF-8 text", "voc", {"VOC2007/ImageSets/Main/train.txt": "000001\n", "VOC2007/Annotations/000001.xml": NOT_TEXT, "VOC2007/JPEGImages/.keep": ""}),
+    data_case("COCO annotation file that is not UTF-8 text", "coco", {"annotations/instances_train2014.json": NOT_TEXT}),
+    data_case("Waterbirds metadata that is not UTF-8 text", "waterbirds", {"metadata.csv": NOT_TEXT}),
+    data_case("Waterbirds metadata cut short", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,", "boxes.csv": "img_filename,x,y,w,h\n/a/1.jpg,1,1,5,5\n"}),
+    data_case("Waterbirds boxes that are not UTF-8 text", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,0\n", "boxes.csv": NOT_TEXT}),
     spec_case("unreachable tracking server", "trials: 2\n", "--tracking-uri", "http://127.0.0.1:9"),
     spec_case("unreachable tracking server, password in the URI", "tracking_uri: http://admin:s3cret@127.0.0.1:9\n"),
     spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
@@ -115,6 +139,7 @@ CASES: list[Case] = [
     export_case("export of an unknown trial", "--trial", "t9"),
     export_case("export of an epoch never logged", "--epoch", "7"),
     export_case("export of a checkpoint holding pickled code"),
+    export_case("export of a checkpoint cut short", "--trial", "t1"),
     export_case("export target outside the current directory", "--to", "../outside"),
     export_case("export target that is a file", "--to", "exported", files={"exported": "not a directory\n"}),
     export_case("export target of an unsupported kind", "--to", "ftp://host/models"),
@@ -122,14 +147,15 @@ CASES: list[Case] = [
 
 
 def make_store(uri: str) -> None:
-    """Search 'tiny' with trial t0 whose epoch-1 checkpoint holds pickled code."""
-    search = start_search("tiny", {"trials": 1}, "trials: 1\n", uri, resume=False)
-    logger = TrialLogger(search, "t0", {"lr": 0.001})
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(tmp) / "checkpoint.pt"
-        checkpoint.write_bytes(PICKLED)
-        logger.log_epoch(EpochResult(1, {"f1": 0.5, "epg": 0.5, "iou": 0.5}, checkpoint, None))
-    logger.finish()
+    """Search 'tiny': trial t0's epoch-1 checkpoint holds pickled code, trial t1's is cut short."""
+    search = start_search("tiny", {"trials": 2}, "trials: 2\n", uri, resume=False)
+    for trial, content in (("t0", PICKLED), ("t1", TRUNCATED)):
+        logger = TrialLogger(search, trial, {"lr": 0.001})
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = Path(tmp) / "checkpoint.pt"
+            checkpoint.write_bytes(content)
+            logger.log_epoch(EpochResult(1, {"f1": 0.5, "epg": 0.5, "iou": 0.5}, checkpoint, None))
+        logger.finish()
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -174,7 +200,8 @@ def document(rows: list[str]) -> str:
             "real runs of the CLI (`tests/test_errors.py` checks every row). Commands run in a directory holding",
             "the files named; `MLFLOW_TRACKING_URI=sqlite:///mlflow.db` unless the command says otherwise; the",
             "export and Pareto rows run against a store holding search `tiny` (trial `t0`, epoch 1, whose",
-            "checkpoint holds pickled code). Spec files are shown in `tests/test_errors.py`.",
+            "checkpoint holds pickled code; trial `t1`, whose checkpoint is cut short). Spec and data files are",
+            "shown in `tests/test_errors.py`; `NOT_TEXT` there is the bytes `00 ff fe 00` followed by `garbage`.",
             "",
             "| bad input | command | message |",
             "|---|---|---|",

@@ -138,6 +138,13 @@ def test_load_model_refuses_pickled_objects_and_reads_raw_checkpoints(tiny_searc
         mg_tune.load_model(package)
     with pytest.raises(ValueError, match="does not exist"):
         mg_tune.load_model(tmp_path / "missing")
+    weights = (package / "model.pt").read_bytes()
+    (package / "model.pt").write_bytes(weights[: len(weights) // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"^\S*pkg/model\.pt is a truncated or corrupt PyTorch file \(PytorchStreamReader failed reading zip archive[^\n]*\)$"):
+        mg_tune.load_model(package)
+    (package / "config.json").write_bytes(b"\x00\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match=r"pkg/config\.json: not UTF-8 text \(byte 0xff at offset 1\)$"):
+        mg_tune.load_model(package)
 
     raw = tmp_path / "t1-1.pt"
     expected = checkpoint_weights(uri, "t1", 1, tmp_path)

@@ -149,3 +149,15 @@ def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
     steps, values = [h[1] for h in history], [h[2] for h in history]
     assert steps == sorted(set(steps)) and steps[-1] == len(checkpoint_table(uri, "resumable"))
     assert values == sorted(values)
+
+
+def test_the_driver_never_joins_a_cluster_it_was_not_told_about(monkeypatch):
+    """Ray's own default (address=None) joins the newest `ray start` cluster of the machine, dead or not."""
+    from mg_tune.search.runner import ray_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(None) == "local"
+    assert ray_address("auto") == "auto"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")  # what `ray job submit` sets for the job's driver
+    assert ray_address(None) == "127.0.0.1:6390"
+    assert ray_address("10.0.0.5:6379") == "10.0.0.5:6379"

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.real import BadSamples, DatasetError, Loader, Record, carve, pixel_box, require_dir, require_file
+from mg_tune.textfiles import decode_problem
 
 ANNOTATION_FILES = {"train2014": "annotations/instances_train2014.json", "val2014": "annotations/instances_val2014.json"}
 
@@ -74,7 +75,7 @@ def load_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise DatasetError(path, f"corrupt JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
     except UnicodeDecodeError as exc:
-        raise DatasetError(path, f"corrupt JSON (not UTF-8: {exc.reason})") from None
+        raise DatasetError(path, decode_problem(exc)) from None
     if not isinstance(data, dict):
         raise DatasetError(path, f"expected a JSON object with images/annotations/categories, got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):

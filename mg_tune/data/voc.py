@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.real import BadSamples, DatasetError, Loader, Record, carve, require_dir, require_file
+from mg_tune.textfiles import decode_problem, read_utf8
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -82,7 +83,10 @@ def voc_dir(root: str | Path) -> Path:
 def read_image_set(base: Path, name: str) -> list[str]:
     """Image ids of ``ImageSets/Main/<name>.txt``."""
     path = require_file(base / "ImageSets" / "Main" / f"{name}.txt", f"image set {name!r}")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        ids = [line.split()[0] for line in read_utf8(path).splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, decode_problem(exc)) from None
     if not ids:
         raise DatasetError(path, "image set is empty")
     return ids

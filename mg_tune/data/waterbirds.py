@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.real import BadSamples, DatasetError, Loader, Record, carve, image_size, pixel_box, require_dir, require_file
+from mg_tune.textfiles import decode_problem, read_utf8
 
 SETTINGS: tuple[str, ...] = ("conventional", "reversed")
 GROUP_NAMES: tuple[str, ...] = ("landbird/land", "landbird/water", "waterbird/land", "waterbird/water")
@@ -85,8 +86,10 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str,
             if missing:
                 raise DatasetError(path, f"missing column(s) {', '.join(missing)} (header: {reader.fieldnames})")
             return [(reader.line_num, row) for row in reader]
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except csv.Error as exc:
         raise DatasetError(path, f"corrupt CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, decode_problem(exc)) from None
 
 
 def _number(path: Path, line: int, column: str, value: str | None, choices: tuple[int, ...] | None = None) -> float:
@@ -101,7 +104,11 @@ def _number(path: Path, line: int, column: str, value: str | None, choices: tupl
 
 def _cub_lines(path: Path, fields: int) -> list[tuple[int, list[str]]]:
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = read_utf8(path)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, decode_problem(exc)) from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()

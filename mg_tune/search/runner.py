@@ -121,6 +121,17 @@ def _resume_point(logger: TrialLogger, work: Path) -> Path | None:
     return ray_path
 
 
+def ray_address(address: str | None) -> str:
+    """Where the driver's Ray is: ``--address``, else ``$RAY_ADDRESS`` (set by ``ray job submit``), else a new local instance.
+
+    Never Ray's own default for ``address=None``, which joins the cluster
+    named in ``/tmp/ray/ray_current_cluster``: the newest ``ray start`` on the
+    machine, still written there after that cluster stopped (the driver then
+    waits minutes on a dead GCS), or somebody else's.
+    """
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
 def storage_path(spec: SearchSpec) -> str:
     """Where Ray Tune keeps the experiment state: the spec's path, ``./runs`` by default.
 
@@ -269,7 +280,7 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     study = study_storage(spec)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=ray_address(address), include_dashboard=False, log_to_driver=False, configure_logging=False)
     # Ray Tune snapshots the experiment at most every 10 s by default; a trial started after the last
     # snapshot is unknown to --resume (its MLflow run is marked KILLED, a replacement is sampled).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")

@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.guidance.losses import LOSSES
 from mg_tune.pareto import Constraint
+from mg_tune.textfiles import decode_problem, read_utf8
 
 PAPER_LAMBDA_GRID: dict[str, tuple[float, ...]] = {
     "l1": (1e-3, 5e-3, 1e-2),
@@ -349,9 +350,11 @@ def load_spec(path: str | Path) -> tuple[SearchSpec, str]:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_utf8(path)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: {decode_problem(exc)}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -1,0 +1,24 @@
+"""Reading files a user gives mg-tune: undecodable bytes become one line naming the file.
+
+Specs, VOC image sets, CUB text files, COCO JSON and Waterbirds CSVs are UTF-8
+text; a file that is not (a binary file, another encoding, random bytes) must
+not surface as a ``UnicodeDecodeError`` traceback. Callers wrap
+:func:`decode_problem` into their own error type (``SpecError``,
+``DatasetError``), so the message reads ``<file>: not UTF-8 text (byte 0xff at
+offset 1)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def decode_problem(exc: UnicodeDecodeError) -> str:
+    """What is wrong, in a few words: the first undecodable byte and its offset in the file."""
+    bad = exc.object[exc.start : exc.start + 1]
+    return f"not UTF-8 text (byte 0x{bad.hex()} at offset {exc.start})"
+
+
+def read_utf8(path: str | Path) -> str:
+    """The file's text; raises ``UnicodeDecodeError`` (see :func:`decode_problem`) or ``OSError``."""
+    return Path(path).read_text(encoding="utf-8")
