@@ -46,7 +46,7 @@ mask (a mean over no pixels), which is what the reproducibility study (Sec. 3.4)
 into. mg-tune's PPCE is 0 for an empty mask. The floors differ on purpose: 1e-6 bounds
 a pixel's cost at 13.8 so a few dead in-box pixels cannot dominate λ·L_loc; values of
 Â⁺ ≥ 1e-6 (and their gradients) are the authors' exactly. Pixels below the floor get
-no gradient from the log (nor do they from BCELoss's clamp)."""
+no gradient from the log here; in BCELoss a pixel in (0, 1e-6) still gets −1/Â⁺."""
 
 
 def energy(A: Tensor, M: Tensor) -> Tensor:
