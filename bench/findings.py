@@ -187,7 +187,8 @@ def finding_a(args: argparse.Namespace) -> None:
     """Main paper Sec. 5.1 / Fig. 5: Energy raises EPG more than L1 at equal F1."""
     rows = multilabel_reference() + search("a_energy_vs_l1")
     metrics = ["f1", "epg", "iou"]
-    summary = summarize(rows, ["loss", "lam"], metrics)
+    order = {"none": 0, "energy": 1, "l1": 2}
+    summary = sorted(summarize(rows, ["loss", "lam"], metrics), key=lambda e: (order[e["loss"]], e["lam"]))
     table = markdown("(a) test F1 / EPG / IoU, mean ± 95 % CI over 3 seeds", summary, ["loss", "lam"], metrics)
     reference = summary[0]
     best = {}
@@ -214,7 +215,7 @@ def finding_b(args: argparse.Namespace) -> None:
     rows = [{**r, "annotation_fraction": 0.0} for r in multilabel_reference()] + search("b_limited")
     rows += [{**r, "annotation_fraction": 1.0} for r in energy_full()]
     metrics = ["f1", "epg", "iou"]
-    summary = summarize(rows, ["annotation_fraction"], metrics)
+    summary = sorted(summarize(rows, ["annotation_fraction"], metrics), key=lambda e: e["annotation_fraction"])
     table = markdown("(b) Energy λ = 5e-2 (sum over the annotated images of a batch), test split", summary, ["annotation_fraction"], metrics)
     by = {e["annotation_fraction"]: e for e in summary}
     gain = by[1.0]["epg"] - by[0.0]["epg"]
@@ -237,7 +238,7 @@ def finding_c(args: argparse.Namespace) -> None:
     base("base_textured", "base-textured")
     rows = search("c_dilated_textured")
     metrics = ["f1", "epg", "iou"]
-    summary = summarize(rows, ["loss", "dilation"], metrics)
+    summary = sorted(summarize(rows, ["loss", "dilation"], metrics), key=lambda e: (e["loss"], e["dilation"]))
     table = markdown("(c) trained on dilated boxes, scored against the undilated test boxes (textured backgrounds)", summary, ["loss", "dilation"], metrics)
     drop = {}
     dilations = sorted({r["dilation"] for r in rows})
