@@ -196,7 +196,7 @@ class AuthorsStep:
         return 1 - num / den
 
 
-def make_batch(num_classes: int, batch_size: int, seed: int, annotated: float = 1.0) -> dict:
+def make_batch(num_classes: int, batch_size: int, seed: int, annotated: float = 1.0, image_size: int = IMAGE_SIZE) -> dict:
     """Synthetic images, one-hot labels and one box mask per image (for its label class).
 
     ``boxes`` holds the same boxes as the authors' data set returns them (a list
@@ -205,19 +205,20 @@ def make_batch(num_classes: int, batch_size: int, seed: int, annotated: float = 
     """
     g = torch.Generator().manual_seed(seed)
     labels_idx = torch.randint(num_classes, (batch_size,), generator=g)
-    masks = torch.zeros(batch_size, num_classes, IMAGE_SIZE, IMAGE_SIZE)
+    masks = torch.zeros(batch_size, num_classes, image_size, image_size)
     boxes: list = []
+    low, high = max(1, image_size * 12 // 64), max(2, image_size * 33 // 64)  # 12..32 px at 64 px
     for n, k in enumerate(labels_idx.tolist()):
-        w, h = (int(v) for v in torch.randint(12, 33, (2,), generator=g))
-        x0 = int(torch.randint(IMAGE_SIZE - w + 1, (1,), generator=g))
-        y0 = int(torch.randint(IMAGE_SIZE - h + 1, (1,), generator=g))
+        w, h = (int(v) for v in torch.randint(low, high, (2,), generator=g))
+        x0 = int(torch.randint(image_size - w + 1, (1,), generator=g))
+        y0 = int(torch.randint(image_size - h + 1, (1,), generator=g))
         masks[n, k, y0 : y0 + h, x0 : x0 + w] = 1.0
         boxes.append([(k, x0, y0, x0 + w, y0 + h)])
     keep = math.ceil(annotated * batch_size)
     has_mask = torch.arange(batch_size) < keep
     return {
         "boxes": [b if n < keep else None for n, b in enumerate(boxes)],
-        "image": torch.rand(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g),
+        "image": torch.rand(batch_size, 3, image_size, image_size, generator=g),
         "labels": torch.nn.functional.one_hot(labels_idx, num_classes).float(),
         "masks": masks,
         "seg_masks": masks.clone(),
