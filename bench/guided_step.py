@@ -150,18 +150,9 @@ class AuthorsStep:
                 feature = h
         return self.model.head(h), feature
 
-    def step(self, batch: dict, generator: torch.Generator) -> float:
-        self.optimizer.zero_grad()
-        x = batch["image"].clone()
-        x.requires_grad = True  # train_X.requires_grad = True, before moving it to the device
-        x = x.to(self.device)
-        labels = batch["labels"].to(self.device)
+    def attributions(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, maps ``[N, H, W]`` of ``classes`` at the image's size), differentiable (batch-mode attributors)."""
         logits, feature = self.forward(x)
-        if self.multilabel:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-        else:
-            loss = torch.nn.functional.cross_entropy(logits, labels.argmax(1))
-        classes = (labels / labels.sum(dim=1, keepdim=True)).multinomial(1, generator=generator if self.device.type == "cpu" else None).squeeze(1)
         target_outputs = torch.gather(logits, 1, classes.unsqueeze(-1))
         grads = torch.autograd.grad(torch.unbind(target_outputs), feature, create_graph=True, retain_graph=True)[0]
         if self.method == "gradcam":
@@ -170,7 +161,20 @@ class AuthorsStep:
             attributions = (grads * feature).sum(dim=1, keepdim=True)
         if self.depth > 0:  # captum's LayerAttribution.interpolate to the image size
             attributions = torch.nn.functional.interpolate(attributions, size=tuple(x.shape[-2:]), mode="bilinear")
-        attributions = attributions.squeeze(1)
+        return logits, attributions.squeeze(1)
+
+    def step(self, batch: dict, generator: torch.Generator) -> float:
+        self.optimizer.zero_grad()
+        x = batch["image"].clone()
+        x.requires_grad = True  # train_X.requires_grad = True, before moving it to the device
+        x = x.to(self.device)
+        labels = batch["labels"].to(self.device)
+        classes = (labels / labels.sum(dim=1, keepdim=True)).multinomial(1, generator=generator if self.device.type == "cpu" else None).squeeze(1)
+        logits, attributions = self.attributions(x, classes)
+        if self.multilabel:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, labels.argmax(1))
         localization = 0
         for n in range(len(x)):
             boxes = batch["boxes"][n]
@@ -359,6 +363,34 @@ def profile(spec: str, args: argparse.Namespace) -> None:
         print(prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows))
 
 
+def amp_metrics(args: argparse.Namespace) -> dict:
+    """Train one configuration per ``--amp-metrics`` model with and without bf16 autocast; validation metrics per epoch.
+
+    The lever "bf16 autocast on CPU" is only worth taking where it keeps the
+    metrics: this trains the same seed, data and λ twice (``TrainConfig(amp=False)``
+    and ``amp=True``) through :func:`mg_tune.train.train` and prints F1, EPG and
+    IoU of every epoch side by side.
+    """
+    from mg_tune.train import train
+
+    out: dict = {}
+    for spec in args.amp_metrics:
+        model, method, layer, epochs, train_size = spec.split(":")
+        for amp in (False, True):
+            config = TrainConfig(
+                data=DataConfig(train_size=int(train_size), val_size=128, heldout_size=64, test_size=1),
+                model=model, attribution=method, layer=layer, loss="energy", lam=args.lam, epochs=int(epochs),
+                batch_size=args.batch_size, device=args.device, seed=args.seed, amp=amp, overlay_images=0,
+            )
+            start = time.perf_counter()
+            history = train(config).history
+            key = f"{spec}:{'bf16' if amp else 'fp32'}"
+            out[key] = {"seconds": time.perf_counter() - start, "epochs": [{k: h.metrics.get(k) for k in ("f1", "epg", "iou", "accuracy", "train_loc_loss")} for h in history]}
+            for e, m in enumerate(out[key]["epochs"], start=1):
+                print(f"{key} epoch {e}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if v is not None), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
@@ -378,12 +410,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--profile", metavar="MODEL:METHOD:LAYER", default=None, help="profile instead of benchmarking")
     p.add_argument("--profile-rows", type=int, default=25)
+    p.add_argument("--amp-metrics", nargs="+", metavar="MODEL:METHOD:LAYER:EPOCHS:TRAIN_SIZE", default=None,
+                   help="train each with and without bf16 autocast (TextBox, energy, --lam) and print the metrics instead of benchmarking")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.profile:
         profile(args.profile, args)
+        return 0
+    if args.amp_metrics:
+        result = amp_metrics(args)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2))
         return 0
 
     console = Console(width=max(Console().width, 160))
