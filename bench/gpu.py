@@ -39,7 +39,12 @@ finishes (a run killed by a timeout keeps what it measured):
    images/s (section 1, ``resnet50`` IxG input, fp32 and bf16).
 
     bench/gpu.sh                                   # on the GPU machine: everything, ~6 min
-    python bench/gpu.py --device cpu --dry-run --out /tmp/gpu-dry   # tiny sizes: the test in make test
+    python bench/gpu.py --device cpu --dry-run --out /tmp/gpu-dry   # the test in make test
+
+``--dry-run`` keeps every row, section and code path but runs them at tiny
+sizes, with the SMERF CNN and the small B-cos CNN in place of the two
+ResNet-50s (32 px, batch 2, 2 rounds of 1 step, 0.5 s packing windows, a
+12-image fixture): about 10 s of CPU.
 
 ``--budget-s`` bounds the whole run: a section that would start after the
 budget is skipped and reported as such; packing workers that do not answer in
@@ -68,14 +73,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # guided_step, data_lo
 
 import guided_step  # noqa: E402
 
-ROWS = (  # (model, method, layer) of the step-ratio section
-    ("resnet50", "ixg", "input"),
-    ("resnet50", "ixg", "mid2"),
-    ("resnet50", "gradcam", "input"),
-    ("resnet50", "gradcam", "mid2"),
-    ("bcos_resnet50", "bcos", "input"),
-    ("bcos_resnet50", "bcos", "mid2"),
+ROWS = (  # (which of --models, method, layer) of the step-ratio section
+    (0, "ixg", "input"),
+    (0, "ixg", "mid2"),
+    (0, "gradcam", "input"),
+    (0, "gradcam", "mid2"),
+    (1, "bcos", "input"),
+    (1, "bcos", "mid2"),
 )
+DRY_RUN_MODELS = ("smerf_cnn", "bcos_cnn")  # the same rows and code paths, with models that step in milliseconds on CPU
 AUTOCAST = ("off", "bf16")
 
 
@@ -122,7 +128,8 @@ def guided_peak_mib(trainer, batch: dict) -> float | None:
 def step_ratios(args: argparse.Namespace, deadline: float) -> list[dict]:
     rows = []
     plain_cache: dict = {}
-    for model, method, layer in ROWS:
+    for which, method, layer in ROWS:
+        model = args.models[which]
         for autocast in args.autocast:
             if time.perf_counter() > deadline:
                 rows.append({"model": model, "method": method, "layer": layer, "autocast": autocast, "skipped": "budget"})
@@ -255,7 +262,7 @@ def data_loading(args: argparse.Namespace, deadline: float, steps: list[dict]) -
     from mg_tune.config import DataConfig
     from mg_tune.data import build_split
 
-    guided = {r["autocast"]: r["guided_images_per_s"] for r in steps if r.get("model") == args.pack_model and r.get("method") == "ixg" and r.get("layer") == "input" and "guided_ms" in r}
+    guided = {r["autocast"]: r["guided_images_per_s"] for r in steps if r.get("model") == args.models[0] and r.get("method") == "ixg" and r.get("layer") == "input" and "guided_ms" in r}
     rows = []
     for source in args.loader_sources:
         width, height = (int(v) for v in source.split("x"))
@@ -362,7 +369,8 @@ def write(result: dict, out: Path, t0: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--dry-run", action="store_true", help="tiny sizes (32 px, batch 2, one timed round, packs of 1/2/4 for 1 s): the CPU test")
+    p.add_argument("--dry-run", action="store_true",
+                   help="tiny sizes for the CPU test: smerf_cnn / bcos_cnn for the two models, 32 px, batch 2, two rounds of one step, packs of 1/2/4 for 0.5 s, a 12-image fixture")
     p.add_argument("--out", type=Path, default=Path("bench/results/gpu"), help="directory for gpu_bench.json and gpu_bench.md")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=64)
@@ -371,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--autocast", nargs="+", default=list(AUTOCAST), choices=list(AUTOCAST))
     p.add_argument("--pack", nargs="+", type=int, default=[1, 2, 4], help="trials per device")
-    p.add_argument("--pack-model", default="resnet50")
+    p.add_argument("--models", nargs=2, default=["resnet50", "bcos_resnet50"], metavar=("STANDARD", "BCOS"),
+                   help="the standard model (IxG, Grad-CAM, packing, loader comparison) and the B-cos model")
+    p.add_argument("--pack-model", default=None, help="model of the packed trials (default: the standard model)")
     p.add_argument("--pack-autocast", default="off", choices=list(AUTOCAST))
     p.add_argument("--pack-seconds", type=float, default=20.0, help="timed window in which all packed trials step")
     p.add_argument("--pack-timeout", type=float, default=180.0, help="seconds for every trial to build and warm up")
@@ -392,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         args.image_size, args.batch_size, args.steps, args.repeats, args.warmup = 32, 2, 1, 2, 0
         args.pack_seconds, args.pack_timeout = 0.5, 120.0
         args.loader_sources, args.loader_images, args.loader_batches, args.loader_workers = ["64x48"], 12, 3, [0, 1]
+        args.models = list(DRY_RUN_MODELS)
+    args.pack_model = args.pack_model or args.models[0]
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu.py: --device cuda but torch sees no CUDA device (use --device cpu --dry-run for the CPU test)", file=sys.stderr)
         return 2
@@ -419,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "models": args.models,
         "pack_model": args.pack_model,
         "pack_autocast": args.pack_autocast,
         "budget_s": args.budget_s,

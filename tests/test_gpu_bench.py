@@ -25,8 +25,9 @@ def dry_run(tmp_path_factory):
 def test_step_ratios_are_guided_over_plain(dry_run):
     result, md, _ = dry_run
     rows = result["step_ratios"]
-    wanted = {(m, a, l, c) for m, a, l in (("resnet50", "ixg", "input"), ("resnet50", "ixg", "mid2"), ("resnet50", "gradcam", "input"),
-                                           ("resnet50", "gradcam", "mid2"), ("bcos_resnet50", "bcos", "input"), ("bcos_resnet50", "bcos", "mid2"))
+    # --dry-run: smerf_cnn / bcos_cnn stand for resnet50 / bcos_resnet50
+    wanted = {(m, a, l, c) for m, a, l in (("smerf_cnn", "ixg", "input"), ("smerf_cnn", "ixg", "mid2"), ("smerf_cnn", "gradcam", "input"),
+                                           ("smerf_cnn", "gradcam", "mid2"), ("bcos_cnn", "bcos", "input"), ("bcos_cnn", "bcos", "mid2"))
               for c in ("off", "bf16")}
     assert {(r["model"], r["method"], r["layer"], r["autocast"]) for r in rows} == wanted
     for r in rows:
@@ -64,7 +65,7 @@ def test_loader_against_guided_step(dry_run):
     result, md, _ = dry_run
     rows = result["data_loading"]
     assert [(r["source"], r["workers"]) for r in rows] == [("64x48", 0), ("64x48", 1)]
-    guided = {r["autocast"]: r["guided_images_per_s"] for r in result["step_ratios"] if (r["model"], r["method"], r["layer"]) == ("resnet50", "ixg", "input")}
+    guided = {r["autocast"]: r["guided_images_per_s"] for r in result["step_ratios"] if (r["model"], r["method"], r["layer"]) == ("smerf_cnn", "ixg", "input")}
     for r in rows:
         assert r["images"] > 0 and r["images_per_s"] == pytest.approx(r["images"] / r["seconds"])
         for autocast in ("off", "bf16"):
@@ -76,6 +77,7 @@ def test_meta_and_no_errors(dry_run):
     result, md, stdout = dry_run
     meta = result["meta"]
     assert meta["dry_run"] is True and meta["device"] == "cpu" and meta["wall_s"] > 0
+    assert meta["models"] == ["smerf_cnn", "bcos_cnn"] and meta["pack_model"] == "smerf_cnn"
     assert result["errors"] == {}
     assert md.startswith("# GPU benchmark") and "## Trials packed on one device" in md
     assert "section packing" in stdout  # progress lines
