@@ -209,7 +209,7 @@ def packing(args: argparse.Namespace, deadline: float) -> list[dict]:
             "model": args.pack_model,
             "autocast": args.pack_autocast,
             "threads": args.threads or max(1, cpus // n),
-            "args": vars(bench_args(args)) | {"image_size": args.image_size},
+            "args": vars(bench_args(args)) | {"image_size": args.image_size, "batch_size": args.pack_batch_size},
             "warmup": max(1, args.warmup),  # at least one step before the barrier (lazy init, cuDNN plans)
             "seconds": args.pack_seconds,
             "barrier_timeout": args.pack_timeout,
@@ -234,7 +234,7 @@ def packing(args: argparse.Namespace, deadline: float) -> list[dict]:
                 p.join()
         errors = [r for r in got if "error" in r]
         ok = sorted((r for r in got if "error" not in r), key=lambda r: r["rank"])
-        row: dict = {"trials": n, "model": args.pack_model, "autocast": args.pack_autocast, "batch_size": args.batch_size,
+        row: dict = {"trials": n, "model": args.pack_model, "autocast": args.pack_autocast, "batch_size": args.pack_batch_size,
                      "image_size": args.image_size, "seconds": args.pack_seconds, "wall_s": time.perf_counter() - t0, "per_trial": ok}
         if errors or len(ok) < n:
             row["error"] = errors[0]["error"] if errors else f"{n - len(ok)} of {n} trials did not report in time"
@@ -334,7 +334,7 @@ def markdown(result: dict) -> str:
         out += [_md(["model", "method", "layer", "autocast", "plain ms", "guided ms", "guided/plain", "plain img/s", "guided img/s", "guided peak MiB"], rows), ""]
     packs = result.get("packing")
     if packs is not None:
-        out += [f"## Trials packed on one device ({meta['pack_model']} IxG input, autocast {meta['pack_autocast']}, separate processes)", ""]
+        out += [f"## Trials packed on one device ({meta['pack_model']} IxG input, batch {meta['pack_batch_size']}, autocast {meta['pack_autocast']}, separate processes)", ""]
         rows = []
         for r in packs:
             if "skipped" in r:
@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the standard model (IxG, Grad-CAM, packing, loader comparison) and the B-cos model")
     p.add_argument("--pack-model", default=None, help="model of the packed trials (default: the standard model)")
     p.add_argument("--pack-autocast", default="off", choices=list(AUTOCAST))
+    p.add_argument("--pack-batch-size", type=int, default=32,
+                   help="batch of each packed trial (4 guided ResNet-50 trials at batch 64 and 224 px may not fit in one GPU's memory together)")
     p.add_argument("--pack-seconds", type=float, default=20.0, help="timed window in which all packed trials step")
     p.add_argument("--pack-timeout", type=float, default=180.0, help="seconds for every trial to build and warm up")
     p.add_argument("--loader-sources", nargs="+", default=["224x224", "500x375"], help="JPEG sizes WxH of the VOC fixture")
@@ -400,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.dry_run:
         args.image_size, args.batch_size, args.steps, args.repeats, args.warmup = 32, 2, 1, 2, 0
+        args.pack_batch_size = 2
         args.pack_seconds, args.pack_timeout = 0.5, 120.0
         args.loader_sources, args.loader_images, args.loader_batches, args.loader_workers = ["64x48"], 12, 3, [0, 1]
         args.models = list(DRY_RUN_MODELS)
@@ -434,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": args.models,
         "pack_model": args.pack_model,
         "pack_autocast": args.pack_autocast,
+        "pack_batch_size": args.pack_batch_size,
         "budget_s": args.budget_s,
     }
     result: dict = {"meta": meta, "errors": {}}
