@@ -1,175 +1,128 @@
-"""The papers' findings, measured on the embedded TextBox data (issue 11); results in docs/findings.md.
+"""The papers' findings, produced by mg-tune searches and read back from MLflow (issues 11, 17); docs/findings.md.
 
-One subcommand per finding. Each builds a :class:`~mg_tune.search.spec.SearchSpec`
-(data + fixed values) and trains its points, one after the other, through
-:func:`mg_tune.train.train` — the same ``TrainConfig`` a ``mg-tune search``
-trial gets, without Ray or MLflow, so a finding takes minutes on two shared
-cores. As in the main paper, guided models are **fine-tuned from a model
-trained without guidance** (cached under ``runs/findings/``), and every model
-is scored on the test split (IoU threshold from the held-out split). Each
-subcommand prints its table and writes ``docs/findings/<finding>.json`` and a
-PNG plot::
+Every finding is one or more ``mg-tune search`` specs in ``search_spaces/findings/``
+(``sampler: grid``; seeds are a searched ``choice``). For each spec this script
 
-    python bench/findings.py a            # Energy vs L1: EPG at equal F1
-    python bench/findings.py b            # 1 / 10 / 100 % annotations
-    python bench/findings.py c            # dilated boxes
-    python bench/findings.py d            # guided step time, input vs mid2
-    python bench/findings.py e            # worst-group accuracy vs CRAYON
-    python bench/findings.py f            # Energy* vs Energy, small vs large boxes
-    python bench/findings.py smerf        # SMERF: PAFL / SAFL with and without guidance
-    python bench/findings.py original     # only the Original spurious model (textbox_crayon.yaml)
+1. resolves its ``init_checkpoint`` (a path relative to the repository root,
+   written by an earlier base-model spec) and runs ``mg-tune search`` on it
+   (subprocess: the CLI users run), all searches sharing one MLflow store
+   ``runs/findings/mlflow.db``; a search already FINISHED there is not rerun;
+2. reads the search's checkpoints back from MLflow
+   (:func:`mg_tune.pareto_report.checkpoint_table`), downloads the final
+   epoch's checkpoint of every trial and scores it on the **test split** of the
+   spec's data as given (undilated boxes, every image annotated; the IoU
+   threshold is chosen on the held-out split);
+3. prints mean ± 95 % t-interval over the seeds (``bench/stats.py``) of every
+   configuration as a markdown table and writes ``docs/findings/<finding>.json``
+   and a plot.
+
+As in the main paper, guided models are fine-tuned from a model trained without
+guidance (``base_*.yaml``, ``*_original.yaml``, ``smerf_*_base.yaml``; one model,
+seed 0, copied to ``runs/findings/<name>.pt``), so the seeds vary the
+fine-tuning (shuffling, drawn classes) and differences come from the guidance::
+
+    python bench/findings.py all      # a, c, b, f, e, smerf (d is a timing benchmark, below)
+    python bench/findings.py a        # Energy vs L1: EPG at equal F1
+    python bench/findings.py b        # 1 / 10 / 100 % annotations
+    python bench/findings.py c        # dilated boxes, textured backgrounds
+    python bench/findings.py d        # guided step time, input vs mid2 (bench/guided_step.py)
+    python bench/findings.py e        # worst-group accuracy: guidance vs unguided vs CRAYON-Attention
+    python bench/findings.py f        # Energy* vs Energy, small vs large boxes
+    python bench/findings.py smerf    # SMERF: PAFL / SAFL with and without guidance
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
+import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from matplotlib.figure import Figure
-from rich.console import Console
-from rich.table import Table
+from mlflow import MlflowClient
 from torch.utils.data import DataLoader
 
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.data import build_split
-from mg_tune.evaluation import attribution_target, evaluate_checkpoint, evaluate_split, ground_truth_pairs
+from mg_tune.evaluation import attribution_target, evaluate_split, ground_truth_pairs
 from mg_tune.guidance import metrics as M
 from mg_tune.guidance.attribution import attribute
 from mg_tune.guidance.pruning import load_state
 from mg_tune.models import build_model
-from mg_tune.search.spec import SearchSpec, load_spec
-from mg_tune.train import train
+from mg_tune.pareto_report import checkpoint_table
+from mg_tune.search.spec import load_spec
+from mg_tune.tracking import download_checkpoint, experiment_name, find_search_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stats import fmt_ci, mean_ci  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "search_spaces" / "findings"
 RUNS = ROOT / "runs" / "findings"
 OUT = ROOT / "docs" / "findings"
-console = Console()
-
-MULTILABEL = {"variant": "multilabel", "train_size": 600, "val_size": 150, "heldout_size": 100, "test_size": 300}
-SPURIOUS = {"variant": "spurious", "train_size": 1000, "val_size": 200, "heldout_size": 100, "test_size": 500, "options": {"spurious_rate": 0.95}}
-COMMON = {"model": "smerf_cnn", "attribution": "ixg", "layer": "input", "batch_size": 32, "overlay_images": 0}
-FINETUNE_EPOCHS = 3
+URI = f"sqlite:///{RUNS / 'mlflow.db'}"
+MG_TUNE = Path(sys.executable).parent / "mg-tune"
 
 
-# -- running a spec's points ---------------------------------------------------------
-def base_model(data: dict[str, Any], epochs: int, name: str, seed: int = 0) -> str:
-    """The model trained without guidance that guided runs fine-tune (cached)."""
-    folder = RUNS / name
-    checkpoint = folder / f"epoch={epochs:03d}" / "checkpoint.pt"
-    if not checkpoint.is_file():
-        config = TrainConfig(data=DataConfig(**data), epochs=epochs, lam=0.0, seed=seed, **COMMON)
-        console.print(f"training the unguided base model {name} ({epochs} epochs)")
-        train(config, checkpoint_dir=folder)
-    return str(checkpoint)
+# -- running specs and reading them back ------------------------------------------------
+def _finished(name: str) -> bool:
+    client = MlflowClient(URI)
+    experiment = client.get_experiment_by_name(experiment_name(name))
+    run = find_search_run(client, experiment.experiment_id) if experiment else None
+    return run is not None and run.info.status == "FINISHED"
 
 
-def run_points(finding: str, spec: SearchSpec, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Train every point (fixed values, then the point) and return its test metrics; cached per point."""
+def search(stem: str) -> list[dict[str, Any]]:
+    """Run ``search_spaces/findings/<stem>.yaml`` (unless finished) and return one row per trial:
+    the trial's params, its final validation metrics (``val_*``), test metrics and the local checkpoint."""
+    raw = yaml.safe_load((SPECS / f"{stem}.yaml").read_text())
+    if raw.get("fixed", {}).get("init_checkpoint"):
+        raw["fixed"]["init_checkpoint"] = str(ROOT / raw["fixed"]["init_checkpoint"])
+    name = raw["name"]
+    RUNS.mkdir(parents=True, exist_ok=True)
+    resolved = RUNS / "specs" / f"{stem}.yaml"
+    resolved.parent.mkdir(exist_ok=True)
+    resolved.write_text(yaml.safe_dump(raw, sort_keys=False))
+    while subprocess.run(["pgrep", "-f", f"mg-tune search {resolved}"], capture_output=True).returncode == 0:
+        time.sleep(15)  # an earlier run of this script is still running the search: wait for it
+    if not _finished(name):
+        command = [str(MG_TUNE), "search", str(resolved), "--tracking-uri", URI, "--storage-path", str(RUNS / "ray"), "--address", "local"]
+        print("$ " + " ".join(command), flush=True)
+        subprocess.run(command, check=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    spec, _ = load_spec(resolved)
+    table = checkpoint_table(URI, name)
+    final = table.loc[table.groupby("trial_id")["epoch"].idxmax()]
     rows = []
-    for point in points:
-        config = spec.train_config(point)
-        digest = hashlib.sha1(config.model_dump_json().encode()).hexdigest()[:8]  # the whole config: no stale cache
-        key = re.sub(r"[^A-Za-z0-9=._-]+", "_", "-".join(f"{k}={v}" for k, v in sorted(point.items())))
-        folder = RUNS / finding / f"{key}-{digest}"
-        checkpoint = folder / f"epoch={config.epochs:03d}" / "checkpoint.pt"
+    for record in final.to_dict("records"):
+        params = {k.removeprefix("params."): v for k, v in record.items() if k.startswith("params.")}
+        checkpoint = RUNS / "checkpoints" / name / f"{record['trial_id']}.pt"
         if not checkpoint.is_file():
-            console.print(f"[{finding}] {key}")
-            train(config, checkpoint_dir=folder)
-        rows.append({**point, "checkpoint": str(checkpoint), **evaluate_checkpoint(str(checkpoint), split="test")})
-    return rows
+            download_checkpoint(URI, record["run_id"], int(record["epoch"]), checkpoint)
+        cached = checkpoint.with_suffix(".test.json")
+        if not cached.is_file():
+            cached.write_text(json.dumps(evaluate_on(str(checkpoint), spec.data)))
+        val = {f"val_{m}": record[m] for m in ("f1", "epg", "iou", "accuracy", "worst_group_acc", "pafl", "safl") if m in record}
+        rows.append({"search": name, "trial_id": record["trial_id"], "checkpoint": str(checkpoint), **params, **val, **json.loads(cached.read_text())})
+    return sorted(rows, key=lambda r: r["trial_id"])
 
 
-def spec_for(data: dict[str, Any], **fixed: Any) -> SearchSpec:
-    return SearchSpec.model_validate({"data": data, "fixed": {**COMMON, **fixed}})
+def base(stem: str, dest: str) -> list[dict[str, Any]]:
+    """A one-trial base-model spec; its final checkpoint copied to ``runs/findings/<dest>.pt``."""
+    (row,) = search(stem)
+    shutil.copyfile(row["checkpoint"], RUNS / f"{dest}.pt")
+    return [row]
 
 
-def show(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c, justify="right")
-    for row in rows:
-        table.add_row(*(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
-    console.print(table)
-
-
-def save(finding: str, payload: dict[str, Any], figure: Figure | None = None) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{finding}.json").write_text(json.dumps(payload, indent=1, default=str))
-    if figure is not None:
-        figure.savefig(OUT / f"{finding}.png", dpi=110, bbox_inches="tight")
-    console.print(f"wrote {OUT / finding}.json" + (f" and {finding}.png" if figure is not None else ""))
-
-
-def _mean(rows: list[dict[str, Any]], key: str) -> float:
-    return sum(r[key] for r in rows) / len(rows)
-
-
-# -- (a) Energy vs L1 --------------------------------------------------------------------
-LAMBDAS = {"energy": [0.1, 0.3, 1.0, 3.0, 10.0], "l1": [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]}
-
-
-def finding_a(args: argparse.Namespace) -> None:
-    """Main paper Sec. 5.1 / Fig. 5: Energy keeps F1 and raises EPG more than L1 at equal F1."""
-    init = base_model(MULTILABEL, 8, "base-multilabel")
-    spec = spec_for(MULTILABEL, init_checkpoint=init, epochs=FINETUNE_EPOCHS)
-    points = [{"loss": "energy", "lam": 0.0}] + [{"loss": loss, "lam": lam} for loss, lams in LAMBDAS.items() for lam in lams]
-    rows = run_points("a", spec, points)
-    show("(a) Energy vs L1, fine-tuned 3 epochs from the unguided model (test split)", rows, ["loss", "lam", "f1", "epg", "iou"])
-    base = rows[0]
-    summary = {}
-    for loss in LAMBDAS:
-        kept = [r for r in rows[1:] if r["loss"] == loss and r["f1"] >= base["f1"] - args.f1_tolerance]
-        best = max(kept, key=lambda r: r["epg"]) if kept else None
-        summary[loss] = {"max_epg_at_equal_f1": best["epg"] if best else None, "lam": best["lam"] if best else None, "f1": best["f1"] if best else None}
-    console.print(f"baseline F1 {base['f1']:.3f} EPG {base['epg']:.3f}; best EPG with F1 >= baseline - {args.f1_tolerance}: {summary}")
-    fig = Figure(figsize=(5, 4))
-    ax = fig.subplots()
-    for loss, marker in (("energy", "o"), ("l1", "s")):
-        pts = sorted(((r["f1"], r["epg"], r["lam"]) for r in rows[1:] if r["loss"] == loss), key=lambda p: p[2])
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=loss)
-        for f1, epg, lam in pts:
-            ax.annotate(f"λ={lam:g}", (f1, epg), fontsize=7)
-    ax.scatter([base["f1"]], [base["epg"]], c="k", marker="*", s=120, label="unguided", zorder=3)
-    ax.set(xlabel="test F1", ylabel="test EPG", title="(a) EPG vs F1: Energy vs L1")
-    ax.legend()
-    save("a", {"rows": rows, "summary": summary, "f1_tolerance": args.f1_tolerance}, fig)
-
-
-# -- (b) limited annotations --------------------------------------------------------------
-def finding_b(args: argparse.Namespace) -> None:
-    """Main paper Sec. 5.4 / Fig. 9: 1 % and 10 % of the boxes recover most of the 100 % effect."""
-    init = base_model(MULTILABEL, 8, "base-multilabel")
-    spec = spec_for(MULTILABEL, init_checkpoint=init, epochs=FINETUNE_EPOCHS, loss="energy", lam=args.lam)
-    fractions = [0.0, 0.01, 0.1, 1.0]
-    points = [{"annotation_fraction": f, "seed": s} for f in fractions for s in args.seeds]
-    rows = run_points("b", spec, points)
-    show(f"(b) Energy λ={args.lam}, share of annotated training images (test split)", rows, ["annotation_fraction", "seed", "f1", "epg", "iou"])
-    mean = {f: {m: _mean([r for r in rows if r["annotation_fraction"] == f], m) for m in ("f1", "epg", "iou")} for f in fractions}
-    gain = mean[1.0]["epg"] - mean[0.0]["epg"]
-    recovered = {f: (mean[f]["epg"] - mean[0.0]["epg"]) / gain if gain else None for f in fractions}
-    console.print(f"mean over seeds: {mean}\nshare of the 100 % EPG gain recovered: {recovered}")
-    fig = Figure(figsize=(5, 4))
-    ax = fig.subplots()
-    xs = [f * 100 for f in fractions[1:]]
-    for metric in ("epg", "iou", "f1"):
-        ax.plot(xs, [mean[f][metric] for f in fractions[1:]], marker="o", label=metric)
-        ax.axhline(mean[0.0][metric], ls=":", c=ax.lines[-1].get_color())
-    ax.set(xscale="log", xlabel="annotated training images (%)", ylabel="test metric", title="(b) limited annotations (dotted: unguided)")
-    ax.legend()
-    save("b", {"rows": rows, "mean": mean, "recovered": recovered, "lam": args.lam}, fig)
-
-
-# -- (c) dilated boxes --------------------------------------------------------------------
 def evaluate_on(checkpoint: str, data: DataConfig, split: str = "test", attribution: str | None = None, layer: str | None = None) -> dict[str, float]:
-    """Metrics of a checkpoint on ``split`` of ``data`` (e.g. the undilated boxes), optionally with another attribution/layer."""
+    """Metrics of a checkpoint on ``split`` of ``data`` (IoU threshold from its held-out split), optionally with another attribution/layer."""
     state = load_checkpoint(checkpoint)
     config = TrainConfig.model_validate(state["config"])
     dataset, heldout = build_split(data, split), build_split(data, "heldout")
@@ -180,101 +133,171 @@ def evaluate_on(checkpoint: str, data: DataConfig, split: str = "test", attribut
     return evaluate_split(loader=DataLoader(dataset, batch_size=128), iou_threshold=threshold, **common).metrics
 
 
+# -- tables ----------------------------------------------------------------------------------
+def summarize(rows: list[dict[str, Any]], by: list[str], metrics: list[str]) -> list[dict[str, Any]]:
+    """Mean ± 95 % t-interval of ``metrics`` over the rows (seeds) of each ``by`` group, in first-seen order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    out = []
+    for key, members in groups.items():
+        entry = {**dict(zip(by, key)), "seeds": len(members)}
+        for m in metrics:
+            mean, half = mean_ci([float(r[m]) for r in members])
+            entry[m], entry[f"{m}_ci"] = mean, half
+        out.append(entry)
+    return out
+
+
+def markdown(title: str, summary: list[dict[str, Any]], by: list[str], metrics: list[str]) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(by + ["seeds"] + metrics) + " |", "|" + "---|" * (len(by) + 1 + len(metrics))]
+    for e in summary:
+        cells = [f"{e[k]:g}" if isinstance(e[k], float) else str(e[k]) for k in by] + [str(e["seeds"])]
+        cells += [f"{e[m]:.3f} ± {e[m + '_ci']:.3f}" if e["seeds"] > 1 else f"{e[m]:.3f}" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text + "\n", flush=True)
+    return text
+
+
+def save(finding: str, payload: dict[str, Any], figure: Figure | None = None) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{finding}.json").write_text(json.dumps(payload, indent=1, default=str))
+    if figure is not None:
+        figure.savefig(OUT / f"{finding}.png", dpi=110, bbox_inches="tight")
+    print(f"wrote {OUT / finding}.json" + (" and .png" if figure is not None else ""), flush=True)
+
+
+def errorbar(ax, summary: list[dict[str, Any]], x: str, y: str, **kwargs: Any) -> None:
+    ax.errorbar([e[x] for e in summary], [e[y] for e in summary], xerr=[e.get(f"{x}_ci", 0) for e in summary], yerr=[e[f"{y}_ci"] for e in summary], capsize=3, **kwargs)
+
+
+def multilabel_reference() -> list[dict[str, Any]]:
+    base("base_multilabel", "base-multilabel")
+    return [{**r, "loss": "none", "lam": 0.0} for r in search("unguided_multilabel")]
+
+
+def energy_full() -> list[dict[str, Any]]:
+    """The Energy λ = 5e-2 trials of (a): all images annotated; (b)'s 100 % and (f)'s Energy."""
+    return [r for r in search("a_energy_vs_l1") if r["loss"] == "energy" and r["lam"] == 5e-2]
+
+
+# -- (a) Energy vs L1 --------------------------------------------------------------------------
+def finding_a(args: argparse.Namespace) -> None:
+    """Main paper Sec. 5.1 / Fig. 5: Energy raises EPG more than L1 at equal F1."""
+    rows = multilabel_reference() + search("a_energy_vs_l1")
+    metrics = ["f1", "epg", "iou"]
+    order = {"none": 0, "energy": 1, "l1": 2}
+    summary = sorted(summarize(rows, ["loss", "lam"], metrics), key=lambda e: (order[e["loss"]], e["lam"]))
+    table = markdown("(a) test F1 / EPG / IoU, mean ± 95 % CI over 3 seeds", summary, ["loss", "lam"], metrics)
+    reference = summary[0]
+    best = {}
+    for loss in ("energy", "l1"):
+        kept = [e for e in summary if e["loss"] == loss and e["f1"] >= reference["f1"] - args.f1_tolerance]
+        best[loss] = max(kept, key=lambda e: e["epg"]) if kept else None
+    print(f"best EPG with mean F1 >= unguided - {args.f1_tolerance}: {json.dumps(best, default=str)}")
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
+    for loss, marker in (("energy", "o"), ("l1", "s")):
+        mine = [e for e in summary if e["loss"] == loss]
+        errorbar(ax, mine, "f1", "epg", marker=marker, label=loss)
+        for e in mine:
+            ax.annotate(f"λ={e['lam']:g}", (e["f1"], e["epg"]), fontsize=7)
+    errorbar(ax, [reference], "f1", "epg", marker="*", c="k", ms=12, ls="", label="unguided")
+    ax.set(xlabel="test F1", ylabel="test EPG", title="(a) Energy vs L1 (mean ± 95 % CI, 3 seeds)")
+    ax.legend()
+    save("a", {"rows": rows, "summary": summary, "best_at_equal_f1": best, "f1_tolerance": args.f1_tolerance, "table": table}, fig)
+
+
+# -- (b) limited annotations ---------------------------------------------------------------------
+def finding_b(args: argparse.Namespace) -> None:
+    """Main paper Sec. 5.4 / Fig. 9: 1 % and 10 % of the boxes recover most of the 100 % effect."""
+    rows = [{**r, "annotation_fraction": 0.0} for r in multilabel_reference()] + search("b_limited")
+    rows += [{**r, "annotation_fraction": 1.0} for r in energy_full()]
+    metrics = ["f1", "epg", "iou"]
+    summary = sorted(summarize(rows, ["annotation_fraction"], metrics), key=lambda e: e["annotation_fraction"])
+    table = markdown("(b) Energy λ = 5e-2 (sum over the annotated images of a batch), test split", summary, ["annotation_fraction"], metrics)
+    by = {e["annotation_fraction"]: e for e in summary}
+    gain = by[1.0]["epg"] - by[0.0]["epg"]
+    recovered = {f: (e["epg"] - by[0.0]["epg"]) / gain if gain else None for f, e in by.items()}
+    print(f"share of the 100 % EPG gain recovered: {recovered}")
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    guided = [e for e in summary if e["annotation_fraction"] > 0]
+    for metric in metrics:
+        ax.errorbar([e["annotation_fraction"] * 100 for e in guided], [e[metric] for e in guided], yerr=[e[f"{metric}_ci"] for e in guided], marker="o", capsize=3, label=metric)
+        ax.axhline(by[0.0][metric], ls=":", c=ax.lines[-1].get_color())
+    ax.set(xscale="log", xlabel="annotated training images (%)", ylabel="test metric", title="(b) limited annotations (dotted: unguided)")
+    ax.legend()
+    save("b", {"rows": rows, "summary": summary, "recovered": recovered, "table": table}, fig)
+
+
+# -- (c) dilated boxes on textures ----------------------------------------------------------------
 def finding_c(args: argparse.Namespace) -> None:
-    """Main paper Sec. 5.4 / Fig. 10, reproducibility Fig. 5: dilated boxes hurt Energy less than L1."""
-    init = base_model(MULTILABEL, 8, "base-multilabel")
-    undilated = DataConfig(**MULTILABEL)
-    dilations = [0.0, 25.0, 50.0]
-    rows = []
-    spec = spec_for(MULTILABEL, init_checkpoint=init, epochs=FINETUNE_EPOCHS)
-    lams = {"energy": args.lam, "l1": args.l1_lam}  # each loss at its best λ of (a) with F1 kept
-    for loss, lam in lams.items():
-        for row in run_points("c", spec, [{"loss": loss, "lam": lam, "dilation": d} for d in dilations]):
-            rows.append({**row, **{f"{k}_true_box": v for k, v in evaluate_on(row["checkpoint"], undilated).items() if k in ("epg", "iou", "f1")}})
-    show(f"(c) trained on dilated boxes, λ={lams}; EPG/IoU against the undilated boxes (test split)", rows, ["loss", "dilation", "f1", "epg_true_box", "iou_true_box"])
-    drop = {
-        loss: {d: next(r for r in rows if r["loss"] == loss and r["dilation"] == 0.0)["epg_true_box"] - next(r for r in rows if r["loss"] == loss and r["dilation"] == d)["epg_true_box"] for d in dilations}
-        for loss in ("energy", "l1")
-    }
-    console.print(f"EPG lost against the true boxes, relative to undilated training: {drop}")
+    """Main paper Fig. 10, reproducibility Fig. 5: dilated boxes hurt Energy less than L1 (textured TextBox)."""
+    base("base_textured", "base-textured")
+    rows = search("c_dilated_textured")
+    metrics = ["f1", "epg", "iou"]
+    summary = sorted(summarize(rows, ["loss", "dilation"], metrics), key=lambda e: (e["loss"], e["dilation"]))
+    table = markdown("(c) trained on dilated boxes, scored against the undilated test boxes (textured backgrounds)", summary, ["loss", "dilation"], metrics)
+    drop = {}
+    dilations = sorted({r["dilation"] for r in rows})
+    for loss in ("energy", "l1"):
+        per_seed = {d: {r["seed"]: r["epg"] for r in rows if r["loss"] == loss and r["dilation"] == d} for d in dilations}
+        drop[loss] = {d: mean_ci([per_seed[0.0][s] - per_seed[d][s] for s in per_seed[d]]) for d in dilations[1:]}
+    print(f"EPG lost against the true boxes vs undilated training (mean, CI half-width; paired by seed): {drop}")
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
     for loss, marker in (("energy", "o"), ("l1", "s")):
-        ax.plot(dilations, [next(r for r in rows if r["loss"] == loss and r["dilation"] == d)["epg_true_box"] for d in dilations], marker=marker, label=loss)
-    ax.set(xlabel="box dilation during training (%)", ylabel="test EPG (undilated boxes)", title="(c) dilated boxes")
+        mine = [e for e in summary if e["loss"] == loss]
+        ax.errorbar([e["dilation"] for e in mine], [e["epg"] for e in mine], yerr=[e["epg_ci"] for e in mine], marker=marker, capsize=3, label=loss)
+    ax.set(xlabel="box dilation during training (% of the box size per side)", ylabel="test EPG (undilated boxes)", title="(c) dilated boxes, textured TextBox")
     ax.legend()
-    save("c", {"rows": rows, "epg_drop": drop, "lam": lams}, fig)
+    save("c", {"rows": rows, "summary": summary, "epg_drop_paired": drop, "table": table}, fig)
 
 
-# -- (d) cost per step -----------------------------------------------------------------------
+# -- (d) cost per step ----------------------------------------------------------------------------
 def finding_d(args: argparse.Namespace) -> None:
-    """Main paper Sec. 5.2: guidance at mid2 is cheaper per step than at the input (bench/guided_step.py)."""
-    OUT.mkdir(parents=True, exist_ok=True)
+    """Main paper Sec. 5.2: guidance at mid2 is cheaper per step than at the input (a timing benchmark, not a search)."""
     out = OUT / "d-guided-step.json"
+    OUT.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(ROOT / "bench" / "guided_step.py"), "--families", "smerf", "--methods", "ixg", "gradcam", "--layers", "input", "mid2", "--threads", "1", "--json", str(out)]
     subprocess.run(command, check=True)
-    rows = json.loads(out.read_text())["rows"]
-    by = {(r["model"], r["method"], r["layer"]): r for r in rows}
-    ratios = []
-    for (model, method, layer), r in by.items():
-        if layer == "input" and (model, method, "mid2") in by:
-            mid = by[(model, method, "mid2")]
-            ratios.append({
-                "model": model, "method": method, "guided_ms_input": r["guided_ms"], "guided_ms_mid2": mid["guided_ms"],
-                "input_over_mid2": r["guided_ms"] / mid["guided_ms"], "cpu_input_over_mid2": r["guided_cpu_ms"] / mid["guided_cpu_ms"],
-            })
-    show("(d) guided step time, input vs mid2 (batch 32, 64 px, 1 thread)", ratios, ["model", "method", "guided_ms_input", "guided_ms_mid2", "input_over_mid2", "cpu_input_over_mid2"])
-    save("d", {"ratios": ratios, "command": " ".join(command[1:])})
+    save("d", {"command": " ".join(command[1:]), "rows": json.loads(out.read_text())["rows"]})
 
 
-# -- (e) worst-group accuracy vs CRAYON ---------------------------------------------------------
+# -- (e) worst-group accuracy ------------------------------------------------------------------
 def finding_e(args: argparse.Namespace) -> None:
-    """Main paper Sec. 5.5 and CRAYON Table I on spurious TextBox: guidance vs unguided vs CRAYON."""
-    original = base_model(SPURIOUS, 10, "textbox-original")
-    annotated = {**SPURIOUS, "annotation_fraction": args.fraction}
-    epochs = 4
-    spec = spec_for(annotated, init_checkpoint=original, epochs=epochs)
-    crayon = {"loss": "crayon_attention", "loss_params": {"alpha": 1e-3, "beta": 1e-3}}  # ≈ 1/(H·W): eqs. 1-2 sum over 64x64 pixels
-    methods = {
-        "unguided (more epochs)": {"lam": 0.0},
-        "energy λ=1": {"loss": "energy", "lam": 1.0},
-        "l1 λ=1": {"loss": "l1", "lam": 1.0},
-        **{f"CRAYON-Attention λ={lam:g}": {**crayon, "lam": lam} for lam in args.crayon_lams},
-        **{f"CRAYON-Pruning {p:.0%}": {"prune_fraction": p, "prune_finetune_epochs": epochs} for p in args.prune_fractions},
-        **{f"CRAYON-Pruning {p:.0%}+Attention λ={lam:g}": {**crayon, "lam": lam, "prune_fraction": p} for p in args.prune_fractions[1:2] for lam in args.crayon_lams[-1:]},
-    }
-    rows = []
-    for seed in args.seeds:
-        for name, point in methods.items():
-            (row,) = run_points("e", spec, [{**point, "seed": seed}])
-            rows.append({"method": name, **row})
-    original_metrics = evaluate_checkpoint(original, split="test")
-    rows.insert(0, {"method": "Original (unguided, 10 epochs)", "seed": 0, **original_metrics})
-    show(f"(e) spurious TextBox, {args.fraction:.0%} annotated, fine-tuned {epochs} epochs from the Original model (test split)", rows, ["method", "seed", "worst_group_acc", "mean_group_acc", "accuracy", "epg"])
-    means = {name: {m: _mean([r for r in rows if r["method"] == name], m) for m in ("worst_group_acc", "mean_group_acc", "accuracy", "epg")} for name in dict.fromkeys(r["method"] for r in rows)}
-    fig = Figure(figsize=(7, 4.5))
+    """Main paper Sec. 5.5 and CRAYON Table I on the spurious TextBox: guidance vs unguided vs CRAYON-Attention."""
+    original = base("e_original", "e-original")
+    rows = [{**r, "method": "Original (unguided, 6 epochs)"} for r in original]
+    rows += [{**r, "method": "unguided, 3 more epochs"} for r in search("e_unguided")]
+    rows += [{**r, "method": "Energy, λ = 0.3"} for r in search("e_guidance")]
+    rows += [{**r, "method": "CRAYON-Attention, λ = 1 (mean)"} for r in search("e_crayon")]
+    metrics = ["worst_group_acc", "mean_group_acc", "accuracy", "epg"]
+    summary = summarize(rows, ["method"], metrics)
+    table = markdown("(e) spurious TextBox, 10 % annotated, fine-tuned 3 epochs from the Original (test split)", summary, ["method"], metrics)
+    fig = Figure(figsize=(7, 3.5))
     ax = fig.subplots()
-    names = list(means)
-    ax.barh(names, [means[n]["worst_group_acc"] for n in names], label="worst-group")
-    ax.scatter([means[n]["accuracy"] for n in names], names, c="k", marker="|", s=200, label="overall", zorder=3)
-    ax.set(xlabel="test accuracy", xlim=(0, 1), title="(e) spurious TextBox: worst-group (bars) and overall (|) accuracy")
+    names = [e["method"] for e in summary]
+    ax.barh(names, [e["worst_group_acc"] for e in summary], xerr=[0 if e["seeds"] < 2 else e["worst_group_acc_ci"] for e in summary], capsize=3, label="worst-group")
+    ax.scatter([e["accuracy"] for e in summary], names, c="k", marker="|", s=200, label="overall", zorder=3)
+    ax.set(xlabel="test accuracy", xlim=(0, 1), title="(e) worst-group (bars, 95 % CI) and overall (|) accuracy")
     ax.invert_yaxis()
     ax.legend(loc="lower right")
-    save("e", {"rows": rows, "means": means, "fraction": args.fraction, "prune_fractions": args.prune_fractions, "crayon_lams": args.crayon_lams}, fig)
+    save("e", {"rows": rows, "summary": summary, "table": table}, fig)
 
 
 # -- (f) Energy* vs Energy --------------------------------------------------------------------------
 @torch.no_grad()
-def epg_by_class(checkpoint: str, split: str = "test") -> dict[str, float]:
+def epg_by_class(checkpoint: str, data: DataConfig, split: str = "test") -> dict[str, float]:
     """Mean EPG per class of the multi-label TextBox (Box2 4x4 px, Box1 10x10, letters 15x21)."""
-    state = load_checkpoint(checkpoint)
-    config = TrainConfig.model_validate(state["config"])
-    dataset = build_split(config.data, split)
+    config = TrainConfig.model_validate(load_checkpoint(checkpoint)["config"])
+    dataset = build_split(data, split)
     model = build_model(config.model, dataset.info.num_classes)
-    load_state(model, state["model"])
+    load_state(model, load_checkpoint(checkpoint)["model"])
     model.eval()
-    sums = torch.zeros(dataset.info.num_classes)
-    counts = torch.zeros(dataset.info.num_classes)
+    sums, counts = torch.zeros(dataset.info.num_classes), torch.zeros(dataset.info.num_classes)
     for batch in DataLoader(dataset, batch_size=128):
         rows, classes = ground_truth_pairs(batch["labels"], True)
         with torch.enable_grad():
@@ -282,88 +305,67 @@ def epg_by_class(checkpoint: str, split: str = "test") -> dict[str, float]:
         scores = M.epg(maps.detach(), batch["masks"][rows, classes])
         sums.index_add_(0, classes, scores)
         counts.index_add_(0, classes, torch.ones_like(scores))
-    return {name: float(sums[k] / counts[k]) for k, name in enumerate(dataset.info.class_names)}
+    return {f"epg_{name}": float(sums[k] / counts[k]) for k, name in enumerate(dataset.info.class_names)}
 
 
 def finding_f(args: argparse.Namespace) -> None:
     """Reproducibility study Sec. 4.2 / Fig. 6: Energy* (α = 0.5) vs Energy on small and large boxes."""
-    init = base_model(MULTILABEL, 8, "base-multilabel")
-    spec = spec_for(MULTILABEL, init_checkpoint=init, epochs=FINETUNE_EPOCHS, lam=args.lam)
-    points = [{"loss": loss, "seed": s} for loss in ("energy", "energy_star") for s in args.seeds]
-    rows = [{**r, **{f"epg_{k}": v for k, v in epg_by_class(r["checkpoint"]).items()}} for r in run_points("f", spec, points)]
-    columns = ["epg_Box2", "epg_Box1", "epg_A", "epg_B"]
-    show(f"(f) Energy vs Energy* (α=0.5), λ={args.lam}; EPG per class: Box2 16 px² … letters 315 px² (test split)", rows, ["loss", "seed", "f1", "epg", *columns])
-    means = {loss: {m: _mean([r for r in rows if r["loss"] == loss], m) for m in ("f1", "epg", *columns)} for loss in ("energy", "energy_star")}
-    base = {"f1": evaluate_checkpoint(init, split="test")["f1"], **{f"epg_{k}": v for k, v in epg_by_class(init).items()}}
-    console.print(f"means: {means}\nunguided: {base}")
+    data = load_spec(SPECS / "f_energy_star.yaml")[0].data
+    rows = [{**r, **epg_by_class(r["checkpoint"], data)} for r in multilabel_reference() + energy_full() + [{**r, "loss": "energy_star"} for r in search("f_energy_star")]]
+    columns = ["f1", "epg", "epg_Box2", "epg_Box1", "epg_A", "epg_B"]
+    summary = summarize(rows, ["loss"], columns)
+    table = markdown("(f) Energy vs Energy* (α = 0.5), λ = 5e-2; EPG per class: Box2 16 px² … letters 315 px² (test split)", summary, ["loss"], columns)
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
-    xs = range(len(columns))
-    for i, (name, values) in enumerate((("unguided", base), ("energy", means["energy"]), ("energy*", means["energy_star"]))):
-        ax.bar([x + 0.27 * (i - 1) for x in xs], [values[c] for c in columns], width=0.27, label=name)
+    xs = range(4)
+    for i, e in enumerate(summary):
+        ax.bar([x + 0.27 * (i - 1) for x in xs], [e[c] for c in columns[2:]], yerr=[e[f"{c}_ci"] for c in columns[2:]], capsize=2, width=0.27, label=e["loss"])
     ax.set_xticks(list(xs), ["Box2\n16 px²", "Box1\n100 px²", "A\n315 px²", "B\n315 px²"])
-    ax.set(ylabel="test EPG", title="(f) EPG per box size: Energy vs Energy*")
+    ax.set(ylabel="test EPG", title="(f) EPG per box size (mean ± 95 % CI)")
     ax.legend()
-    save("f", {"rows": rows, "means": means, "unguided": base, "lam": args.lam}, fig)
+    save("f", {"rows": rows, "summary": summary, "table": table}, fig)
 
 
-# -- SMERF: attribution focus with and without guidance ---------------------------------------------
-PAIRS = [("ixg", "input"), ("gradcam", "final")]
-
-
+# -- SMERF ----------------------------------------------------------------------------------------
 def finding_smerf(args: argparse.Namespace) -> None:
-    """SMERF Fig. 6-8 with the shipped specs' settings: PAFL / SAFL of each attribution, unguided vs guided.
-
-    The unguided model (``--smerf-epochs``) is scored with every attribution; each
-    guided model fine-tunes it for 3 epochs with Energy into the objects to focus.
-    """
+    """SMERF Fig. 6-8: PAFL / SAFL of IxG@input and Grad-CAM@final unguided; IxG@input after Energy guidance (3 seeds)."""
     rows = []
-    for setting in args.settings:
-        spec, _ = load_spec(ROOT / "search_spaces" / f"smerf_{setting}.yaml")
-        data = spec.data.model_copy(update={"train_size": 2000, "val_size": 100, "heldout_size": 50, "test_size": 300})
-        fixed = {**spec.fixed, "batch_size": 32, "overlay_images": 0, "attribution": "ixg", "layer": "input"}
-        base_spec = spec.model_copy(update={"data": data, "fixed": {**fixed, "epochs": args.smerf_epochs, "lam": 0.0}})
-        (base,) = run_points(f"smerf-{setting}", base_spec, [{"annotation_fraction": 0.0}])
-        tuned = spec.model_copy(update={"data": data, "fixed": {**fixed, "init_checkpoint": base["checkpoint"], "epochs": 3, "lam": args.lam}})
-        for attribution, layer in PAIRS:
-            rows.append({"setting": setting, "attribution": attribution, "layer": layer, "guided": False, **evaluate_on(base["checkpoint"], data, attribution=attribution, layer=layer)})
-            (row,) = run_points(f"smerf-{setting}", tuned, [{"annotation_fraction": 1.0, "attribution": attribution, "layer": layer}])
-            rows.append({"setting": setting, "guided": True, **row})
-    show(f"SMERF settings: unguided ({args.smerf_epochs} epochs) vs + 3 epochs Energy λ={args.lam} into the objects to focus (test split)", rows, ["setting", "attribution", "layer", "guided", "accuracy", "pafl", "safl"])
-    fig = Figure(figsize=(4.5 * len(args.settings), 3.8))
-    axes = fig.subplots(1, len(args.settings), sharey=True, squeeze=False)[0]
-    for ax, setting in zip(axes, args.settings):
-        mine = [r for r in rows if r["setting"] == setting]
-        labels = [f"{r['attribution']}@{r['layer']}\n{'guided' if r['guided'] else 'unguided'}" for r in mine]
-        xs = range(len(labels))
-        ax.bar([x - 0.2 for x in xs], [r["pafl"] for r in mine], width=0.4, label="PAFL (focus)")
-        ax.bar([x + 0.2 for x in xs], [r["safl"] for r in mine], width=0.4, label="SAFL (avoid)")
+    for setting in ("simple_fr", "complex_cr2"):
+        (unguided,) = base(f"smerf_{setting}_base", f"smerf-{setting}-base")
+        data = load_spec(SPECS / f"smerf_{setting}_base.yaml")[0].data
+        for attribution, layer in (("ixg", "input"), ("gradcam", "final")):
+            metrics = unguided if attribution == "ixg" else evaluate_on(unguided["checkpoint"], data, attribution=attribution, layer=layer)
+            rows.append({**{k: metrics[k] for k in ("accuracy", "pafl", "safl")}, "setting": setting, "model": f"unguided, {attribution}@{layer}", "seed": 0})
+        rows += [{**r, "setting": setting, "model": "guided (Energy), ixg@input"} for r in search(f"smerf_{setting}_guided")]
+    metrics = ["accuracy", "pafl", "safl"]
+    summary = summarize(rows, ["setting", "model"], metrics)
+    table = markdown("SMERF: unguided (6 epochs, one model) vs + 3 epochs of Energy λ = 1e-2 into the objects to focus (test split)", summary, ["setting", "model"], metrics)
+    fig = Figure(figsize=(9, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, setting in zip(axes, ("simple_fr", "complex_cr2")):
+        mine = [e for e in summary if e["setting"] == setting]
+        xs = range(len(mine))
+        for shift, metric, label in ((-0.2, "pafl", "PAFL (focus)"), (0.2, "safl", "SAFL (avoid)")):
+            ax.bar([x + shift for x in xs], [e[metric] for e in mine], yerr=[0 if e["seeds"] < 2 else e[f"{metric}_ci"] for e in mine], capsize=2, width=0.4, label=label)
         ax.axhline(0.5, c="k", ls=":")
-        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_xticks(list(xs), [e["model"].replace(", ", "\n") for e in mine], fontsize=7)
         ax.set_title(setting)
     axes[0].set_ylabel("test attribution focus level")
     axes[0].legend(fontsize=7)
-    save("smerf", {"rows": rows, "epochs": args.smerf_epochs, "lam": args.lam}, fig)
+    save("smerf", {"rows": rows, "summary": summary, "table": table}, fig)
+
+
+ORDER = ["a", "c", "b", "f", "e", "smerf"]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("finding", choices=["a", "b", "c", "d", "e", "f", "smerf", "original"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--lam", type=float, default=1.0, help="λ of Energy (b, c, f) and L1 (c)")
-    p.add_argument("--settings", nargs="+", default=["simple_fr", "complex_cr2"], help="(smerf): SMERF settings")
-    p.add_argument("--smerf-epochs", type=int, default=8, help="(smerf): epochs of the unguided model")
-    p.add_argument("--l1-lam", type=float, default=30.0, help="λ of L1 (c)")
-    p.add_argument("--f1-tolerance", type=float, default=0.02, help="(a): 'equal F1' = within this of the unguided F1")
-    p.add_argument("--fraction", type=float, default=0.1, help="(e): annotated share of the training images")
-    p.add_argument("--prune-fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75], help="(e): CRAYON-Pruning shares of neurons")
-    p.add_argument("--crayon-lams", type=float, nargs="+", default=[1.0, 10.0], help="(e): λ of CRAYON-Attention (α = β = 1e-3)")
+    p.add_argument("finding", choices=ORDER + ["d", "all"])
+    p.add_argument("--f1-tolerance", type=float, default=0.02, help="(a): 'equal F1' = mean F1 within this of the unguided mean")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    if args.finding == "original":
-        console.print(base_model(SPURIOUS, 10, "textbox-original"))
-    else:
-        globals()[f"finding_{args.finding}"](args)
+    for finding in ORDER if args.finding == "all" else [args.finding]:
+        globals()[f"finding_{finding}"](args)
     return 0
 
 

@@ -32,8 +32,9 @@ class DataConfig(_Strict):
     (``conventional`` / ``reversed``); it defaults per ``name``.
 
     ``annotation_fraction`` keeps masks for that share of training images only
-    (main paper Sec. 5.4: 1 / 10 / 100 %); ``dilation`` grows every box by that
-    percentage (10 / 25 / 50 %); ``mask_kind`` guides with boxes or with
+    (main paper Sec. 5.4: 1 / 10 / 100 %); ``dilation`` moves every side of every
+    box outward by that percentage of the box's size (10 / 25 / 50 %, as the
+    authors' ``enlarge_bb``; :func:`mg_tune.data.masks.dilate_box`); ``mask_kind`` guides with boxes or with
     segmentation masks where the data set has them.
 
     Real data sets only: ``image_size`` (images and masks are resized to S x S),
@@ -99,6 +100,14 @@ DEFAULT_VARIANTS: dict[str, str] = {"textbox": "spurious", "voc": "2007", "coco"
 class TrainConfig(_Strict):
     """One guided-training configuration: L = L_class + λ·L_loc (main paper eq. overall).
 
+    ``lam_reduction`` says what λ multiplies. ``sum`` (default): L_loc is the *sum*
+    of the per-image losses over the batch's annotated images, as in the authors'
+    train.py (``localization_loss += loss_loc(...)`` per image), so a λ from the
+    papers (:data:`mg_tune.search.spec.PAPER_LAMBDA_GRID`) means the papers'
+    guidance strength at the same batch size and annotated share. ``mean``: their
+    mean, which keeps λ independent of the batch size (λ_mean = λ_sum × number
+    of annotated images per batch gives the same step).
+
     CRAYON-Pruning (crayon.md Sec. III-C, :mod:`mg_tune.guidance.pruning`):
     ``prune_fraction`` > 0 prunes that share of the penultimate neurons of the
     ``init_checkpoint`` model, those most active outside the annotated boxes,
@@ -117,6 +126,7 @@ class TrainConfig(_Strict):
     layer: str = "input"
     loss: str = "energy"
     lam: float = Field(0.0, ge=0.0, description="λ_loc, weight of the localization loss")
+    lam_reduction: Literal["sum", "mean"] = Field("sum", description="L_loc over the batch's annotated images: sum (the papers' λ units) or mean")
     loss_params: dict[str, float] = Field(default_factory=dict)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)

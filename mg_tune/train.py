@@ -2,13 +2,18 @@
 
 Each step minimises (main paper eq. overall)
 
-    L = L_class + λ · mean_{n ∈ annotated} L_loc(A_{k_n}(x_n), M_{k_n}(x_n))
+    L = L_class + λ · Σ_{n ∈ annotated} L_loc(A_{k_n}(x_n), M_{k_n}(x_n))     (lam_reduction: sum)
+    L = L_class + λ · mean_{n ∈ annotated} L_loc(...)                          (lam_reduction: mean)
 
-with L_class binary cross-entropy (multi-label) or cross-entropy
-(single-label), and k_n **one ground-truth class drawn at random per image
-and batch** (Sec. 3.5). Only images that keep their annotation
-(``annotation_fraction``) and have a non-empty mask for k_n enter L_loc; the
-mean over them keeps λ independent of the batch size.
+with L_class binary cross-entropy averaged over the batch's (image, class)
+pairs (multi-label) or cross-entropy averaged over images (single-label), and
+k_n **one ground-truth class drawn at random per image and batch** (Sec. 3.5).
+Only images that keep their annotation (``annotation_fraction``) and have a
+non-empty mask for k_n enter L_loc. The sum is the authors' train.py (their λ
+multiplies ``localization_loss`` accumulated image by image), so the papers'
+λ grids keep their meaning; the mean keeps λ independent of the batch size.
+L_loc of one image is :func:`mg_tune.guidance.losses.layer_loss`: the map at
+the guided layer is normalised, then resized to the mask, as the authors do.
 
 After every epoch the model is evaluated on the validation split (the IoU
 threshold is chosen on the held-out split), a checkpoint and an attribution
@@ -49,7 +54,8 @@ from mg_tune.data import build_split
 from mg_tune.data.masks import crayon_relevance
 from mg_tune.evaluation import attribution_target, evaluate_split, ground_truth_pairs
 from mg_tune.guidance.attribution import attribute, check_method
-from mg_tune.guidance.losses import get_loss
+from mg_tune.guidance.losses import get_loss, layer_loss
+from mg_tune.guidance.metrics import resize_maps
 from mg_tune.guidance.pruning import load_state, penultimate, rank_and_prune
 from mg_tune.models import StagedModel, build_model
 from mg_tune.overlay import save_overlay
@@ -187,11 +193,10 @@ class GuidedTrainer:
         guided = lam > 0 and bool(use.any())
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=cfg.amp):
             if guided:
-                att = attribute(
-                    self.model, images, targets, cfg.attribution, cfg.layer, create_graph=True, size=tuple(masks.shape[-2:]), target=self.target
-                )
+                att = attribute(self.model, images, targets, cfg.attribution, cfg.layer, create_graph=True, target=self.target)
                 logits = self.model(images) if cfg.attribution == "bcos" else att.logits
-                loc = self._localization(att.maps[use].float(), masks[use], images[use], targets[use])
+                per_image = self._localization(att.maps[use].float(), masks[use], images[use], targets[use])
+                loc = per_image.sum() if cfg.lam_reduction == "sum" else per_image.mean()
             else:
                 logits = self.model(images)
                 loc = torch.zeros((), device=self.device)
@@ -204,15 +209,17 @@ class GuidedTrainer:
         return F.cross_entropy(logits, labels.argmax(1))
 
     def _localization(self, maps: Tensor, masks: Tensor, images: Tensor, targets: Tensor) -> Tensor:
+        """Per-image L_loc ``[N]`` of the layer's maps against the masks."""
         params = dict(self.config.loss_params)
         if self.reference is None:
-            return self.loss_fn(maps, masks, **params).mean()
+            return layer_loss(self.config.loss, maps, masks, **params)
         # CRAYON-Attention: the original model's saliency, judged yes/no against the mask.
+        size = tuple(masks.shape[-2:])
         with torch.enable_grad():
-            ref = attribute(self.reference, images, targets, self.config.attribution, self.config.layer, size=tuple(masks.shape[-2:]), target=self.target)
+            ref = attribute(self.reference, images, targets, self.config.attribution, self.config.layer, size=size, target=self.target)
         ref_maps = ref.maps.detach().float()
         relevant = crayon_relevance(ref_maps, masks)
-        return self.loss_fn(maps, ref_maps, relevant, **params).mean()
+        return self.loss_fn(resize_maps(maps, size), ref_maps, relevant, **params)
 
     def step(self, batch: dict, generator: torch.Generator) -> tuple[float, float, float]:
         self.optimizer.zero_grad(set_to_none=True)

@@ -46,12 +46,15 @@ def test_class_box_masks_union_per_class():
 @pytest.mark.parametrize(
     ("box", "percent", "expected"),
     [
+        # each side moves by floor(p * side length), as the authors' utils.enlarge_bb
         ((10, 10, 20, 30), 0, (10, 10, 20, 30)),
-        ((10, 10, 20, 30), 10, (9, 9, 21, 31)),  # grow 0.5 / 1.0 px per side, rounded outward
-        ((10, 10, 20, 30), 50, (7, 5, 23, 35)),  # grow 2.5 / 5.0 px per side
-        ((8, 8, 16, 16), 25, (7, 7, 17, 17)),  # grow exactly 1 px per side
-        ((0, 0, 10, 10), 50, (0, 0, 13, 13)),  # clipped at the top-left corner
-        ((60, 58, 64, 64), 50, (59, 56, 64, 64)),  # clipped at the bottom-right corner
+        ((10, 10, 20, 30), 10, (9, 8, 21, 32)),  # margins 1 (width 10) and 2 (height 20) px
+        ((10, 10, 20, 30), 50, (5, 0, 25, 40)),  # margins 5 and 10: the top edge reaches row 0 exactly
+        ((8, 8, 16, 16), 25, (6, 6, 18, 18)),  # 2 px per side: the side grows by 50 %
+        ((10, 10, 17, 13), 25, (9, 10, 18, 13)),  # floor(1.75) = 1, floor(0.75) = 0
+        ((0, 0, 10, 10), 50, (0, 0, 15, 15)),  # clipped at the top-left corner
+        ((60, 58, 64, 64), 50, (58, 55, 64, 64)),  # clipped at the bottom-right corner (image size, not 223)
+        ((5, 50, 40, 60), 50, (0, 45, 57, 64)),  # floor(17.5) = 17; clipped left and bottom
     ],
 )
 def test_dilate_box(box, percent, expected):

@@ -82,28 +82,27 @@ def class_box_masks(
 
 
 def dilate_box(box: Sequence[int], percent: float, height: int, width: int) -> Box:
-    """Grow a box's width and height by ``percent`` % around its centre (coarser annotation).
+    """Move each side of a box outward by ``percent`` % of the box's size, clipped to the image.
 
-    Model guidance paper, Sec. 5 ("coarse annotations"): boxes are dilated by
-    p in {10, 25, 50} %. Convention: each side moves outward by half the growth,
-    ``g_x = (x1 - x0) * p / 200`` and ``g_y = (y1 - y0) * p / 200``; the new edges are
-    rounded outward (``x0' = floor(x0 - g_x)``, ``x1' = ceil(x1 + g_x)``, same for y) so
-    the dilated box always contains the exact dilated rectangle, then clipped to the
-    image (``0..width``, ``0..height``). Arithmetic is exact (``percent`` is read as its
-    decimal literal), so e.g. a 10-pixel side at 10 % grows by exactly 0.5 px per side.
+    Model guidance paper, Sec. 5 ("coarse annotations": boxes dilated by 10 / 25 / 50 %),
+    as the authors' ``utils.enlarge_bb`` does it: with p = ``percent`` / 100, the margins
+    are ``m_x = floor(p · (x1 − x0))`` and ``m_y = floor(p · (y1 − y0))`` (their
+    ``int(percentage * width)``), and *every* side moves by its margin:
+    ``(max(0, x0 − m_x), max(0, y0 − m_y), min(width, x1 + m_x), min(height, y1 + m_y))``.
+    So at p = 50 % a box's width doubles (it grows by 2·m_x). Arithmetic is exact
+    (``percent`` is read as its decimal literal: a 10-px side at 25 % moves by 2 px).
+
+    Deliberate difference: the authors clip ``x1``/``y1`` to 223 on their 224-px images,
+    which with exclusive ends never covers the last row and column; here the clip is to
+    the image size (``width``, ``height``).
     """
     x0, y0, x1, y1 = check_box(box, height, width)
     if not math.isfinite(percent) or percent < 0:
         raise ValueError(f"percent must be a finite number >= 0, got percent={percent}")
-    p = Fraction(str(percent))
-    gx = Fraction(x1 - x0) * p / 200
-    gy = Fraction(y1 - y0) * p / 200
-    return (
-        max(0, math.floor(x0 - gx)),
-        max(0, math.floor(y0 - gy)),
-        min(width, math.ceil(x1 + gx)),
-        min(height, math.ceil(y1 + gy)),
-    )
+    p = Fraction(str(percent)) / 100
+    mx = math.floor(Fraction(x1 - x0) * p)
+    my = math.floor(Fraction(y1 - y0) * p)
+    return max(0, x0 - mx), max(0, y0 - my), min(width, x1 + mx), min(height, y1 + my)
 
 
 def annotated_subset(n: int, fraction: float, seed: int) -> torch.Tensor:

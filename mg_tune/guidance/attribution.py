@@ -6,9 +6,18 @@ layer (the image itself at ``input``) and y_k the logit (main paper Sec. 3.2):
 * ``ixg``     — Input×Gradient, A = Σ_c U_c ⊙ ∂y_k/∂U_c.
 * ``gradcam`` — GradCAM, A = ReLU(Σ_c α_c U_c) with α_c = mean_hw ∂y_k/∂U_c.
 * ``intgrad`` — Integrated Gradients with a zero baseline,
-  A = Σ_c U_c ⊙ ∫₀¹ ∂y_k/∂U_c(αU) dα. On an X-DNN (bias-free, positively
-  homogeneous) model the integrand is constant in α, so IntGrad = IxG exactly
-  in one backward pass (Hesse et al. 2021); other models are refused.
+  A = Σ_c U_c ⊙ ∫₀¹ ∂s/∂U_c(αU) dα for the attributed score s. On an X-DNN
+  (bias-free, positively homogeneous) model every logit satisfies
+  y_j(αU) = α·y_j(U), so ∇y_j(αU) = ∇y_j(U): for s = y_k the integrand is
+  constant and IntGrad = IxG exactly in one backward pass (Hesse et al. 2021).
+  The log-odds g = y_k − log Σ_{j≠k} exp y_j is not homogeneous for more than
+  2 classes; there, exactly,
+  ∇g(αU) = ∇y_k(U) − Σ_{j≠k} π_j(α) ∇y_j(U) with
+  π_j(α) = exp(α y_j) / Σ_{i≠k} exp(α y_i), so
+  IntGrad = Σ_c U_c ⊙ (∇y_k − Σ_{j≠k} π̄_j ∇y_j), π̄_j = ∫₀¹ π_j(α) dα.
+  π̄ is an integral of scalars (Gauss–Legendre, :data:`INTGRAD_NODES` nodes,
+  exact to float precision for this analytic integrand); the map needs one
+  backward pass per class (K instead of 1). Other model families are refused.
 * ``bcos``    — B-cos contributions, A = Σ_c W_k(x)ᵀ ⊙ x: IxG with the
   dynamic weights detached (the ``bcos`` package's explanation mode). The
   contributions sum to y_k minus the constant logit bias.
@@ -36,16 +45,20 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from bcos.common import explanation_mode
 from torch import Tensor
 
+from mg_tune.guidance.metrics import resize_maps
 from mg_tune.models.staged import StagedModel
 
 METHODS: tuple[str, ...] = ("ixg", "gradcam", "intgrad", "bcos")
 TARGETS: tuple[str, ...] = ("logit", "log_odds")
 _REQUIRED_FAMILY = {"intgrad": "x_dnn", "bcos": "bcos"}
+INTGRAD_NODES = 64
+"""Gauss–Legendre nodes for π̄_j = ∫₀¹ π_j(α) dα (IntGrad of multi-class log-odds)."""
 
 
 @dataclass
@@ -82,7 +95,9 @@ def attribute(
     Args:
         images: ``[N, 3, H, W]``.
         targets: ``[N]`` class index per image (one map per image).
-        size: resize the maps (bilinear) to this ``(H, W)``, e.g. the mask size.
+        size: resize the raw maps (bilinear, :func:`~mg_tune.guidance.metrics.resize_maps`)
+            to this ``(H, W)``, e.g. the mask size. Training resizes after
+            normalising instead (:func:`~mg_tune.guidance.losses.layer_loss`).
         target: ``"logit"`` or ``"log_odds"`` (see the module docstring).
     """
     check_method(method, model)
@@ -91,16 +106,34 @@ def attribute(
     mode = explanation_mode(model) if method == "bcos" else contextlib.nullcontext()
     with mode:
         feature, logits = model.features_and_logits(images, layer)
-        selected = _target_scores(logits, targets, target).sum()
-        (grad,) = torch.autograd.grad(selected, feature, create_graph=create_graph)
-    if method == "gradcam":
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        maps = F.relu((weights * feature).sum(dim=1))
-    else:
-        maps = (feature * grad).sum(dim=1)
-    if size is not None and tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+        if method == "intgrad" and target == "log_odds" and logits.shape[1] > 2:
+            maps = _intgrad_log_odds(feature, logits, targets, create_graph)
+        else:
+            selected = _target_scores(logits, targets, target).sum()
+            (grad,) = torch.autograd.grad(selected, feature, create_graph=create_graph)
+            if method == "gradcam":
+                weights = grad.mean(dim=(2, 3), keepdim=True)
+                maps = F.relu((weights * feature).sum(dim=1))
+            else:
+                maps = (feature * grad).sum(dim=1)
+    if size is not None:
+        maps = resize_maps(maps, size)
     return Attribution(maps=maps, logits=logits)
+
+
+def _intgrad_log_odds(feature: Tensor, logits: Tensor, targets: Tensor, create_graph: bool) -> Tensor:
+    """Σ_c U_c ⊙ (∇y_k − Σ_{j≠k} π̄_j ∇y_j) on a homogeneous model (module docstring)."""
+    nodes, weights = np.polynomial.legendre.leggauss(INTGRAD_NODES)
+    alpha = torch.as_tensor((nodes + 1) / 2, dtype=logits.dtype, device=logits.device)  # [-1, 1] -> [0, 1]
+    w = torch.as_tensor(weights / 2, dtype=logits.dtype, device=logits.device)
+    others = logits.masked_fill(F.one_hot(targets, logits.shape[1]).bool(), float("-inf"))
+    pi_bar = torch.einsum("q,qnk->nk", w, torch.softmax(alpha[:, None, None] * others, dim=2))  # 0 at k
+    coeff = F.one_hot(targets, logits.shape[1]).to(logits.dtype) - pi_bar  # [N, K]
+    maps = torch.zeros_like(feature[:, 0])
+    for j in range(logits.shape[1]):
+        (grad_j,) = torch.autograd.grad(logits[:, j].sum(), feature, create_graph=create_graph, retain_graph=True)
+        maps = maps + coeff[:, j, None, None] * (feature * grad_j).sum(dim=1)
+    return maps
 
 
 def _target_scores(logits: Tensor, targets: Tensor, target: str) -> Tensor:

@@ -18,11 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-
-EPS = 1e-12
-"""Floor for denominators: ``x / max(d, EPS)``. Exact whenever ``d >= EPS``; a
-zero denominator always comes with a zero numerator here, so the result is 0."""
 
 DEFAULT_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """Grid 0.05, 0.10, ..., 0.95 searched by :func:`select_iou_threshold`."""
@@ -31,8 +28,8 @@ DEFAULT_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in ra
 def _prepare(A: Tensor, *masks: Tensor) -> tuple[Tensor, ...]:
     """Check the ``[N, H, W]`` contract and promote to at least float32.
 
-    Promotion keeps ``EPS`` representable (it underflows in float16) and makes
-    half-precision attributions safe; autograd flows through the cast.
+    Promotion keeps tiny maxima and sums representable (float16 underflows below
+    6e-8) and makes half-precision attributions safe; autograd flows through the cast.
     """
     if A.dim() != 3:
         raise ValueError(f"attribution maps must be [N, H, W], got shape {tuple(A.shape)}")
@@ -49,8 +46,15 @@ def _sum_hw(x: Tensor) -> Tensor:
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    """``num / max(den, EPS)``: 0 when both are 0, finite values and gradients."""
-    return num / den.clamp_min(EPS)
+    """``num / den`` where ``den > 0``, else 0 — with finite values and gradients.
+
+    The denominators here (max A⁺, Σ A⁺, Σ M, |B ∪ M|) are ≥ 0 and a zero one comes
+    with a zero numerator. Dividing by the *true* denominator however small keeps
+    the normalised maps scale-invariant (a map scaled by 1e-15 normalises like the
+    original; flooring at 1e-12 would not, issue 17 item 4).
+    """
+    positive = den > 0
+    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def _max_hw(x: Tensor) -> Tensor:
@@ -61,15 +65,28 @@ def _max_hw(x: Tensor) -> Tensor:
 def normalize_positive(A: Tensor) -> Tensor:
     """Â⁺ = A⁺ / max(A⁺) per map, A⁺ = max(A, 0) (main paper Sec. 3.4, eqs. lone/ppce).
 
-    Values lie in [0, 1]; a map without positive attribution gives all zeros.
+    Values lie in [0, 1]; a map without positive attribution gives all zeros. The
+    division is by the true maximum whenever it is > 0, however small.
     """
     A_pos = torch.relu(A)
-    return A_pos / _max_hw(A_pos).clamp_min(EPS)
+    return _safe_div(A_pos, _max_hw(A_pos))
 
 
 def normalize_abs(A: Tensor) -> Tensor:
     """Â = A / max|A| per map (main paper Sec. 3.4, eq. rrr); all-zero map -> zeros."""
-    return A / _max_hw(A.abs()).clamp_min(EPS)
+    return _safe_div(A, _max_hw(A.abs()))
+
+
+def resize_maps(A: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of ``[N, h, w]`` maps to ``size`` (``align_corners=False``).
+
+    The authors' ``LayerAttribution.interpolate`` (captum) with
+    ``interpolate_mode="bilinear"``, i.e. ``F.interpolate(..., mode="bilinear")``.
+    Maps already of that size are returned unchanged.
+    """
+    if tuple(A.shape[-2:]) == tuple(size):
+        return A
+    return F.interpolate(A.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
 
 
 # --------------------------------------------------------------------------- localization
@@ -92,6 +109,15 @@ def iou(A: Tensor, M: Tensor, threshold: float) -> Tensor:
     is binarised at 0.5 (masks are 0/1 by contract). IoU = |B ∩ M| / |B ∪ M|.
     A map with no positive attribution scores 0 (for every threshold), and so does
     an empty union (empty mask and empty binarised map).
+
+    Convention vs the authors' code (``metrics.BoundingBoxIoUMultiple``): they
+    binarise [(A⁺ − min A⁺) / (max A⁺ − min A⁺) > t]. mg-tune keeps ``≥`` and
+    max-normalisation (the DESIGN contract). The two agree whenever some pixel
+    has A ≤ 0 (then min A⁺ = 0) and no pixel's Â⁺ equals t exactly, i.e. on
+    almost every real attribution map. They differ (a) on maps positive
+    everywhere, where min–max maps the weakest pixel to 0 (off for every t), and
+    (b) on exact ties Â⁺ = t, which ``≥`` counts as on. ``tests/test_metrics.py``
+    checks the agreement and both differences against the authors' formula.
     """
     A, M = _prepare(A, M)
     on = normalize_positive(A) >= threshold

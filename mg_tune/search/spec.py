@@ -17,12 +17,20 @@ Search-space entries::
 ``lam`` is always conditional on the loss: its range defaults to one decade
 around the reproducibility study's grid for that loss (Table 5), i.e.
 [min/√10, max·√10]. The ``grid`` sampler runs every combination of the
-``choice`` lists and, for λ, the paper's exact grid per loss.
+``choice`` lists and, for λ, the paper's exact grid per loss. The grid and
+the default ranges are in the papers' units: λ multiplies the *sum* of the
+per-image localization losses over a batch (``lam_reduction: sum``, the
+default, as the authors' train.py). A spec with ``lam_reduction: mean`` must
+give every loss's λ range itself and cannot use the paper grid.
 
 Search efficiency::
 
     scheduler: {name: mo_asha, grace_period: 1, reduction_factor: 3}   # or just `scheduler: mo_asha`
     warm_start: paper_grid     # other samplers: run the paper's grid points first
+
+``lam_grid: {energy: [1.0e-3, 1.0e-2]}`` replaces the paper's grid of a loss
+(for the ``grid`` sampler and the warm start); its values must lie in the
+loss's λ range.
 
 ``mo_asha`` stops trials early by multi-objective successive halving
 (:mod:`mg_tune.search.schedulers`); ``warm_start: paper_grid`` enqueues
@@ -53,14 +61,15 @@ PAPER_LAMBDA_GRID: dict[str, tuple[float, ...]] = {
     "ppce": (1e-4, 5e-4, 1e-3),
     "energy_star": (0.5,),
 }
-"""λ_loc grids of the main paper as listed by the reproducibility study (Table 5)."""
+"""λ_loc grids of the main paper as listed by the reproducibility study (Table 5), in the
+papers' units: λ multiplies Σ over the batch's annotated images of L_loc (``lam_reduction: sum``)."""
 
 METRIC_NAMES: tuple[str, ...] = (
     "f1", "map", "accuracy", "epg", "iou", "seg_epg", "x_seg_epg", "pafl", "safl",
     "worst_group_acc", "mean_group_acc",
 )
 SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "random", "grid")
-SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint"))
+SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction"))
 DATA_SEARCHABLE: tuple[str, ...] = ("annotation_fraction", "dilation", "mask_kind")
 
 
@@ -169,6 +178,7 @@ class SearchSpec(_Strict):
     reuse_actors: bool = True
     scheduler: SchedulerSpec | None = None
     warm_start: Literal["none", "paper_grid"] = "none"
+    lam_grid: dict[str, list[float]] = Field(default_factory=dict)
 
     @field_validator("scheduler", mode="before")
     @classmethod
@@ -189,6 +199,14 @@ class SearchSpec(_Strict):
                 raise ValueError(f"{name} is both fixed and searched")
         if "lam" in self.space and self.space["lam"].kind != "loguniform_by_loss":
             raise ValueError("space.lam must be loguniform_by_loss (λ's range depends on the loss)")
+        if "lam" in self.space and self.fixed.get("lam_reduction") == "mean":
+            missing = [loss for loss in self.losses() if loss not in self.space["lam"].loguniform_by_loss]
+            paper_grid = (self.sampler == "grid" or self.warm_start == "paper_grid") and any(loss not in self.lam_grid for loss in self.losses())
+            if missing or paper_grid:
+                raise ValueError(
+                    "space.lam: the paper grid and the default λ ranges are in the papers' units (lam_reduction: sum); "
+                    f"with lam_reduction: mean give a range for every loss{f' (missing: {missing[0]})' if missing else ''} and, for a grid, lam_grid"
+                )
         bounds: dict[str, list[Constraint]] = {}
         for text in self.constraints:
             c = parse_constraint(text)
@@ -223,7 +241,10 @@ class SearchSpec(_Strict):
                 raise ValueError(f"scheduler.grace_period must be below max_t={max_t} epochs (got {self.scheduler.grace_period})")
             if epochs is not None and max_t > epochs:
                 raise ValueError(f"scheduler.max_t must be at most fixed.epochs={epochs} (got {max_t})")
-        if self.warm_start == "paper_grid" and self.sampler != "grid":
+        unknown = sorted(set(self.lam_grid) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"lam_grid: unknown loss {unknown[0]!r}; valid losses: {', '.join(LOSSES)}")
+        if self.warm_start == "paper_grid" or (self.sampler == "grid" and self.lam_grid):
             self._check_warm_start()
         return self
 
@@ -232,13 +253,13 @@ class SearchSpec(_Strict):
             points = self.grid_points()
         except ValueError as exc:
             raise ValueError(f"warm_start: paper_grid: {exc}") from None
-        if len(points) > self.trials:
+        if len(points) > self.trials and self.sampler != "grid":
             raise ValueError(f"warm_start: paper_grid enqueues {len(points)} grid points, more than trials={self.trials}")
         for point in points:
             if "lam" in point:
                 low, high = self.lambda_range(point.get("loss", self.losses()[0]))
                 if not low <= point["lam"] <= high:
-                    raise ValueError(f"warm_start: paper_grid: λ={point['lam']:g} of loss {point.get('loss', self.losses()[0])} lies outside space.lam's range [{low:g}, {high:g}]")
+                    raise ValueError(f"{'lam_grid' if self.lam_grid else 'warm_start: paper_grid'}: λ={point['lam']:g} of loss {point.get('loss', self.losses()[0])} lies outside space.lam's range [{low:g}, {high:g}]")
 
     # -- derived views ------------------------------------------------------------
     @property
@@ -294,7 +315,7 @@ class SearchSpec(_Strict):
         return TrainConfig(data=DataConfig.model_validate(data.model_dump()), **values)
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every combination for the ``grid`` sampler; λ takes the paper's grid of each loss."""
+        """Every combination for the ``grid`` sampler; λ takes ``lam_grid`` or else the paper's grid of each loss."""
         names = [n for n in self.space if n != "lam"]
         for n in names:
             if self.space[n].kind != "choice":
@@ -303,7 +324,7 @@ class SearchSpec(_Strict):
         for combo in itertools.product(*(self.space[n].choice for n in names)):
             point = dict(zip(names, combo))
             loss = point.get("loss", self.losses()[0])
-            lams = PAPER_LAMBDA_GRID.get(loss, (self.fixed.get("lam", 0.0),)) if "lam" in self.space else (None,)
+            lams = self.lam_grid.get(loss, PAPER_LAMBDA_GRID.get(loss, (self.fixed.get("lam", 0.0),))) if "lam" in self.space else (None,)
             for lam in lams:
                 points.append(point | ({"lam": lam} if lam is not None else {}))
         return points
