@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 # The installer and build backend are pinned too: a new pip or setuptools must not change an install.
 BUILD_TOOLS := pip==26.3 setuptools==84.2.1
 
-.PHONY: install test demo bench lock check-latest clean
+.PHONY: install test demo bench bench-gpu gpu-wheels lock check-latest clean
 
 # The locked install: every package at the version in requirements.lock (no resolving), then mg-tune itself.
 $(STAMP): pyproject.toml $(LOCK)
@@ -73,6 +73,24 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/guided_step.py
+
+# GPU benchmark (docs/benchmarks.md "GPU benchmark"): step ratios at 224 px, trials packed per GPU, loader vs step.
+# Needs a CUDA device; writes bench/results/gpu/gpu_bench.{json,md}. On CPU: bench/gpu.py --device cpu --dry-run.
+bench-gpu: $(STAMP)
+	PYTHON=$(BIN)/python bench/gpu.sh
+
+# Wheels of what bench/gpu.py needs beyond the GPU machine's image (torch, numpy, pillow, rich are there), at the
+# locked versions, for CPython 3.12 on x86-64 Linux, into .whl/ (git-ignored): bench/gpu.sh installs them offline.
+GPU_WHEELS := pydantic pydantic-core annotated-types typing-inspection typing-extensions bcos pycocotools
+
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	for name in $(GPU_WHEELS); do \
+		pin=$$(grep -i "^$$name==" $(LOCK)) || { echo "$$name is not in $(LOCK)"; exit 1; }; \
+		$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+			--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$$pin" || exit 1; \
+	done
+	ls .whl
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) $(LOCK_VENV) mlruns mlflow.db runs demo-output
