@@ -263,7 +263,17 @@ def finding_d(args: argparse.Namespace) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(ROOT / "bench" / "guided_step.py"), "--families", "smerf", "--methods", "ixg", "gradcam", "--layers", "input", "mid2", "--threads", "1", "--json", str(out)]
     subprocess.run(command, check=True)
-    save("d", {"command": " ".join(command[1:]), "rows": json.loads(out.read_text())["rows"]})
+    rows = json.loads(out.read_text())["rows"]
+    # mean ± 95 % t-interval over the timing rounds (round r of the input row vs round r of the mid2 row)
+    summary = []
+    for method in ("ixg", "gradcam"):
+        by_layer = {r["layer"]: r["rounds_wall_ms"]["guided[none]"] for r in rows if r["method"] == method and r["lever"] == "none"}
+        summary.append({"method": method, "seeds": len(by_layer["input"]),
+                        **dict(zip(("input_ms", "input_ms_ci"), mean_ci(by_layer["input"]))),
+                        **dict(zip(("mid2_ms", "mid2_ms_ci"), mean_ci(by_layer["mid2"]))),
+                        **dict(zip(("input_over_mid2", "input_over_mid2_ci"), mean_ci([a / b for a, b in zip(by_layer["input"], by_layer["mid2"])])))})
+    table = markdown("(d) guided ms per step, smerf_cnn, batch 32, 64 px, 1 thread (rounds as seeds)", summary, ["method"], ["input_ms", "mid2_ms", "input_over_mid2"])
+    save("d", {"command": " ".join(command[1:]), "rows": rows, "summary": summary, "table": table})
 
 
 # -- (e) worst-group accuracy ------------------------------------------------------------------
