@@ -42,7 +42,8 @@ check-latest:
 	$(LATEST_VENV)/bin/pip install -q -e ".[test]"
 	$(LATEST_VENV)/bin/pip check
 	@echo "releases newer than the lock (< locked, > newest):"
-	@$(LATEST_VENV)/bin/pip freeze --exclude-editable | tr 'A-Z_' 'a-z-' | LC_ALL=C sort | diff <(grep -v '^#' $(LOCK)) - | grep '^[<>]' || echo "  none"
+	@diff <(grep -v -e '^#' -e '^setuptools==' $(LOCK) | LC_ALL=C sort) \
+	      <($(LATEST_VENV)/bin/pip freeze --exclude-editable | tr 'A-Z_' 'a-z-' | LC_ALL=C sort) | grep '^[<>]' || echo "  none"
 	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(LATEST_TESTS)
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
