@@ -41,7 +41,7 @@ from test_cluster import RayNode
 pytestmark = pytest.mark.slow
 
 MG_TUNE = str(Path(sys.executable).with_name("mg-tune"))
-EPOCHS = 3
+EPOCHS = 4  # a trial is held at epoch 1 or 2: a window of two epochs for the poll to see it
 TRIALS = {"alpha": 2, "beta": 2}
 
 
@@ -181,6 +181,10 @@ def hold(client: MlflowClient, name: str) -> object:
         os.kill(pid, signal.SIGCONT)
 
 
+def finished(client: MlflowClient, name: str) -> bool:
+    return any(r.info.status == "FINISHED" for r in trial_runs(client, name))
+
+
 def alive(pid: int) -> bool:
     """A running process (a run of a trial lost with its node still says RUNNING, with the dead process's pid)."""
     try:
@@ -214,16 +218,17 @@ def scenario(cluster, postgres_database):
         held = {name: hold(client, name) for name in TRIALS}
         seen["list"] = laptop.ok("jobs", "list", "--tracking-uri", uri)
 
-        # the worker node lost with its trial mid-run; the autoscaler's replacement joins
+        # the worker node lost with its trial mid-run; the autoscaler's replacement joins. The lost search's trial
+        # restarts there from its checkpoint and is held again, so that neither search runs on unobserved (a search
+        # left running could finish all its trials before its step below).
         lost = next(name for name, run in held.items() if run.data.tags["mg_tune.node_id"] == cluster["worker_id"])
         seen["node kill"] = (lost, held[lost].data.tags[TRIAL_TAG], int(held[lost].data.metrics["epoch"]))
         kill_node(cluster["worker"])
         del held[lost]
         cluster["add_worker"]("worker2.log")
+        held[lost] = hold(client, lost)
 
-        # beta stopped while a trial of it is held mid-run
-        if "beta" not in held:
-            held["beta"] = hold(client, "beta")
+        # beta stopped while a trial of it is held mid-run; alpha stays frozen meanwhile
         seen["held"] = held["beta"].data.tags[TRIAL_TAG]
         seen["stop"] = laptop.ok("jobs", "stop", "beta", timeout=400)
         seen["stopped runs"] = {r.data.tags[TRIAL_TAG]: r for r in trial_runs(client, "beta")}
@@ -232,10 +237,10 @@ def scenario(cluster, postgres_database):
         seen["logs"] = laptop.ok("jobs", "logs", "beta")
 
         # alpha's driver killed while a trial of it is held mid-run, after one finished; resubmitted with --resume
-        if "alpha" in held:
+        if not finished(client, "alpha"):
             release(held.pop("alpha"))
-        wait_until("a finished alpha trial", lambda: any(r.info.status == "FINISHED" for r in trial_runs(client, "alpha")))
-        held["alpha"] = hold(client, "alpha")
+            wait_until("a finished alpha trial", lambda: finished(client, "alpha"))
+            held["alpha"] = hold(client, "alpha")
         os.kill(int(cluster_jobs(laptop)["alpha"]["driver_info"]["pid"]), signal.SIGKILL)
         wait_until("alpha's job to fail", lambda: cluster_jobs(laptop)["alpha"]["status"] == "FAILED", every=1)
         seen["alpha resubmit"] = laptop.ok("submit", "alpha.yaml", "--resume")
