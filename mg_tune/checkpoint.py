@@ -2,7 +2,10 @@
 
 A checkpoint is a plain dict of tensors and JSON-like values (no pickled
 code): ``model`` and ``optimizer`` state dicts, ``epoch``, validation
-``metrics`` and the full ``config`` (``TrainConfig.model_dump(mode="json")``).
+``metrics``, the full ``config`` (``TrainConfig.model_dump(mode="json")``) and
+``dataset``: what the outputs mean and the input size
+(:class:`mg_tune.data.card.DatasetCard` as JSON), so a checkpoint
+becomes a model without the data set on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ def epoch_dir(root: str | Path, epoch: int) -> Path:
     return Path(root) / f"epoch={epoch:03d}"
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int, metrics: dict[str, float], config: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    epoch: int,
+    metrics: dict[str, float],
+    config: dict[str, Any],
+    dataset: dict[str, Any] | None = None,
+) -> Path:
     """Write the checkpoint atomically (temporary file, then rename) and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +43,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         "epoch": epoch,
         "metrics": dict(metrics),
         "config": config,
+        "dataset": dataset,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

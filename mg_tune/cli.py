@@ -59,7 +59,8 @@ def search(
 ) -> None:
     """Run a multi-objective search and print its Pareto front."""
     from mg_tune.search.spec import SpecError, load_spec
-    from mg_tune.tracking import default_tracking_uri, redact_uri
+    from mg_tune.mlflow_links import where_to_look
+    from mg_tune.tracking import default_tracking_uri
 
     try:
         spec, text = load_spec(spec_path)
@@ -79,7 +80,8 @@ def search(
         return
     console.print(pareto_table(outcome.pareto.front, spec.metric_names, f"Pareto front of search {spec.name!r} ({len(outcome.pareto.table)} checkpoints, {outcome.trials} trials, {outcome.errors} failed)"))
     console.print(f"hypervolume: {outcome.pareto.hypervolume:.4f}")
-    console.print(f"MLflow UI:   mlflow ui --backend-store-uri {redact_uri(uri)}   (experiment 'mg-tune/{spec.name}')")
+    for line in where_to_look(uri, spec.name):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if outcome.pareto.plot_path is not None:
         console.print(f"Pareto plot: {outcome.pareto.plot_path}")
 
@@ -89,18 +91,33 @@ def pareto(
     search_name: str = typer.Option(..., "--search", help="search name"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
     objectives: str = typer.Option("f1,epg,iou", "--objectives", help="comma-separated metrics, all maximised"),
+    register: Optional[str] = typer.Option(
+        None, "--register", help="register the front as versions of this MLflow registered model, with aliases best-<objective> and knee"
+    ),
 ) -> None:
-    """Compute the Pareto front of a search from MLflow alone, tag it and print it."""
+    """Compute the Pareto front of a search from MLflow alone, tag it and print it (and register it with --register)."""
+    from mg_tune.mlflow_links import where_to_look
+    from mg_tune.model_registry import KNEE_ALIAS, register_front
     from mg_tune.pareto_report import search_pareto
     from mg_tune.tracking import default_tracking_uri
 
     names = [o.strip() for o in objectives.split(",") if o.strip()]
+    uri = tracking_uri or default_tracking_uri()
     try:
-        result = search_pareto(tracking_uri or default_tracking_uri(), search_name, names, [True] * len(names))
+        result = search_pareto(uri, search_name, names, [True] * len(names))
+        registered = register_front(uri, search_name, result.front, names, [True] * len(names), register) if register else None
     except ValueError as exc:
         fail(str(exc))
     console.print(pareto_table(result.front, names, f"Pareto front of search {search_name!r} ({len(result.table)} checkpoints)"))
     console.print(f"hypervolume: {result.hypervolume:.4f}")
+    if registered is not None:
+        aliases = ", ".join(f"{alias} → v{version}" for alias, version in registered.aliases.items())
+        console.print(f"registered {len(registered.versions)} front checkpoints as {register!r}: {aliases}", highlight=False, markup=False, soft_wrap=True)
+        if registered.left:
+            console.print(f"left the front (tagged pareto=false): versions {', '.join(registered.left)}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"load: mlflow.pyfunc.load_model('models:/{register}@{KNEE_ALIAS}')", highlight=False, markup=False, soft_wrap=True)
+    for line in where_to_look(uri, search_name, register):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def evaluation_table(table, objectives: list[str], title: str) -> Table:
@@ -147,22 +164,26 @@ def export(
     s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", help="S3 endpoint (default $MLFLOW_S3_ENDPOINT_URL)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
 ) -> None:
-    """Export one checkpoint as a model package (model.pt, config.json, metrics.json, MODEL_CARD.md)."""
+    """Export one checkpoint as a model package (model.pt, config.json, dataset.json, metrics.json, MODEL_CARD.md)."""
     from mg_tune.export import export_checkpoint
+    from mg_tune.mlflow_links import where_to_look
     from mg_tune.tracking import default_tracking_uri
 
+    tracking_uri = tracking_uri or default_tracking_uri()
     try:
         uri = export_checkpoint(
-            tracking_uri or default_tracking_uri(), search_name, trial, epoch, to,
+            tracking_uri, search_name, trial, epoch, to,
             s3_endpoint_url=s3_endpoint_url, register=register, alias=alias,
         )
     except ValueError as exc:
         fail(str(exc))
     console.print(f"exported to {uri}", highlight=False, markup=False, soft_wrap=True)
-    if register:
-        where = f"models:/{register}@{alias}" if alias else f"registered model {register!r}"
-        console.print(f"registered in the MLflow Model Registry: {where}", highlight=False, markup=False, soft_wrap=True)
     console.print(f'load it with: mg_tune.load_model("{uri}")', highlight=False, markup=False, soft_wrap=True)
+    if register:
+        where = f"models:/{register}@{alias}" if alias else f"models:/{register}/<version>"
+        console.print(f"registered in the MLflow Model Registry: {where}  (mlflow.pyfunc.load_model, mlflow models serve -m, mg_tune.load_model)", highlight=False, markup=False, soft_wrap=True)
+        for line in where_to_look(tracking_uri, search_name, register):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,11 +1,13 @@
 """Export a checkpoint as a self-contained model package, and load packages safely.
 
-A package holds four files (:data:`EXPORT_FILES`):
+A package holds five files (:data:`EXPORT_FILES`):
 
 ==================  ===========================================================
 ``model.pt``        the model's ``state_dict`` only: tensors by name, loadable
                     with ``torch.load(weights_only=True)`` (no optimiser state)
 ``config.json``     ``TrainConfig.model_dump(mode="json")``: rebuilds the model
+``dataset.json``    the classes in output order, multi-label or not, the input
+                    size and preprocessing (:class:`mg_tune.data.card.DatasetCard`)
 ``metrics.json``    which checkpoint it is (search, trial, epoch, run and
                     LoggedModel ids) and its metrics: ``validation`` and
                     ``train`` of that epoch, ``test`` where ``mg-tune evaluate``
@@ -15,7 +17,8 @@ A package holds four files (:data:`EXPORT_FILES`):
 
 Targets of :func:`export_checkpoint`: a local directory, ``s3://bucket/prefix``
 and, additionally, the MLflow Model Registry (the epoch's LoggedModel becomes
-a registered model version, optionally with an alias).
+a complete MLflow Model and a registered model version, optionally with an
+alias; :mod:`mg_tune.model_registry`).
 
 Nothing half-written: the checkpoint is looked up, downloaded and the whole
 package is written to a staging directory first. A new local directory is
@@ -26,8 +29,9 @@ an S3 package that has ``metrics.json`` is complete. A target that already holds
 than an export of the same checkpoint is refused, and so are local paths
 with ``..`` or whose symlinks lead out of the current directory.
 
-:func:`load_model` reads a package (directory or ``s3://`` prefix) or a raw
-``checkpoint.pt`` with ``weights_only=True`` and rebuilds the model.
+:func:`load_model` reads a package (directory or ``s3://`` prefix), a raw
+``checkpoint.pt``, or an MLflow URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+``models:/<model_id>``, ``runs:/…``) with ``weights_only=True`` and rebuilds the model.
 """
 
 from __future__ import annotations
@@ -48,18 +52,19 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Run
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-from pydantic import ValidationError
+from mlflow.models.model import MLMODEL_FILE_NAME as MLMODEL_FILE
 
-from mg_tune.checkpoint import CHECKPOINT_FILE, read_weights
+from mg_tune.checkpoint import CHECKPOINT_FILE
 from mg_tune.config import TrainConfig
-from mg_tune.data import build_split
-from mg_tune.guidance.pruning import load_state
-from mg_tune.models import StagedModel, build_model
+from mg_tune.data.card import DatasetCard
+from mg_tune.mlflow_model import PACKAGE_DIR
+from mg_tune.models import StagedModel
+from mg_tune.rebuild import CONFIG_FILE, DATASET_FILE, MODEL_FILE, card_for, first_line, read_checkpoint, read_package, rebuild
+from mg_tune.model_registry import register_checkpoint
 from mg_tune.pareto_report import _model_metrics
-from mg_tune.textfiles import decode_problem, read_utf8
 from mg_tune.tracking import (
     SearchRun,
+    default_tracking_uri,
     experiment_name,
     find_checkpoint_model,
     find_search_run,
@@ -71,11 +76,9 @@ from mg_tune.tracking import (
 
 __all__ = ["EXPORT_FILES", "export_checkpoint", "load_model"]
 
-MODEL_FILE = "model.pt"
-CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
-EXPORT_FILES: tuple[str, ...] = (MODEL_FILE, CONFIG_FILE, CARD_FILE, METRICS_FILE)
+EXPORT_FILES: tuple[str, ...] = (MODEL_FILE, CONFIG_FILE, DATASET_FILE, CARD_FILE, METRICS_FILE)
 """The files of a package, in upload order (``metrics.json`` last marks it complete)."""
 TEST_PREFIX = "test_"
 TRAIN_PREFIX = "train_"
@@ -156,56 +159,19 @@ def _download(source: _Source, tracking_uri: str, folder: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri))
 
 
-def _register(tracking_uri: str, model: LoggedModel, name: str, alias: str | None) -> None:
-    """Register ``model`` as a new version of registered model ``name`` (created if needed); set ``alias``.
-
-    Does what ``mlflow.register_model("models:/<model_id>", name)`` does, for
-    ``tracking_uri`` rather than the global one: the version's source is the
-    model's artifact location (what MLflow resolves ``models:/<model_id>``
-    to; MLflow's SQL registry would resolve that URI against the *global*
-    tracking URI) and the LoggedModel gets the version in its
-    ``mlflow.modelVersions`` tag, which links the two in the MLflow UI.
-    """
-    client = MlflowClient(tracking_uri)
-    try:
-        with _existing_ok():
-            client.create_registered_model(name)
-        version = client.create_model_version(name, source=model.artifact_location, run_id=model.source_run_id, model_id=model.model_id)
-        linked = json.loads(client.get_logged_model(model.model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
-        linked.append({"name": name, "version": version.version})
-        client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
-        if alias:
-            client.set_registered_model_alias(name, alias, version.version)
-    except MlflowException as exc:
-        raise ValueError(f"cannot register model {name!r}{f' with alias {alias!r}' if alias else ''}: {_first_line(exc.message)}") from None
-
-
-@contextlib.contextmanager
-def _existing_ok() -> Iterator[None]:
-    """Ignore MLflow's "already exists" errors (registering a new version of an existing model)."""
-    try:
-        yield
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
-
-
-def _first_line(text: str) -> str:
-    return str(text).strip().splitlines()[0] if str(text).strip() else ""
-
-
 # --------------------------------------------------------------------------- the package
 
 
-def _write_package(source: _Source, checkpoint: Path, folder: Path, uri: str) -> None:
+def _write_package(source: _Source, checkpoint: Path, folder: Path, uri: str, registered: str | None) -> None:
     """Write the four package files of ``checkpoint`` into ``folder``; ``uri`` is where it will live."""
-    state = _read_checkpoint(checkpoint, f"checkpoint of trial {source.trial_id!r} epoch {source.epoch}")
-    config = _config(state["config"], f"the config of trial {source.trial_id!r} epoch {source.epoch}")
-    torch.save(state["model"], folder / MODEL_FILE)
+    state, config, card = read_checkpoint(checkpoint, f"checkpoint of trial {source.trial_id!r} epoch {source.epoch}")
+    card = card_for(config, card)
+    torch.save(state, folder / MODEL_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    (folder / DATASET_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n", encoding="utf-8")
     record = source.record()
     (folder / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (folder / CARD_FILE).write_text(model_card(record, config, source.run.data.params, uri), encoding="utf-8")
+    (folder / CARD_FILE).write_text(model_card(record, config, card, source.run.data.params, uri, registered), encoding="utf-8")
 
 
 def _cell(value: Any) -> str:
@@ -214,8 +180,12 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value).replace("|", "\\|")
 
 
-def model_card(record: Mapping[str, Any], config: TrainConfig, params: Mapping[str, str], uri: str) -> str:
-    """``MODEL_CARD.md``: what the model is, the trial's hyperparameters, its metrics, how to load it."""
+def model_card(record: Mapping[str, Any], config: TrainConfig, card: DatasetCard, params: Mapping[str, str], uri: str, registered: str | None = None) -> str:
+    """``MODEL_CARD.md``: what the model is, its outputs and input, the trial's hyperparameters, its metrics, how to load and serve it.
+
+    ``registered``: the registry URI (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``) when the export registered it.
+    """
+    model_uri = registered or f"models:/{record['model_id']}"
     names = sorted(set(record["validation"]) | set(record["test"]))
     lines = [
         f"# mg-tune model: search `{record['search']}`, trial `{record['trial_id']}`, epoch {record['epoch']}",
@@ -223,6 +193,17 @@ def model_card(record: Mapping[str, Any], config: TrainConfig, params: Mapping[s
         f"`{config.model}` trained on `{config.data.name}/{config.data.variant}` with L = L_class + λ·L_loc, "
         f"loss `{config.loss}`, λ = {config.lam:g}, attribution `{config.attribution}` at layer `{config.layer}`.",
         f"MLflow: experiment `mg-tune/{record['search']}`, trial run `{record['run_id']}`, LoggedModel `{record['model_id']}`.",
+        "",
+        "## Outputs and input",
+        "",
+        f"Data set `{card.name}`, {'multi-label: one sigmoid probability per class' if card.multilabel else 'single-label: softmax over the classes'}. "
+        "Output columns, in order:",
+        "",
+        "| output | class |",
+        "| ---: | --- |",
+        *(f"| {k} | {_cell(name)} |" for k, name in enumerate(card.classes)),
+        "",
+        f"Input: {card.preprocessing}. The MLflow Model's pyfunc applies the resize, so images can be sent at any size.",
         "",
         "## Hyperparameters of the trial",
         "",
@@ -247,83 +228,113 @@ def model_card(record: Mapping[str, Any], config: TrainConfig, params: Mapping[s
         f'model = mg_tune.load_model("{uri}")  # a StagedModel in eval mode',
         "```",
         "",
-        f"`{MODEL_FILE}` holds tensors only (`torch.load(..., weights_only=True)`); `{CONFIG_FILE}` rebuilds the architecture.",
+        f"`{MODEL_FILE}` holds tensors only (`torch.load(..., weights_only=True)`); `{CONFIG_FILE}` rebuilds the architecture; "
+        f"`{DATASET_FILE}` names the outputs.",
+        "",
+        "## From MLflow: load, predict, serve",
+        "",
+        "The checkpoint is also in MLflow"
+        + (f" as the registered version `{registered}`" if registered else f" as LoggedModel `{record['model_id']}`")
+        + (". " if registered else " (register it: `mg-tune export ... --register NAME` or `mg-tune pareto --register NAME`). "),
+        "",
+        "```python",
+        "import mlflow, numpy as np",
+        "",
+        f'pyfunc = mlflow.pyfunc.load_model("{model_uri}")',
+        "probabilities = pyfunc.predict(images)  # images: float32 [N, 3, H, W] in [0, 1]",
+        'maps = pyfunc.predict(images, params={"output": "attributions", "target_class": 0})',
+        f'model = mg_tune.load_model("{model_uri}")  # the StagedModel, from the registry',
+        "```",
+        "",
+        "```bash",
+        f'mlflow models serve -m "{model_uri}" --env-manager local -p 5001',
+        'curl -s localhost:5001/invocations -H "Content-Type: application/json" -d \'{"inputs": [[[[0.5, ...]]]]}\'',
+        "```",
         "",
     ]
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- safe reading
-
-
-def _state_dict(value: Any, shown: str) -> dict[str, torch.Tensor]:
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
-        raise ValueError(f"{shown} is not a state_dict (a mapping of names to tensors)")
-    return dict(value)
-
-
-def _read_checkpoint(path: Path, shown: str) -> dict[str, Any]:
-    """A raw mg-tune checkpoint: ``model`` (state_dict) and ``config`` entries are required."""
-    state = read_weights(path, shown)
-    if not isinstance(state, Mapping) or "model" not in state or "config" not in state:
-        raise ValueError(f"{shown} is not an mg-tune checkpoint (no 'model' and 'config' entries)")
-    return {**state, "model": _state_dict(state["model"], shown)}
-
-
-def _config(data: Any, shown: str) -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]) or "config"
-        raise ValueError(f"{shown} is not an mg-tune TrainConfig: {field}: {error['msg']}") from None
-
-
-def _read_package(folder: Path, shown: str) -> tuple[dict[str, torch.Tensor], TrainConfig]:
-    """``model.pt`` and ``config.json`` of a package directory."""
-    for name in (MODEL_FILE, CONFIG_FILE):
-        if not (folder / name).is_file():
-            raise ValueError(f"{shown} is not an mg-tune export: {name} is missing")
-    try:
-        data = json.loads(read_utf8(folder / CONFIG_FILE))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{shown}/{CONFIG_FILE}: {decode_problem(exc)}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{shown}/{CONFIG_FILE} is not valid JSON: {exc}") from None
-    state = _state_dict(read_weights(folder / MODEL_FILE, f"{shown}/{MODEL_FILE}"), f"{shown}/{MODEL_FILE}")
-    return state, _config(data, f"{shown}/{CONFIG_FILE}")
-
-
-def _build(state: Mapping[str, torch.Tensor], config: TrainConfig, shown: str, device: str | torch.device) -> StagedModel:
-    """The model of ``config`` with ``state`` loaded (strictly), on ``device``, in eval mode."""
-    num_classes = build_split(config.data, "val").info.num_classes
-    model = build_model(config.model, num_classes)
-    try:
-        load_state(model, state)
-    except (RuntimeError, AttributeError) as exc:
-        raise ValueError(f"{shown} does not fit model {config.model!r}: {_first_line(str(exc))}") from None
-    return model.to(device).eval()
+# --------------------------------------------------------------------------- loading
 
 
 def _load_local(path: Path, shown: str, device: str | torch.device) -> StagedModel:
+    """A package folder, an MLflow Model folder (its ``package/``), an epoch's LoggedModel folder or a raw checkpoint file."""
+    if path.is_dir() and not (path / MODEL_FILE).exists():
+        if (path / PACKAGE_DIR / MODEL_FILE).is_file():
+            return rebuild(read_package(path / PACKAGE_DIR, f"{shown}/{PACKAGE_DIR}"), shown, device)
+        if (path / CHECKPOINT_FILE).is_file():
+            return rebuild(read_checkpoint(path / CHECKPOINT_FILE, f"{shown}/{CHECKPOINT_FILE}"), shown, device)
+        if (path / MLMODEL_FILE).is_file():
+            raise ValueError(f"{shown} is an MLflow Model that mg-tune did not write (no {PACKAGE_DIR}/{MODEL_FILE})")
     if path.is_dir():
-        state, config = _read_package(path, shown)
-    elif path.is_file():
-        checkpoint = _read_checkpoint(path, shown)
-        state, config = checkpoint["model"], _config(checkpoint["config"], f"the config in {shown}")
+        return rebuild(read_package(path, shown), shown, device)
+    if path.is_file():
+        return rebuild(read_checkpoint(path, shown), shown, device)
+    raise ValueError(f"{shown} does not exist")
+
+
+def _model_location(client: MlflowClient, uri: str) -> str:
+    """Where ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/<model_id>`` or ``runs:/<run_id>/<name>`` lives.
+
+    Resolved with ``client`` here rather than by ``mlflow.artifacts``, whose
+    registry and LoggedModel lookups use the process-wide tracking and
+    registry URIs instead of the one given. ``runs:/<run_id>/<path>`` is the
+    run's LoggedModel named ``<path>`` if there is one (as MLflow 3 resolves
+    it), else that path among the run's artifacts.
+    """
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        run = client.get_run(run_id)
+        query = f"source_run_id = '{run_id}' AND name = '{path.strip('/')}'"
+        found = client.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string=query, max_results=1)
+        return found[0].artifact_location if found else f"{run.info.artifact_uri.rstrip('/')}/{path}"
+    rest = uri.removeprefix("models:/").strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        source = client.get_model_version_by_alias(name, alias).source
+    elif "/" in rest:
+        name, version = rest.split("/", 1)
+        source = client.get_model_version(name, version).source
     else:
-        raise ValueError(f"{shown} does not exist")
-    return _build(state, config, shown, device)
+        return client.get_logged_model(rest).artifact_location
+    return _model_location(client, source) if source.startswith("models:/") else source
 
 
-def load_model(path_or_uri: str | os.PathLike[str], *, s3_endpoint_url: str | None = None, device: str | torch.device = "cpu") -> StagedModel:
-    """Rebuild an exported model: a package directory, an ``s3://`` package prefix, or a raw ``checkpoint.pt``.
+def _download_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
+    """Download what ``models:/…`` or ``runs:/…`` points at (:func:`_model_location`)."""
+    import mlflow.artifacts
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    try:
+        location = _model_location(MlflowClient(tracking_uri), uri)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder), tracking_uri=tracking_uri))
+    except MlflowException as exc:
+        raise ValueError(f"{uri}: {first_line(exc.message)}") from None
+    except OSError as exc:
+        raise ValueError(f"{uri}: {first_line(str(exc))}") from None
+
+
+def load_model(
+    path_or_uri: str | os.PathLike[str],
+    *,
+    s3_endpoint_url: str | None = None,
+    device: str | torch.device = "cpu",
+    tracking_uri: str | None = None,
+) -> StagedModel:
+    """Rebuild a model mg-tune wrote, from wherever it lives.
+
+    Accepted: a package directory, an MLflow Model directory written by
+    :mod:`mg_tune.mlflow_model`, a raw ``checkpoint.pt``, an ``s3://``
+    package prefix (or ``….pt`` checkpoint), and MLflow URIs resolved by
+    MLflow itself against ``tracking_uri`` (default: the default tracking
+    URI): ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+    ``models:/<model_id>`` (any epoch's LoggedModel) and ``runs:/…``.
 
     The architecture comes from ``config.json`` (or the checkpoint's
     ``config``), the weights from ``model.pt`` (or the checkpoint's
     ``model``), always read with ``torch.load(weights_only=True)``; the
-    state_dict must fit the model exactly. An ``s3://`` URI ending in ``.pt``
-    is read as a raw checkpoint. ``s3_endpoint_url`` defaults to
+    state_dict must fit the model exactly. ``s3_endpoint_url`` defaults to
     ``$MLFLOW_S3_ENDPOINT_URL`` / ``$AWS_ENDPOINT_URL``.
 
     Returns:
@@ -335,11 +346,13 @@ def load_model(path_or_uri: str | os.PathLike[str], *, s3_endpoint_url: str | No
             not fit, or an unreadable S3 location.
     """
     text = os.fspath(path_or_uri)
-    if not text.startswith("s3://"):
+    if not text.startswith(("s3://", "models:/", "runs:/")):
         return _load_local(Path(text).expanduser(), text, device)
-    location = _S3Location.parse(text, s3_endpoint_url)
     with tempfile.TemporaryDirectory(prefix="mg-tune-load-") as tmp:
-        local = location.download(Path(tmp))
+        if text.startswith("s3://"):
+            local = _S3Location.parse(text, s3_endpoint_url).download(Path(tmp))
+        else:
+            local = _download_mlflow(text, tracking_uri, Path(tmp))
         return _load_local(local, text, device)
 
 
@@ -547,8 +560,9 @@ def export_checkpoint(
     the same checkpoint, which is then replaced) or ``s3://bucket/prefix``
     (boto3; endpoint ``s3_endpoint_url`` or ``$MLFLOW_S3_ENDPOINT_URL`` /
     ``$AWS_ENDPOINT_URL``). With ``register``, the LoggedModel
-    (``models:/<model_id>``) also becomes a new version of registered model
-    ``register`` in the MLflow Model Registry, with ``alias`` if given.
+    (``models:/<model_id>``) becomes a complete MLflow Model and a version
+    of registered model ``register`` (:func:`mg_tune.model_registry.register_checkpoint`;
+    an already registered checkpoint keeps its version), with ``alias`` if given.
 
     Returns:
         The URI written: the absolute directory path or ``s3://bucket/prefix``.
@@ -565,8 +579,8 @@ def export_checkpoint(
     destination.check(source.model.model_id)
     with destination.staging() as staged, tempfile.TemporaryDirectory(prefix="mg-tune-ckpt-") as tmp:
         checkpoint = _download(source, tracking_uri, Path(tmp))
-        _write_package(source, checkpoint, staged, destination.uri)
+        _write_package(source, checkpoint, staged, destination.uri, f"models:/{register}@{alias}" if register and alias else None)
         if register:
-            _register(tracking_uri, source.model, register, alias)
+            register_checkpoint(tracking_uri, source.model, register, alias)
         destination.publish(staged)
     return destination.uri

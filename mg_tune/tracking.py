@@ -155,6 +155,10 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- URIs
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""Experiment tag marking a search's experiment as model training (not GenAI) for MLflow's UI (see :mod:`mg_tune.mlflow_links`)."""
+
+
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` if set, else a SQLite file ``mlflow.db`` in the current directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -497,7 +501,7 @@ def start_search(name: str, spec: dict, spec_text: str, tracking_uri: str, resum
     if experiment is None:
         try:
             experiment_id = client.create_experiment(
-                exp_name, artifact_location=_local_artifact_location(tracking_uri, exp_name), tags={SEARCH_TAG: name}
+                exp_name, artifact_location=_local_artifact_location(tracking_uri, exp_name), tags={SEARCH_TAG: name, **EXPERIMENT_KIND}
             )
         except MlflowException as exc:  # created concurrently
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -575,10 +579,25 @@ def finish_stopped_trial(run: SearchRun, trial_id: str, epoch: int) -> bool:
 _BAD_MODEL_NAME_CHARS = re.compile(r"[/:.%\"']")
 
 
-def _model_name(trial_id: str, epoch: int) -> str:
-    """LoggedModel names may not contain ``/ : . % " '``."""
-    safe = _BAD_MODEL_NAME_CHARS.sub("_", trial_id)
-    return f"{safe}-epoch-{epoch:03d}"
+def readable_trial_name(config: Any, trial_id: str) -> str:
+    """A trial run's name a person can read in MLflow's UI: loss, λ, layer, trial number.
+
+    ``config`` is the trial's ``TrainConfig``; the number is the suffix of
+    Ray's trial id (``a1b2c_00007`` → ``t7``), e.g. ``energy λ=0.5 input t7``.
+    """
+    number = trial_id.rpartition("_")[2]
+    suffix = f"t{int(number)}" if number.isdigit() else trial_id
+    return f"{config.loss} λ={config.lam:g} {config.layer} {suffix}"
+
+
+def _model_name(run_name: str, epoch: int) -> str:
+    """The LoggedModel of an epoch, URI-safe for ``runs:/<run_id>/<name>``: ``energy λ=0.5 input t7`` → ``energy-lam0p5-input-t7-epoch3``.
+
+    (LoggedModel names may not contain ``/ : . % " '``.)
+    """
+    slug = run_name.replace("λ=", "lam").replace(" ", "-")
+    safe = _BAD_MODEL_NAME_CHARS.sub(lambda m: "p" if m.group() == "." else "_", slug)
+    return f"{safe}-epoch{epoch}"
 
 
 def _prefer(a: LoggedModel | None, b: LoggedModel) -> LoggedModel:
@@ -621,15 +640,17 @@ class TrialLogger:
 
     ``TrialLogger(search, trial_id, params)`` finds the child run tagged
     ``mg_tune.trial_id=trial_id`` under the search's parent run or creates it
-    (tags ``mg_tune.role=trial``, ``mlflow.parentRunId``), sets it RUNNING and
+    (named ``run_name``, default the trial id; tags ``mg_tune.role=trial``,
+    ``mlflow.parentRunId``), sets it RUNNING and
     logs ``params`` (flattened) once: params already on the run are not
     re-logged. Every MLflow call is retried per ``retry``.
     """
 
-    def __init__(self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None) -> None:
         _quote(trial_id)
         self.search = search
         self.trial_id = trial_id
+        self.run_name = run_name or trial_id
         self.retry = retry or RetryPolicy()
         self.client = MlflowClient(search.tracking_uri)
         self.run_id: str = self.retry.call(self._open_run, _as_params(params))
@@ -646,7 +667,7 @@ class TrialLogger:
             _log_params(self.client, run.info.run_id, missing)
             return run.info.run_id
         tags = {TRIAL_TAG: self.trial_id, PARENT_TAG: self.search.run_id, SEARCH_TAG: self.search.name, ROLE_TAG: "trial"}
-        run = self.client.create_run(self.search.experiment_id, run_name=self.trial_id, tags=tags)
+        run = self.client.create_run(self.search.experiment_id, run_name=self.run_name, tags=tags)
         _log_params(self.client, run.info.run_id, params)
         return run.info.run_id
 
@@ -684,7 +705,7 @@ class TrialLogger:
         if model is None:
             model = self.client.create_logged_model(
                 self.search.experiment_id,
-                name=_model_name(self.trial_id, epoch),
+                name=_model_name(self.run_name, epoch),
                 source_run_id=self.run_id,
                 tags={TRIAL_TAG: self.trial_id, EPOCH_TAG: str(epoch), SEARCH_TAG: self.search.name},
                 model_type=MODEL_TYPE,

@@ -49,6 +49,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from mg_tune.checkpoint import CHECKPOINT_FILE, epoch_dir, load_checkpoint, save_checkpoint
+from mg_tune.data.card import dataset_card
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.data.masks import crayon_relevance
@@ -309,7 +310,9 @@ def train(
             metrics.update(trainer.validate())
             metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
             folder = epoch_dir(root, epoch)
-            checkpoint = save_checkpoint(folder / CHECKPOINT_FILE, trainer.model, trainer.optimizer, epoch, metrics, config.model_dump(mode="json"))
+            checkpoint = save_checkpoint(
+                folder / CHECKPOINT_FILE, trainer.model, trainer.optimizer, epoch, metrics, config.model_dump(mode="json"), dataset_card(trainer.info, config.data).to_json()
+            )
             overlay = trainer.write_overlay(folder / OVERLAY_FILE)
             epoch_result = EpochResult(epoch, metrics, checkpoint, overlay)
             result.history.append(epoch_result)

@@ -189,7 +189,7 @@ def test_clicking_a_pareto_point_shows_its_metrics_overlay_and_export_command(pa
     assert served == logged and served[:4] == b"\x89PNG"
 
     experiment = MlflowClient(search).get_experiment_by_name(experiment_name(SEARCH)).experiment_id
-    assert page.get_attribute("#mlflow-link", "href") == f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{row['run_id']}"
+    assert page.get_attribute("#mlflow-link", "href") == f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{row['run_id']}?workflowType=machine_learning"
 
     command = page.inner_text("#export-command").strip()
     assert command == f"mg-tune export --search {SEARCH} --trial {trial} --epoch {epoch} --to exported/{SEARCH}-{trial}-epoch{epoch} --tracking-uri {search}"

@@ -37,7 +37,8 @@ def test_every_epoch_has_checkpoint_overlay_and_all_metrics(tmp_path):
         state = load_checkpoint(e.checkpoint)
         assert state["epoch"] == e.epoch and state["metrics"] == e.metrics
         assert state["config"]["lam"] == 1.0 and state["config"]["data"]["variant"] == "multilabel"
-        assert set(state) == {"model", "optimizer", "epoch", "metrics", "config"}
+        assert set(state) == {"model", "optimizer", "epoch", "metrics", "config", "dataset"}
+        assert state["dataset"]["classes"] == ["A", "B", "Box1", "Box2"] and state["dataset"]["image_size"] == 64
         assert e.overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         for key in ("f1", "map", "epg", "iou", "iou_threshold", "train_loss", "train_loc_loss"):
             assert math.isfinite(e.metrics[key])

@@ -10,7 +10,8 @@ import logging
 import socket
 from collections.abc import Sequence
 
-from mg_tune.dashboard.app import build_app, export_command, run_link
+from mg_tune.dashboard.app import build_app, export_command
+from mg_tune.mlflow_links import run_link
 from mg_tune.dashboard.data import FILTERS, Snapshot, Source
 
 __all__ = ["FILTERS", "Snapshot", "Source", "build_app", "export_command", "run_link", "serve"]

@@ -33,10 +33,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mg_tune.dashboard.data import FILTERS, Snapshot, Source, overlay_artifact
+from mg_tune.mlflow_links import default_mlflow_url, run_link
 from mg_tune.pareto_report import hypervolume_curve, hypervolume_figure, pareto_3d_figure, pareto_figure
 from mg_tune.tracking import redact_text, redact_uri
 
-__all__ = ["build_app", "export_command", "run_link"]
+__all__ = ["build_app", "export_command"]
 
 _BOX = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "8px 12px", "margin": "6px 0"}
 
@@ -49,16 +50,6 @@ def export_command(snapshot: Snapshot, trial_id: str, epoch: int) -> str:
             "--to", f"exported/{snapshot.search}-{trial_id}-epoch{int(epoch)}", "--tracking-uri", redact_uri(snapshot.tracking_uri),
         ]
     )
-
-
-def run_link(mlflow_url: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of a run."""
-    return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def default_mlflow_url(tracking_uri: str) -> str:
-    """The tracking server itself when it is one (http/https), else where ``mlflow ui`` listens by default."""
-    return redact_uri(tracking_uri) if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
 
 
 def _fingerprint(snapshot: Snapshot) -> str:

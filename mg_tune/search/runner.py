@@ -54,6 +54,7 @@ from mg_tune.tracking import (
     find_trial_run,
     finish_search,
     mark_orphans,
+    readable_trial_name,
     redact_uri,
     start_search,
 )
@@ -90,7 +91,8 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
         return
     if existing is not None and existing.info.status == "FAILED" and existing.data.tags.get(FAILURE_TAG, "").startswith(DIVERGED):
         raise DivergedError(f"not retried: {existing.data.tags[FAILURE_TAG]}")
-    logger = TrialLogger(search, trial_id, params)
+    train_config = spec.train_config(params)
+    logger = TrialLogger(search, trial_id, params, run_name=readable_trial_name(train_config, trial_id))
     logger.set_tags(
         {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name()}
     )
@@ -106,7 +108,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
 
     try:
         resume_from = _resume_point(logger, work)
-        train(spec.train_config(params), callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from)
+        train(train_config, callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from)
     except Exception as exc:
         logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise
