@@ -31,9 +31,13 @@ def _link(base: str, route: str, **query: str) -> str:
     return f"{base.rstrip('/')}/#/{route}?{urlencode({**_VIEW, **query})}"
 
 
-def runs_link(base: str, experiment_id: str) -> str:
-    """The search's runs (the parent run and its trials)."""
-    return _link(base, f"experiments/{experiment_id}/runs")
+FRONT_FILTER = "tags.pareto = 'true'"
+"""Runs search of the trials with an epoch on the front (tagged by ``mg-tune pareto``)."""
+
+
+def runs_link(base: str, experiment_id: str, search_filter: str | None = None) -> str:
+    """The search's runs (the parent run and its trials), optionally filtered (the UI's search box, e.g. :data:`FRONT_FILTER`)."""
+    return _link(base, f"experiments/{experiment_id}/runs", **({"searchFilter": search_filter} if search_filter else {}))
 
 
 def run_link(base: str, experiment_id: str, run_id: str) -> str:
@@ -42,7 +46,7 @@ def run_link(base: str, experiment_id: str, run_id: str) -> str:
 
 
 def models_link(base: str, experiment_id: str) -> str:
-    """The Models tab: every (trial, epoch) LoggedModel; search ``tags.pareto = 'true'`` there for the front."""
+    """The Models tab: every (trial, epoch) LoggedModel; registered front checkpoints show their version."""
     return _link(base, f"experiments/{experiment_id}/models")
 
 
@@ -58,7 +62,8 @@ def where_to_look(tracking_uri: str, search: str, registered: str | None = None,
     experiment = MlflowClient(tracking_uri).get_experiment_by_name(experiment_name(search))
     if experiment is not None:
         lines.append(f"MLflow runs:   {runs_link(base, experiment.experiment_id)}")
-        lines.append(f"MLflow models: {models_link(base, experiment.experiment_id)}   (the front: search tags.pareto = 'true')")
+        lines.append(f"  on front:    {runs_link(base, experiment.experiment_id, FRONT_FILTER)}")
+        lines.append(f"MLflow models: {models_link(base, experiment.experiment_id)}")
     if registered:
         lines.append(f"Registered:    {registered_model_link(base, registered)}")
     return lines

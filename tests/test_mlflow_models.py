@@ -52,17 +52,22 @@ def images(n: int = 3, size: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, new_mlflow_store):
-    """Three real trials (λ = 0, 1, 10) of 2 epochs in a new SQLite store, named as the runner names them."""
-    uri = new_mlflow_store()
-    search = start_search(SEARCH, {"trials": 3}, "trials: 3\n", uri, resume=False)
-    for number, lam in enumerate((0.0, 1.0, 10.0)):
+def log_search(uri: str, name: str, lams=(0.0, 1.0, 10.0)) -> None:
+    """Real trials (one per λ) of 2 epochs, logged and named as the search runner does (trial ids ``<name>_0000k``)."""
+    search = start_search(name, {"trials": len(lams)}, f"trials: {len(lams)}\n", uri, resume=False)
+    for number, lam in enumerate(lams):
         config = TrainConfig(data=TINY, model="smerf_cnn", lam=lam, epochs=2, batch_size=16, device="cpu", overlay_images=1, seed=number)
-        trial_id = f"mm_0000{number}"
+        trial_id = f"{name}_0000{number}"
         logger = TrialLogger(search, trial_id, {"lam": lam, "loss": config.loss}, run_name=readable_trial_name(config, trial_id))
         train(config, callback=logger.log_epoch)
         logger.finish()
+
+
+@pytest.fixture(scope="module")
+def store(new_mlflow_store):
+    """Three real trials (λ = 0, 1, 10) of 2 epochs in a new SQLite store."""
+    uri = new_mlflow_store()
+    log_search(uri, SEARCH)
     return uri
 
 
