@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 import yaml
-from rich.console import Console
-from rich.table import Table
+
+from mg_tune.output import Column, check_output_format, message, output_option, print_table
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check the real data sets (VOC, COCO, Waterbirds) on disk.")
 
@@ -42,6 +42,7 @@ def check(
     option: list[str] = typer.Option([], "--option", "-o", help="a loader option as key=value (repeatable), e.g. crowd=include"),
     on_bad_sample: str = typer.Option("error", "--on-bad-sample", help="error: stop at the first problem; skip: count and skip bad samples"),
     images: bool = typer.Option(True, "--images/--no-images", help="also open every image header and segmentation file"),
+    output: str = output_option(),
 ) -> None:
     """Validate every annotation of DATASET under --root and print counts per split and class."""
     from pydantic import ValidationError
@@ -49,6 +50,7 @@ def check(
     from mg_tune.config import DataConfig
     from mg_tune.data import REAL_LOADERS, check_dataset
 
+    check_output_format(output)
     if dataset not in REAL_LOADERS:
         _fail(f"DATASET {dataset!r} is not a real data set; valid: {', '.join(REAL_LOADERS)}")
     try:
@@ -61,26 +63,32 @@ def check(
         info, reports = check_dataset(config, images=images)
     except ValueError as exc:  # DatasetError and option errors
         _fail(str(exc))
-    console = Console()
-    summary = Table(title=f"{info.name} at {root}")
-    for column in ("split", "images", "boxes", "with segmentation"):
-        summary.add_column(column, justify="right")
-    for r in reports:
-        summary.add_row(r.split, str(r.images), str(r.boxes), str(r.with_seg))
-    console.print(summary)
-    per_class = Table(title="images per class")
-    per_class.add_column("class")
-    for r in reports:
-        per_class.add_column(r.split, justify="right")
-    for k, name in enumerate(info.class_names):
-        per_class.add_row(name, *(str(r.class_counts[k]) for r in reports))
-    console.print(per_class)
-    if info.group_names:
-        groups = Table(title="images per group")
-        groups.add_column("group")
-        for r in reports:
-            groups.add_column(r.split, justify="right")
-        for g, name in enumerate(info.group_names):
-            groups.add_row(name, *(str(r.group_counts.get(g, 0)) for r in reports))
-        console.print(groups)
-    console.print(f"ok: every annotation of {dataset} is valid{' (images and segmentation files too)' if images else ''}")
+    print_reports(f"{info.name} at {root}", info, reports, output)
+    message(f"ok: every annotation of {dataset} is valid{' (images and segmentation files too)' if images else ''}", output)
+
+
+def print_reports(title: str, info, reports, output: str) -> None:
+    """Print the per-split counts of ``data check``.
+
+    As tables: the counts per split, then images per class (and per group) with one
+    column per split. As JSON/CSV: one row per split holding all of it, the per-class
+    counts under ``class:<name>`` and the per-group counts under ``group:<name>``.
+    """
+    counts = [Column("split", justify="left"), Column("images"), Column("boxes"), Column("with_segmentation", "with segmentation")]
+    rows = [
+        {
+            "split": r.split, "images": r.images, "boxes": r.boxes, "with_segmentation": r.with_seg,
+            **{f"class:{name}": r.class_counts[k] for k, name in enumerate(info.class_names)},
+            **{f"group:{name}": r.group_counts.get(g, 0) for g, name in enumerate(info.group_names or ())},
+        }
+        for r in reports
+    ]
+    if output != "table":
+        extra = [Column(key) for key in rows[0] if key.startswith(("class:", "group:"))] if rows else []
+        print_table(title, counts + extra, rows, output)
+        return
+    print_table(title, counts, rows)
+    for kind, names in (("class", info.class_names), ("group", info.group_names or ())):
+        if names:
+            per_split = [Column(kind, justify="left"), *(Column(r.split) for r in reports)]
+            print_table(f"images per {kind}", per_split, [{kind: n, **{r["split"]: r[f"{kind}:{n}"] for r in rows}} for n in names])

@@ -537,6 +537,13 @@ def test_data_check_cli_prints_counts_and_fails_with_one_line(voc_root, waterbir
     result = runner.invoke(app, ["data", "check", "waterbirds", "--root", str(waterbirds_root), "--variant", "reversed"])
     assert result.exit_code == 0, result.output
     assert "waterbird/land" in result.output
+    as_json = runner.invoke(app, ["data", "check", "voc", "--root", str(voc_root), "--output", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)  # one row per split; the "ok" line went to stderr
+    assert [r["split"] for r in rows] == ["train", "val", "heldout", "test"]
+    assert [rows[0][k] for k in ("images", "boxes", "with_segmentation", "class:dog", "class:cat", "class:person", "class:bus")] == [3, 5, 2, 1, 1, 1, 0]
+    assert [rows[3][k] for k in ("images", "boxes", "with_segmentation", "class:sheep", "class:horse")] == [2, 2, 0, 1, 1]
+    assert rows[1]["images"] + rows[2]["images"] == 3 and len(rows[0]) == 4 + 20  # val.txt = val + heldout
     xml = voc_root / "VOC2007" / "Annotations" / "000007.xml"
     xml.write_text("<annotation>")
     result = runner.invoke(app, ["data", "check", "voc", "--root", str(voc_root)])

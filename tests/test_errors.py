@@ -135,6 +135,7 @@ CASES: list[Case] = [
     spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
     spec_case("tracking store in a missing directory", "trials: 2\n", "--tracking-uri", "sqlite:///no/such/dir/mlflow.db"),
     Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
+    Case("table format that does not exist", ["pareto", "--search", "tiny", "--output", "yaml", "--tracking-uri", STORE_URI], store=True),
     export_case("export of an unknown search", "--search", "nope"),
     export_case("export of an unknown trial", "--trial", "t9"),
     export_case("export of an epoch never logged", "--epoch", "7"),

@@ -225,5 +225,10 @@ def test_cli_export_and_evaluate(tiny_search, tmp_path):
     evaluated = runner.invoke(app, ["evaluate", "--search", SEARCH, "--objectives", "f1", "--tracking-uri", uri])
     assert evaluated.exit_code == 0, evaluated.output
     assert "Test metrics of the Pareto checkpoints of search 'tiny'" in evaluated.output and "test f1" in evaluated.output
+    as_json = runner.invoke(app, ["evaluate", "--search", SEARCH, "--objectives", "f1", "--tracking-uri", uri, "--output", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    table = evaluate_pareto(uri, SEARCH, ["f1"], [True])
+    expected = [{k: row[k] for k in ("trial_id", "epoch", "f1", "test_f1", "test_map", "test_iou_threshold")} for row in table.to_dict("records")]
+    assert json.loads(as_json.stdout) == expected
     missing = runner.invoke(app, ["evaluate", "--search", "nope", "--tracking-uri", uri])
     assert missing.exit_code == 2 and "no search named 'nope'" in missing.output
