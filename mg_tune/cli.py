@@ -13,12 +13,18 @@ from typing import Optional
 
 import typer
 
-from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, short, stdout_console
+from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short, stdout_console
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in a CLI
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-objective hyperparameter search for model guidance.")
 console = stdout_console()
+
+
+@app.callback()
+def _quiet() -> None:
+    """Multi-objective hyperparameter search for model guidance."""
+    quiet_libraries()  # every command: Ray's, MLflow's and Optuna's routine lines stay off the console
 
 
 def pareto_columns(front, objectives: list[str]) -> list[Column]:
@@ -44,8 +50,11 @@ def search(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (auto, HOST:PORT); default $RAY_ADDRESS, else a new local Ray"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
     storage_path: Optional[str] = typer.Option(None, "--storage-path", help="where Ray Tune keeps the search state (dir or s3://)"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray's, MLflow's and Optuna's routine lines (their warnings and errors always show)"),
 ) -> None:
     """Run a multi-objective search and print its Pareto front."""
+    if verbose:
+        quiet_libraries(verbose=True)
     from mg_tune.search.spec import SpecError, load_spec
     from mg_tune.tracking import default_tracking_uri, redact_uri
 

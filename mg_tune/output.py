@@ -14,13 +14,19 @@ dicts and hands them to :func:`print_table`; it prints them in one of
 
 With ``json``/``csv`` the commands' other lines (hypervolume, hints) go to stderr,
 so stdout holds the data alone.
+
+The libraries under mg-tune chat on the same console: :func:`quiet_libraries` keeps
+their routine lines out of it (every command starts with it; ``search --verbose``
+lets them through), never their warnings and errors.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -140,3 +146,70 @@ def print_table(title: str | None, columns: list[Column], rows: Iterable[Mapping
     else:
         print_rich(rich_table(title, columns, rows))
     sys.stdout.flush()
+
+
+QUIET_LOGGERS: tuple[str, ...] = ("mlflow", "alembic", "optuna")
+"""Loggers whose INFO lines are routine (MLflow's "Creating initial MLflow database tables...",
+alembic's migrations, Optuna's "A new study created in memory"): quiet, they show WARNING and above."""
+
+QUIET_ENVIRONMENT: dict[str, str] = {
+    # Ray Tune's "Experiment state snapshotting has been triggered multiple times ..." warning: mg-tune
+    # snapshots on purpose after every checkpoint (num_to_keep=1, TUNE_GLOBAL_CHECKPOINT_S=2, so that
+    # --resume loses nothing); 0 turns that one warning off (ray/tune/execution/experiment_state.py).
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # MLflow sets its loggers' level from this when it is imported (mlflow.utils.logging_utils).
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
+"""Environment variables set while quiet (only where the user has not set them)."""
+
+QUIET_MESSAGES: dict[str, tuple[str, ...]] = {
+    "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled for this Ray cluster",),
+}
+"""Routine lines libraries log at WARNING level, by logger: dropped while quiet. Ray prints the token
+line whenever ``RAY_AUTH_MODE`` is unset and a token exists, i.e. on every search that starts its own Ray."""
+
+
+class _RoutineFilter(logging.Filter):
+    """Drops the records of one logger whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+_quiet_state: dict[str, object] = {"env": [], "filters": []}
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep Ray's, MLflow's and Optuna's routine lines off the console, or (``verbose``) let them through again.
+
+    Quiet: the :data:`QUIET_LOGGERS` show WARNING and above, the
+    :data:`QUIET_ENVIRONMENT` variables are set where unset (they reach the Ray
+    processes this one starts), and the :data:`QUIET_MESSAGES` are dropped. Their
+    other warnings and errors still show. Verbose undoes exactly that: the
+    loggers go back to INFO, the variables mg-tune set are removed.
+    """
+    import optuna
+
+    level = logging.INFO if verbose else logging.WARNING
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    optuna.logging.set_verbosity(level)  # optuna resets its logger's level when it first configures it
+    for key in _quiet_state["env"]:
+        os.environ.pop(key, None)
+    for logger_name, routine in _quiet_state["filters"]:
+        logging.getLogger(logger_name).removeFilter(routine)
+    _quiet_state["env"], _quiet_state["filters"] = [], []
+    if verbose:
+        return
+    for key, value in QUIET_ENVIRONMENT.items():
+        if key not in os.environ:
+            os.environ[key] = value
+            _quiet_state["env"].append(key)
+    for logger_name, prefixes in QUIET_MESSAGES.items():
+        routine = _RoutineFilter(prefixes)
+        logging.getLogger(logger_name).addFilter(routine)
+        _quiet_state["filters"].append((logger_name, routine))

@@ -82,3 +82,79 @@ def test_unknown_output_format_is_one_line_exit_2(store):
     done = run_piped(store, "pareto", "--search", SEARCH, "--output", "yaml")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == ["error: --output 'yaml' is not a format; valid: table, json, csv"]
+
+
+# --------------------------------------------------------------------------- the libraries' routine lines
+
+TINY_SPEC = """\
+name: quiet
+data: {name: textbox, variant: multilabel, train_size: 32, val_size: 16, heldout_size: 16, test_size: 16}
+fixed: {model: smerf_cnn, attribution: ixg, loss: energy, epochs: 1, batch_size: 16, overlay_images: 1}
+space:
+  lr: {loguniform: [3.0e-4, 3.0e-3]}
+objectives: [f1, epg, iou]
+sampler: random
+trials: 2
+concurrency: 1
+resources: {cpu: 1, gpu: 0}
+seed: 0
+"""
+ROUTINE = {
+    "mlflow": "Creating initial MLflow database tables",  # a new SQLite store, every time
+    "optuna": "A new study created in memory with name: quiet",  # every search without study_storage
+    "ray": "Experiment state snapshotting has been triggered multiple times",  # when two trials end within 5 s
+}
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_search_keeps_routine_library_lines_off_the_console_unless_verbose(tmp_path, verbose):
+    from mg_tune.pareto_report import search_pareto
+
+    (tmp_path / "quiet.yaml").write_text(TINY_SPEC)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RAY_ADDRESS")} | {"MLFLOW_TRACKING_URI": uri}
+    args = [MG_TUNE, "search", "quiet.yaml", "--storage-path", str(tmp_path / "runs"), *(["--verbose"] if verbose else [])]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    console = done.stdout + done.stderr
+    if verbose:  # the deterministic ones come back (Ray's depends on timing)
+        assert ROUTINE["mlflow"] in done.stderr and ROUTINE["optuna"] in done.stderr
+    else:
+        assert not [line for line in ROUTINE.values() if line in console], done.stderr
+        assert done.stderr == ""
+    front = search_pareto(uri, "quiet", ["f1", "epg", "iou"], [True] * 3, tag=False).front
+    assert len(front) >= 1 and all(f"│ {trial_id} │" in done.stdout for trial_id in front["trial_id"])  # mg-tune's own table
+
+
+PROBE = """
+import logging, os, sys
+from mg_tune.output import quiet_libraries
+quiet_libraries()
+if sys.argv[1] == "verbose":
+    quiet_libraries(verbose=True)
+import mlflow, optuna, ray  # their own logging set-up runs after mg-tune's, as in a search
+logging.getLogger("mlflow.store.db.utils").info("routine: mlflow info")
+logging.getLogger("mlflow.tracking").warning("kept: mlflow warning")
+logging.getLogger("alembic.runtime.migration").info("routine: alembic info")
+optuna.logging.get_logger("optuna.storages").info("routine: optuna info")
+optuna.logging.get_logger("optuna.samplers").error("kept: optuna error")
+token = logging.getLogger("ray._private.authentication.authentication_token_setup")
+token.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+token.warning("kept: Token authentication is disabled for this Ray cluster. Anyone with network access can run code.")
+logging.getLogger("ray.tune.execution.experiment_state").warning("kept: ray tune warning")
+print(os.environ.get("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"), os.environ.get("MLFLOW_LOGGING_LEVEL"))
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_quiet_drops_routine_lines_and_keeps_warnings_and_errors(mode):
+    env = {k: v for k, v in os.environ.items() if k not in ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "MLFLOW_LOGGING_LEVEL")}
+    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    kept = [line for line in done.stderr.splitlines() if "kept: " in line]
+    assert len(kept) == 4, done.stderr  # warnings and errors always show
+    routine = [line for line in done.stderr.splitlines() if "routine: " in line or "Token authentication is enabled" in line]
+    if mode == "quiet":
+        assert routine == [] and done.stdout.split() == ["0", "WARNING"]
+    else:
+        assert len(routine) == 3 and done.stdout.split() == ["None", "None"]  # alembic: MLflow's own default is WARNING
