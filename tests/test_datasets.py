@@ -456,6 +456,24 @@ def test_voc_annotation_errors_name_the_file(voc_root, edit, problem):
     assert problem in message
 
 
+def test_voc_id_without_files_names_the_image_set_line_and_the_missing_file(voc_root):
+    """An id of ImageSets/Main/*.txt whose XML or JPEG is gone: the one line names both files and the list's line."""
+    base = voc_root / "VOC2007"
+    listing = base / "ImageSets" / "Main" / "val.txt"
+    listing.write_text("000004\n\n000005 \n000009\n000006\n")  # line 2 blank (skipped), 000009 on line 4 has no files
+    message = _one_line_error(DataConfig(name="voc", root=str(voc_root)), "val")
+    assert message == f"{base / 'Annotations' / '000009.xml'}: annotation file is missing (image id '000009' listed in {listing} line 4)"
+    listing.write_text("000004\n000005\n000006\n")
+    (base / "JPEGImages" / "000005.jpg").unlink()
+    message = _one_line_error(DataConfig(name="voc", root=str(voc_root)), "val")
+    assert message == (
+        f"{base / 'JPEGImages' / '000005.jpg'}: image file is missing "
+        f"(named by {base / 'Annotations' / '000005.xml'}; image id '000005' listed in {listing} line 2)"
+    )
+    random = DataConfig(name="voc", root=str(voc_root), options={"val_split": "random"})  # reads trainval.txt instead
+    assert _one_line_error(random, "train").endswith(f"image id '000005' listed in {base / 'ImageSets' / 'Main' / 'trainval.txt'} line 5)")
+
+
 def test_missing_images_name_the_file(voc_root, waterbirds_root, coco_root):
     jpeg = voc_root / "VOC2007" / "JPEGImages" / "000002.jpg"
     jpeg.unlink()

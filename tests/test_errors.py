@@ -126,6 +126,7 @@ CASES: list[Case] = [
     spec_case("initial checkpoint cut short", "fixed: {init_checkpoint: half.pt}\n", files={"half.pt": TRUNCATED}),
     data_case("VOC image set that is not UTF-8 text", "voc", {"VOC2007/ImageSets/Main/train.txt": NOT_TEXT, "VOC2007/Annotations/.keep": "", "VOC2007/JPEGImages/.keep": ""}),
     data_case("VOC annotation that is not UTF-8 text", "voc", {"VOC2007/ImageSets/Main/train.txt": "000001\n", "VOC2007/Annotations/000001.xml": NOT_TEXT, "VOC2007/JPEGImages/.keep": ""}),
+    data_case("VOC image id listed without its annotation", "voc", {"VOC2007/ImageSets/Main/train.txt": "\n000001\n", "VOC2007/Annotations/.keep": "", "VOC2007/JPEGImages/.keep": ""}),
     data_case("COCO annotation file that is not UTF-8 text", "coco", {"annotations/instances_train2014.json": NOT_TEXT}),
     data_case("Waterbirds metadata that is not UTF-8 text", "waterbirds", {"metadata.csv": NOT_TEXT}),
     data_case("Waterbirds metadata cut short", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,", "boxes.csv": "img_filename,x,y,w,h\n/a/1.jpg,1,1,5,5\n"}),

@@ -80,11 +80,16 @@ def voc_dir(root: str | Path) -> Path:
     raise DatasetError(root, "no VOC2007 directory here (expected VOCdevkit/VOC2007/Annotations)")
 
 
-def read_image_set(base: Path, name: str) -> list[str]:
-    """Image ids of ``ImageSets/Main/<name>.txt``."""
-    path = require_file(base / "ImageSets" / "Main" / f"{name}.txt", f"image set {name!r}")
+def image_set_path(base: Path, name: str) -> Path:
+    """``ImageSets/Main/<name>.txt`` of the VOC directory ``base``."""
+    return base / "ImageSets" / "Main" / f"{name}.txt"
+
+
+def read_image_set(base: Path, name: str) -> list[tuple[str, int]]:
+    """Image ids of ``ImageSets/Main/<name>.txt``, each with its 1-based line number (for error messages)."""
+    path = require_file(image_set_path(base, name), f"image set {name!r}")
     try:
-        ids = [line.split()[0] for line in read_utf8(path).splitlines() if line.strip()]
+        ids = [(line.split()[0], n) for n, line in enumerate(read_utf8(path).splitlines(), start=1) if line.strip()]
     except UnicodeDecodeError as exc:
         raise DatasetError(path, decode_problem(exc)) from None
     if not ids:
@@ -100,13 +105,18 @@ def _int(path: Path, element: ET.Element | None, tag: str, what: str) -> int:
         raise DatasetError(path, f"{what}: <{tag}> is {text!r}, not a number") from None
 
 
-def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True) -> Record:
-    """The :class:`Record` of ``Annotations/<image_id>.xml`` (validated; see module doc for coordinates)."""
+def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, listed_at: str | None = None) -> Record:
+    """The :class:`Record` of ``Annotations/<image_id>.xml`` (validated; see module doc for coordinates).
+
+    ``listed_at`` (``"<ImageSets list file> line N"``) says where the id came from: the
+    error for a missing XML or JPEG names it, so the user can fix the list or restore the file.
+    """
     path = base / "Annotations" / f"{image_id}.xml"
+    listed = f"image id {image_id!r} listed in {listed_at}" if listed_at else f"image id {image_id!r}"
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
-        raise DatasetError(path, "annotation file is missing") from None
+        raise DatasetError(path, f"annotation file is missing ({listed})") from None
     except ET.ParseError as exc:
         raise DatasetError(path, f"corrupt XML ({exc})") from None
     size = root.find("size")
@@ -118,7 +128,7 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True) -> 
     filename = (root.findtext("filename") or f"{image_id}.jpg").strip()
     image = base / "JPEGImages" / filename
     if not image.is_file():
-        raise DatasetError(image, f"image file is missing (named by {path})")
+        raise DatasetError(image, f"image file is missing (named by {path}; {listed})")
     labels: list[int] = []
     boxes: list[tuple[int, int, int, int, int]] = []
     object_classes: list[int] = []
@@ -188,8 +198,9 @@ def load_segmentation(record: Record) -> dict[int, np.ndarray]:
 @functools.lru_cache(maxsize=8)
 def _index(base: str, image_set: str, keep_difficult: bool, on_bad_sample: str) -> tuple[Record, ...]:
     bad = BadSamples(on_bad_sample, f"VOC {image_set}")
+    listing = image_set_path(Path(base), image_set)
     ids = read_image_set(Path(base), image_set)
-    records = [bad.run(parse_annotation, Path(base), i, keep_difficult) for i in ids]
+    records = [bad.run(parse_annotation, Path(base), i, keep_difficult, f"{listing} line {n}") for i, n in ids]
     bad.finish()
     return tuple(r for r in records if r is not None)
 
