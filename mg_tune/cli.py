@@ -69,6 +69,8 @@ def search(
 
     try:
         outcome = run_search(spec, text, uri, address=address, resume=resume)
+    except SpecError as exc:  # the spec asks for what the data on disk cannot give
+        fail(f"{spec_path}: {exc}")
     except ValueError as exc:
         fail(str(exc))
     if outcome.pareto is None:

@@ -78,6 +78,7 @@ def export_case(what: str, *args: str, files: dict | None = None) -> Case:
     return Case(what, ["export", *merged], files or {}, store=True)
 
 
+VOC_XML = "<annotation><size><width>8</width><height>8</height></size><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object></annotation>"
 COCO_VAL = '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}'
 CASES: list[Case] = [
     spec_case("malformed YAML", "data: {variant: multilabel\n"),
@@ -111,6 +112,9 @@ CASES: list[Case] = [
     spec_case("objective that is not a metric", "objectives: [f1, loss]\n"),
     spec_case("objective direction", "objectives: [{name: f1, direction: up}]\n"),
     spec_case("constraint on a non-metric", "constraints: ['acc >= 0.8']\n"),
+    spec_case("objective the data set cannot measure", "data: {name: voc, root: voc}\nobjectives: [f1, pafl]\n"),
+    spec_case("constraint on a metric the data set cannot measure", "data: {name: waterbirds, root: wb}\nobjectives: [accuracy]\nconstraints: ['seg_epg >= 0.3']\n"),
+    spec_case("segmentation objective on VOC without segmentation files", "data: {name: voc, root: voc}\nobjectives: [f1, seg_epg]\n", files={**{f"voc/VOC2007/ImageSets/Main/{split}.txt": "000001\n000002\n" for split in ("train", "val", "test")}, **{f"voc/VOC2007/{d}/00000{i}.{e}": c for i in (1, 2) for d, e, c in (("Annotations", "xml", VOC_XML), ("JPEGImages", "jpg", b""))}}),
     spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
     spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),
     spec_case("missing data root", "data: {name: voc}\n"),

@@ -50,7 +50,7 @@ def tiny_search(tmp_path_factory, new_mlflow_store):
 def validation_metrics(model, config: TrainConfig) -> dict[str, float]:
     """The training loop's validation: IoU threshold from the held-out split, metrics on the val split."""
     val, heldout = build_split(config.data, "val"), build_split(config.data, "heldout")
-    common = dict(model=model, method=config.attribution, layer=config.layer, multilabel=val.info.multilabel, group_names=val.info.group_names)
+    common = dict(model=model, method=config.attribution, layer=config.layer, multilabel=val.info.multilabel, group_names=val.info.group_names, smerf=val.info.smerf)
     threshold = evaluate_split(loader=DataLoader(heldout, batch_size=config.eval_batch_size), **common).best_iou_threshold()
     return evaluate_split(loader=DataLoader(val, batch_size=config.eval_batch_size), iou_threshold=threshold, **common).metrics
 

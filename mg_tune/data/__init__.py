@@ -51,6 +51,30 @@ def build_split(data: Any, split: str) -> Dataset:
     )
 
 
+SEGMENTATION_METRICS: tuple[str, ...] = ("seg_epg", "x_seg_epg")
+SMERF_METRICS: tuple[str, ...] = ("pafl", "safl")
+
+
+def unsupported_metrics(data: Any) -> dict[str, str]:
+    """The metrics the data set of a :class:`mg_tune.config.DataConfig` cannot measure, each with why.
+
+    Known from the configuration alone (no file is read): PAFL / SAFL exist on the SMERF
+    reasoning settings only, SegEPG / X-SegEPG need segmentation masks (Waterbirds has
+    none). The training loop leaves these metrics out (:mod:`mg_tune.evaluation`); a spec
+    naming one as objective or constraint is refused. Whether a VOC copy has its
+    ``SegmentationClass`` files is a question for the files (:func:`segmentation_count`).
+    """
+    out: dict[str, str] = {}
+    smerf = data.name == "textbox" and data.variant in TEXTBOX_VARIANTS and TEXTBOX_VARIANTS[data.variant].info.smerf
+    if not smerf:
+        what = f"data.variant {data.variant!r}" if data.name == "textbox" else f"data.name {data.name!r}"
+        settings = ", ".join(v for v, cls in TEXTBOX_VARIANTS.items() if cls.info.smerf)
+        out.update(dict.fromkeys(SMERF_METRICS, f"SMERF's attribution focus levels need its objects to focus on and avoid, which only the SMERF TextBox settings have ({settings}), not {what}"))
+    if data.name == "waterbirds":
+        out.update(dict.fromkeys(SEGMENTATION_METRICS, "Waterbirds has no segmentation masks"))
+    return out
+
+
 def check_dataset(data: Any, splits: Sequence[str] = SPLIT_NAMES, images: bool = True) -> tuple[DatasetInfo, list[SplitReport]]:
     """Load every split's index of a real data set and validate every annotation.
 
@@ -75,4 +99,5 @@ __all__ = [
     "build_split",
     "build_textbox",
     "check_dataset",
+    "unsupported_metrics",
 ]
