@@ -96,6 +96,8 @@ SMERF = "simple_fr, simple_nr, complex_fr, complex_cr1, complex_cr2, complex_cr3
             "data: {name: waterbirds, root: wb}\nobjectives: [accuracy]\nconstraints: ['accuracy >= 0.5', 'x_seg_epg >= 0.2']\n",
             "constraints.1 'x_seg_epg >= 0.2': 'x_seg_epg' is not measured on this data set: Waterbirds has no segmentation masks",
         ),
+        ("data: {variant: multilabel}\nobjectives: [accuracy]\n", "objectives.0.name: 'accuracy' is not measured on this data set: accuracy is reported for single-label data, and data.variant 'multilabel' is multi-label (f1 and map are)"),
+        ("data: {variant: simple_fr}\nobjectives: [accuracy, worst_group_acc]\n", "objectives.1.name: 'worst_group_acc' is not measured on this data set: data.variant 'simple_fr' has no groups"),
     ],
 )
 def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
@@ -108,11 +110,13 @@ def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
 
 
 def test_metrics_a_data_set_supports_are_accepted(tmp_path):
-    """SMERF metrics on a SMERF setting, segmentation metrics on VOC (files checked later) and COCO."""
+    """SMERF metrics on a SMERF setting, segmentation metrics on VOC (files checked later) and COCO, group accuracies with groups."""
     for body in (
         "data: {variant: simple_fr}\nobjectives: [accuracy, pafl, {name: safl, direction: min}]\n",
         "data: {name: voc, root: voc}\nobjectives: [f1, seg_epg]\nconstraints: ['x_seg_epg >= 0.1']\n",
         "data: {name: coco, root: coco}\nobjectives: [f1, x_seg_epg]\n",
+        "data: {name: waterbirds, root: wb}\nobjectives: [accuracy, worst_group_acc, mean_group_acc]\n",
+        "data: {variant: spurious}\nobjectives: [accuracy, worst_group_acc]\n",
     ):
         (tmp_path / "ok.yaml").write_text(body)
         load_spec(tmp_path / "ok.yaml")
