@@ -132,6 +132,7 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, lis
     labels: list[int] = []
     boxes: list[tuple[int, int, int, int, int]] = []
     object_classes: list[int] = []
+    difficult = 0
     for j, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()
         if name not in VOC_CLASSES:
@@ -149,8 +150,10 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, lis
             raise DatasetError(path, f"{what}: zero-area box ({coords})")
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             raise DatasetError(path, f"{what}: box ({coords}, 1-based) lies outside the {width}x{height} image")
-        if (obj.findtext("difficult") or "0").strip() == "1" and not keep_difficult:
-            continue
+        if (obj.findtext("difficult") or "0").strip() == "1":
+            difficult += 1
+            if not keep_difficult:
+                continue
         labels.append(k)
         boxes.append((k, x0, y0, x1, y1))
     seg_class = base / "SegmentationClass" / f"{image_id}.png"
@@ -160,7 +163,7 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, lis
         seg = ("class", str(seg_class), tuple(object_classes))
     elif seg_object.is_file():
         seg = ("object", str(seg_object), tuple(object_classes))
-    return Record(str(image), width, height, tuple(sorted(set(labels))), tuple(boxes), str(path), seg=seg)
+    return Record(str(image), width, height, tuple(sorted(set(labels))), tuple(boxes), str(path), seg=seg, difficult=difficult)
 
 
 def load_segmentation(record: Record) -> dict[int, np.ndarray]:
