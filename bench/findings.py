@@ -128,7 +128,7 @@ def evaluate_on(checkpoint: str, data: DataConfig, split: str = "test", attribut
     dataset, heldout = build_split(data, split), build_split(data, "heldout")
     model = build_model(config.model, dataset.info.num_classes)
     load_state(model, state["model"])
-    common = dict(model=model, method=attribution or config.attribution, layer=layer or config.layer, multilabel=dataset.info.multilabel, group_names=dataset.info.group_names)
+    common = dict(model=model, method=attribution or config.attribution, layer=layer or config.layer, multilabel=dataset.info.multilabel, group_names=dataset.info.group_names, smerf=dataset.info.smerf)
     threshold = evaluate_split(loader=DataLoader(heldout, batch_size=128), **common).best_iou_threshold()
     return evaluate_split(loader=DataLoader(dataset, batch_size=128), iou_threshold=threshold, **common).metrics
 

@@ -12,40 +12,34 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short, stdout_console
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in a CLI
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-objective hyperparameter search for model guidance.")
-console = Console(soft_wrap=True)
+console = stdout_console()
 
 
-def fail(message: str) -> None:
-    """Print one error line and exit with code 2."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+@app.callback()
+def _quiet() -> None:
+    """Multi-objective hyperparameter search for model guidance."""
+    quiet_libraries()  # every command: Ray's, MLflow's and Optuna's routine lines stay off the console
 
 
-def pareto_table(front, objectives: list[str], title: str) -> Table:
-    """A rich table of Pareto checkpoints: trial, epoch, hyperparameters, objectives."""
-    table = Table(title=title)
+def pareto_columns(front, objectives: list[str]) -> list[Column]:
+    """Columns of a table of Pareto checkpoints: trial, epoch, the hyperparameters the front has, the objectives."""
     hyper = [c for c in ("params.loss", "params.lam", "params.attribution", "params.layer", "params.lr") if c in front.columns]
-    for column in ["trial", "epoch", *[h.removeprefix("params.") for h in hyper], *objectives]:
-        table.add_column(column, justify="right")
-    for _, row in front.iterrows():
-        cells = [str(row["trial_id"]), str(int(row["epoch"]))]
-        cells += [_short(row[h]) for h in hyper]
-        cells += [f"{row[o]:.3f}" for o in objectives]
-        table.add_row(*cells)
-    return table
+    return [
+        Column("trial_id", "trial", is_id=True), Column("epoch", format=lambda v: str(int(v))),
+        *(Column(h, h.removeprefix("params."), format=short) for h in hyper),
+        *(Column(o, format=fixed(3)) for o in objectives),
+    ]
 
 
-def _short(value) -> str:
-    try:
-        return f"{float(value):.3g}"
-    except (TypeError, ValueError):
-        return str(value)
+def print_pareto(front, objectives: list[str], title: str, output: str) -> None:
+    """Print Pareto checkpoints (a ``search_pareto`` front) in the ``--output`` format."""
+    print_table(title, pareto_columns(front, objectives), front.to_dict("records"), output)
 
 
 @app.command()
@@ -56,8 +50,11 @@ def search(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (auto, HOST:PORT); default $RAY_ADDRESS, else a new local Ray"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
     storage_path: Optional[str] = typer.Option(None, "--storage-path", help="where Ray Tune keeps the search state (dir or s3://)"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray's, MLflow's and Optuna's routine lines (their warnings and errors always show)"),
 ) -> None:
     """Run a multi-objective search and print its Pareto front."""
+    if verbose:
+        quiet_libraries(verbose=True)
     from mg_tune.search.spec import SpecError, load_spec
     from mg_tune.mlflow_links import where_to_look
     from mg_tune.tracking import default_tracking_uri
@@ -73,15 +70,17 @@ def search(
 
     try:
         outcome = run_search(spec, text, uri, address=address, resume=resume)
+    except SpecError as exc:  # the spec asks for what the data on disk cannot give
+        fail(f"{spec_path}: {exc}")
     except ValueError as exc:
         fail(str(exc))
     if outcome.pareto is None:
         console.print(f"search {spec.name!r} stopped ({outcome.trials} trials); continue it with --resume", highlight=False)
         return
-    console.print(pareto_table(outcome.pareto.front, spec.metric_names, f"Pareto front of search {spec.name!r} ({len(outcome.pareto.table)} checkpoints, {outcome.trials} trials, {outcome.errors} failed)"))
+    print_pareto(outcome.pareto.front, spec.metric_names, f"Pareto front of search {spec.name!r} ({len(outcome.pareto.table)} checkpoints, {outcome.trials} trials, {outcome.errors} failed)", "table")
     console.print(f"hypervolume: {outcome.pareto.hypervolume:.4f}")
     for line in where_to_look(uri, spec.name):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        message(line)
     if outcome.pareto.plot_path is not None:
         console.print(f"Pareto plot: {outcome.pareto.plot_path}")
 
@@ -94,6 +93,7 @@ def pareto(
     register: Optional[str] = typer.Option(
         None, "--register", help="register the front as versions of this MLflow registered model, with aliases best-<objective> and knee"
     ),
+    output: str = output_option(),
 ) -> None:
     """Compute the Pareto front of a search from MLflow alone, tag it and print it (and register it with --register)."""
     from mg_tune.mlflow_links import where_to_look
@@ -101,6 +101,7 @@ def pareto(
     from mg_tune.pareto_report import search_pareto
     from mg_tune.tracking import default_tracking_uri
 
+    check_output_format(output)
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     uri = tracking_uri or default_tracking_uri()
     try:
@@ -108,28 +109,23 @@ def pareto(
         registered = register_front(uri, search_name, result.front, names, [True] * len(names), register) if register else None
     except ValueError as exc:
         fail(str(exc))
-    console.print(pareto_table(result.front, names, f"Pareto front of search {search_name!r} ({len(result.table)} checkpoints)"))
-    console.print(f"hypervolume: {result.hypervolume:.4f}")
+    print_pareto(result.front, names, f"Pareto front of search {search_name!r} ({len(result.table)} checkpoints)", output)
+    message(f"hypervolume: {result.hypervolume:.4f}", output)
     if registered is not None:
         aliases = ", ".join(f"{alias} → v{version}" for alias, version in registered.aliases.items())
-        console.print(f"registered {len(registered.versions)} front checkpoints as {register!r}: {aliases}", highlight=False, markup=False, soft_wrap=True)
+        message(f"registered {len(registered.versions)} front checkpoints as {register!r}: {aliases}", output)
         if registered.left:
-            console.print(f"left the front (tagged pareto=false): versions {', '.join(registered.left)}", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"load: mlflow.pyfunc.load_model('models:/{register}@{KNEE_ALIAS}')", highlight=False, markup=False, soft_wrap=True)
+            message(f"left the front (tagged pareto=false): versions {', '.join(registered.left)}", output)
+        message(f"load: mlflow.pyfunc.load_model('models:/{register}@{KNEE_ALIAS}')", output)
     for line in where_to_look(uri, search_name, register):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        message(line, output)
 
 
-def evaluation_table(table, objectives: list[str], title: str) -> Table:
-    """A rich table of evaluated checkpoints: trial, epoch, validation and test value of every objective."""
-    out = Table(title=title)
-    columns = [(c, label) for o in objectives for c, label in ((o, f"val {o}"), (f"test_{o}", f"test {o}"))]
-    columns += [(c, label) for c, label in (("test_map", "test map"), ("test_iou_threshold", "IoU thr")) if c in table.columns and c not in dict(columns)]
-    for label in ["trial", "epoch", *(label for _, label in columns)]:
-        out.add_column(label, justify="right")
-    for _, row in table.iterrows():
-        out.add_row(str(row["trial_id"]), str(int(row["epoch"])), *(f"{row[c]:.3f}" for c, _ in columns))
-    return out
+def evaluation_columns(table, objectives: list[str]) -> list[Column]:
+    """Columns of evaluated checkpoints: trial, epoch, validation and test value of every objective, test mAP, IoU threshold."""
+    pairs = [(c, label) for o in objectives for c, label in ((o, f"val {o}"), (f"test_{o}", f"test {o}"))]
+    pairs += [(c, label) for c, label in (("test_map", "test map"), ("test_iou_threshold", "IoU thr")) if c in table.columns and c not in dict(pairs)]
+    return [Column("trial_id", "trial", is_id=True), Column("epoch", format=lambda v: str(int(v))), *(Column(c, label, format=fixed(3)) for c, label in pairs)]
 
 
 @app.command()
@@ -139,18 +135,20 @@ def evaluate(
     objectives: str = typer.Option("f1,epg,iou", "--objectives", help="comma-separated metrics, all maximised"),
     all_checkpoints: bool = typer.Option(False, "--all", help="evaluate every checkpoint, not only the Pareto front"),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda"),
+    output: str = output_option(),
 ) -> None:
     """Evaluate the Pareto checkpoints of a search on the test split; log test_* metrics to MLflow."""
     from mg_tune.evaluate import evaluate_pareto
     from mg_tune.tracking import default_tracking_uri
 
+    check_output_format(output)
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     try:
         table = evaluate_pareto(tracking_uri or default_tracking_uri(), search_name, names, [True] * len(names), pareto_only=not all_checkpoints, device=device)
     except ValueError as exc:
         fail(str(exc))
     which = "every checkpoint" if all_checkpoints else "the Pareto checkpoints"
-    console.print(evaluation_table(table, names, f"Test metrics of {which} of search {search_name!r} ({len(table)})"))
+    print_table(f"Test metrics of {which} of search {search_name!r} ({len(table)})", evaluation_columns(table, names), table.to_dict("records"), output)
 
 
 @app.command()
@@ -183,7 +181,7 @@ def export(
         where = f"models:/{register}@{alias}" if alias else f"models:/{register}/<version>"
         console.print(f"registered in the MLflow Model Registry: {where}  (mlflow.pyfunc.load_model, mlflow models serve -m, mg_tune.load_model)", highlight=False, markup=False, soft_wrap=True)
         for line in where_to_look(tracking_uri, search_name, register):
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+            message(line)
 
 
 @app.command()

@@ -2,18 +2,23 @@
 
 ``mg-tune data check DATASET --root PATH`` loads the index of every split,
 validates every annotation (and, unless ``--no-images``, every image header and
-segmentation file) and prints the counts per split and class. Any problem is one
-line naming the file, exit code 2.
+segmentation file) and prints the counts per split and class. ``mg-tune data check
+SPEC.yaml`` does the same for a search spec's ``data`` block, options and all, so it
+checks exactly what the search will load. Any problem is one line naming the file,
+exit code 2.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 import yaml
-from rich.console import Console
-from rich.table import Table
+
+from mg_tune.output import Column, check_output_format, message, output_option, print_table
+
+if TYPE_CHECKING:
+    from mg_tune.config import DataConfig
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check the real data sets (VOC, COCO, Waterbirds) on disk.")
 
@@ -36,51 +41,95 @@ def _options(pairs: list[str]) -> dict:
 
 @data_app.command("check")
 def check(
-    dataset: str = typer.Argument(..., help="voc, coco or waterbirds"),
-    root: str = typer.Option(..., "--root", help="the data set's directory (see README 'Using your data')"),
+    dataset: str = typer.Argument(..., help="voc, coco or waterbirds (with --root), or a search spec SPEC.yaml: its data block as the search loads it"),
+    root: Optional[str] = typer.Option(None, "--root", help="the data set's directory (see README 'Using your data'); not with a spec"),
     variant: Optional[str] = typer.Option(None, "--variant", help="VOC 2007, COCO 2014, Waterbirds conventional|reversed"),
     option: list[str] = typer.Option([], "--option", "-o", help="a loader option as key=value (repeatable), e.g. crowd=include"),
-    on_bad_sample: str = typer.Option("error", "--on-bad-sample", help="error: stop at the first problem; skip: count and skip bad samples"),
+    on_bad_sample: Optional[str] = typer.Option(None, "--on-bad-sample", help="error (default): stop at the first problem; skip: count and skip bad samples"),
     images: bool = typer.Option(True, "--images/--no-images", help="also open every image header and segmentation file"),
+    output: str = output_option(),
 ) -> None:
-    """Validate every annotation of DATASET under --root and print counts per split and class."""
+    """Validate every annotation of DATASET under --root (or of a spec's data) and print counts per split and class."""
     from pydantic import ValidationError
 
     from mg_tune.config import DataConfig
     from mg_tune.data import REAL_LOADERS, check_dataset
 
-    if dataset not in REAL_LOADERS:
-        _fail(f"DATASET {dataset!r} is not a real data set; valid: {', '.join(REAL_LOADERS)}")
-    try:
-        config = DataConfig(name=dataset, root=root, variant=variant, options=_options(option), on_bad_sample=on_bad_sample)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        _fail(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
+    check_output_format(output)
+    if dataset.endswith((".yaml", ".yml")):
+        config = _spec_data(dataset, root=root, variant=variant, option=option, on_bad_sample=on_bad_sample)
+        what = f"data of {dataset}"
+    else:
+        if dataset not in REAL_LOADERS:
+            _fail(f"DATASET {dataset!r} is not a real data set; valid: {', '.join(REAL_LOADERS)} (or a spec file ending in .yaml)")
+        if root is None:
+            _fail(f"--root is required with DATASET {dataset!r}: the directory holding it (see README 'Using your data')")
+        try:
+            config = DataConfig(name=dataset, root=root, variant=variant, options=_options(option), on_bad_sample=on_bad_sample or "error")
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            _fail(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
+        what = dataset
     try:
         info, reports = check_dataset(config, images=images)
     except ValueError as exc:  # DatasetError and option errors
         _fail(str(exc))
-    console = Console()
-    summary = Table(title=f"{info.name} at {root}")
-    for column in ("split", "images", "boxes", "with segmentation"):
-        summary.add_column(column, justify="right")
+    print_reports(f"{info.name} at {config.root}", info, reports, output)
+    message(f"ok: every annotation of {what} is valid{' (images and segmentation files too)' if images else ''}", output)
+
+
+def _spec_data(path: str, **flags) -> DataConfig:
+    """The ``data`` block of the spec at ``path``, exactly as ``mg-tune search`` loads it.
+
+    The flags that describe a data set on the command line are refused: the spec decides.
+    """
+    from mg_tune.data import REAL_LOADERS
+    from mg_tune.search.spec import SpecError, load_spec
+
+    given = [f"--{name.replace('_', '-')}" for name, value in flags.items() if value]
+    if given:
+        _fail(f"{given[0]} cannot be given with a spec ({path}): its data block decides; edit data: in the spec")
+    try:
+        spec, _ = load_spec(path)
+    except SpecError as exc:
+        _fail(str(exc))
+    if spec.data.name not in REAL_LOADERS:
+        _fail(f"{path}: data.name: {spec.data.name!r} is generated, not read from disk; data check reads {', '.join(REAL_LOADERS)}")
+    return spec.data
+
+
+def print_reports(title: str, info, reports, output: str) -> None:
+    """Print the per-split counts of ``data check``.
+
+    As tables: the counts per split (images, boxes, segmented images, difficult objects,
+    crowd regions, images left without labels, classes without a box), the names of the
+    classes without a box, then images per class (and per group) with one column per split.
+    As JSON/CSV: one row per split holding all of it, the per-class image counts under
+    ``class:<name>`` and the per-group counts under ``group:<name>``.
+    """
+    counts = [
+        Column("split", justify="left"), Column("images"), Column("boxes"), Column("with_segmentation", "with segmentation"),
+        Column("difficult"), Column("crowd"), Column("unlabeled", "without labels"), Column("classes_without_boxes", "classes without boxes"),
+    ]
+    rows = [
+        {
+            "split": r.split, "images": r.images, "boxes": r.boxes, "with_segmentation": r.with_seg,
+            "difficult": r.difficult, "crowd": r.crowd, "unlabeled": r.unlabeled, "classes_without_boxes": len(r.classes_without_boxes),
+            **{f"class:{name}": r.class_counts[k] for k, name in enumerate(info.class_names)},
+            **{f"group:{name}": r.group_counts.get(g, 0) for g, name in enumerate(info.group_names or ())},
+        }
+        for r in reports
+    ]
+    if output != "table":
+        extra = [Column(key) for key in rows[0] if key.startswith(("class:", "group:"))] if rows else []
+        print_table(title, counts + extra, rows, output)
+        return
+    print_table(title, counts, rows)
     for r in reports:
-        summary.add_row(r.split, str(r.images), str(r.boxes), str(r.with_seg))
-    console.print(summary)
-    per_class = Table(title="images per class")
-    per_class.add_column("class")
-    for r in reports:
-        per_class.add_column(r.split, justify="right")
-    for k, name in enumerate(info.class_names):
-        per_class.add_row(name, *(str(r.class_counts[k]) for r in reports))
-    console.print(per_class)
-    if info.group_names:
-        groups = Table(title="images per group")
-        groups.add_column("group")
-        for r in reports:
-            groups.add_column(r.split, justify="right")
-        for g, name in enumerate(info.group_names):
-            groups.add_row(name, *(str(r.group_counts.get(g, 0)) for r in reports))
-        console.print(groups)
-    console.print(f"ok: every annotation of {dataset} is valid{' (images and segmentation files too)' if images else ''}")
+        if r.classes_without_boxes:
+            message(f"{r.split}: no box of {', '.join(info.class_names[k] for k in r.classes_without_boxes)}")
+    for kind, names in (("class", info.class_names), ("group", info.group_names or ())):
+        if names:
+            per_split = [Column(kind, justify="left"), *(Column(r.split) for r in reports)]
+            print_table(f"images per {kind}", per_split, [{kind: n, **{r["split"]: r[f"{kind}:{n}"] for r in rows}} for n in names])

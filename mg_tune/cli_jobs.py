@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from mg_tune.cli import console, fail
+from mg_tune.output import Column, check_output_format, message, output_option, print_table
 
 ADDRESS_HELP = "the Ray dashboard's URL (default $RAY_ADDRESS), e.g. http://127.0.0.1:8265 forwarded by `ray dashboard cluster/cluster.yaml`"
 
@@ -59,12 +59,14 @@ def submit(
 def list_jobs(
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow of the cluster (default $MLFLOW_TRACKING_URI), e.g. through the tunnel of the README"),
+    output: str = output_option(),
 ) -> None:
     """One row per search on the cluster: its newest job, status, trials, Pareto front and hypervolume (from MLflow)."""
     from mg_tune.jobs.client import connect, search_jobs
     from mg_tune.jobs.listing import search_rows
     from mg_tune.tracking import check_tracking_uri, default_tracking_uri
 
+    check_output_format(output)
     try:
         client = connect(address)
         jobs = search_jobs(client)
@@ -74,20 +76,29 @@ def list_jobs(
     try:
         check_tracking_uri(uri, timeout=5)
     except ValueError as exc:
-        console.print(f"MLflow not read ({exc}): trials, front and hypervolume left empty", highlight=False, markup=False)
+        message(f"MLflow not read ({exc}): trials, front and hypervolume left empty", output)
         uri = None
-    table = Table(title=f"Searches on {client.get_address()}")
-    for column in ("search", "job", "status", "trials", "failed", "front", "hypervolume", "started", "running"):
-        table.add_column(column, justify="left" if column in ("search", "job", "status", "started") else "right")
+    rows = []
     for row in search_rows(jobs, uri):
         p = row.progress
-        table.add_row(
-            row.name, row.job.submission_id, row.job.status.value,
-            f"{p.finished}/{p.total}" if p else "-", str(p.failed) if p else "-", str(p.front) if p else "-",
-            f"{p.hypervolume:.4f}" if p and p.hypervolume is not None else "-",
-            row.started, f"{row.running_s:.0f} s" if row.running_s is not None else "-",
-        )
-    console.print(table)
+        rows.append({
+            "search": row.name, "job": row.job.submission_id, "status": row.job.status.value,
+            "trials": f"{p.finished}/{p.total}" if p else None, "failed": p.failed if p else None,
+            "front": p.front if p else None, "hypervolume": p.hypervolume if p else None,
+            "started": row.started, "running_s": row.running_s,
+        })
+    columns = [
+        Column("search", justify="left", is_id=True), Column("job", justify="left", is_id=True), Column("status", justify="left"),
+        Column("trials", format=_count), Column("failed", format=_count), Column("front", format=_count),
+        Column("hypervolume", format=lambda v: "-" if v is None else f"{v:.4f}"), Column("started", justify="left"),
+        Column("running_s", "running", format=lambda v: "-" if v is None else f"{v:.0f} s"),
+    ]
+    print_table(f"Searches on {client.get_address()}", columns, rows, output)
+
+
+def _count(value) -> str:
+    """A cell of a count that MLflow may not have given (``-``)."""
+    return "-" if value is None else str(value)
 
 
 @jobs_app.command()

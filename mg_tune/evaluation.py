@@ -5,7 +5,14 @@ accuracy plus worst-group / mean-group accuracy where the data has groups
 (Sec. 5.5, CRAYON). Localization, over one attribution map per (image,
 ground-truth class) whose mask is non-empty: EPG, IoU (threshold chosen on a
 held-out split), SegEPG and X-SegEPG where segmentation masks exist, and the
-SMERF attribution focus levels PAFL (primary mask) / SAFL (secondary mask).
+SMERF attribution focus levels PAFL (primary mask) / SAFL (secondary mask) on the
+SMERF reasoning settings.
+
+A metric the split cannot support is absent from the result, never 0.0: SegEPG and
+X-SegEPG when no map of the split has a segmentation mask (VOC without
+``SegmentationClass``, Waterbirds), PAFL / SAFL outside the SMERF settings (or without
+a single map to average), accuracy outside single-label data, group accuracies
+without groups. :func:`mg_tune.data.unsupported_metrics` says the same before a search.
 
 Nothing is kept per image except the scores needed for mAP, so memory does
 not grow with the resolution of the data set.
@@ -87,12 +94,14 @@ def evaluate_split(
     group_names: tuple[str, ...] = (),
     iou_threshold: float | None = None,
     device: torch.device | str = "cpu",
+    smerf: bool = False,
 ) -> SplitEvaluation:
     """Evaluate ``model`` (switched to eval mode) on every batch of ``loader``.
 
     ``iou_threshold`` is the threshold chosen on a held-out split; when None
     (evaluating the held-out split itself), ``iou`` is reported at the best
-    threshold of this split and ``iou_threshold`` says which it was.
+    threshold of this split and ``iou_threshold`` says which it was. ``smerf``
+    (``DatasetInfo.smerf``): report PAFL / SAFL. Unsupported metrics are absent (module doc).
     """
     model.eval()
     scores, targets, groups = [], [], []
@@ -135,15 +144,9 @@ def evaluate_split(
     curve = iou_sums / max(iou_count, 1)
     result = SplitEvaluation(metrics={}, iou_curve=curve)
     threshold = result.best_iou_threshold() if iou_threshold is None else iou_threshold
-    metrics = {
-        "epg": epg.value,
-        "iou": float(curve[IOU_THRESHOLDS.index(threshold)]),
-        "iou_threshold": threshold,
-        "seg_epg": seg_epg.value,
-        "x_seg_epg": x_seg_epg.value,
-        "pafl": pafl.value,
-        "safl": safl.value,
-    }
+    metrics = {"epg": epg.value, "iou": float(curve[IOU_THRESHOLDS.index(threshold)]), "iou_threshold": threshold}
+    optional = {"seg_epg": seg_epg, "x_seg_epg": x_seg_epg, **({"pafl": pafl, "safl": safl} if smerf else {})}
+    metrics.update({name: mean.value for name, mean in optional.items() if mean.count})
     metrics.update(_classification(torch.cat(scores), torch.cat(targets), torch.cat(groups), multilabel, group_names))
     result.metrics = metrics
     return result
@@ -189,6 +192,7 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", device: str = "cpu
         multilabel=dataset.info.multilabel,
         group_names=dataset.info.group_names,
         device=device,
+        smerf=dataset.info.smerf,
     )
     threshold = evaluate_split(loader=DataLoader(heldout, batch_size=config.eval_batch_size), **common).best_iou_threshold()
     return evaluate_split(loader=DataLoader(dataset, batch_size=config.eval_batch_size), iou_threshold=threshold, **common).metrics

@@ -261,6 +261,7 @@ class GuidedTrainer:
             multilabel=self.info.multilabel,
             group_names=self.info.group_names,
             device=self.device,
+            smerf=self.info.smerf,
         )
         heldout = evaluate_split(loader=self.loader(self.heldout_set, shuffle=False), **common)
         val = evaluate_split(loader=self.loader(self.val_set, shuffle=False), iou_threshold=heldout.best_iou_threshold(), **common)

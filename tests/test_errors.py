@@ -78,6 +78,7 @@ def export_case(what: str, *args: str, files: dict | None = None) -> Case:
     return Case(what, ["export", *merged], files or {}, store=True)
 
 
+VOC_XML = "<annotation><size><width>8</width><height>8</height></size><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object></annotation>"
 COCO_VAL = '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}'
 CASES: list[Case] = [
     spec_case("malformed YAML", "data: {variant: multilabel\n"),
@@ -111,6 +112,9 @@ CASES: list[Case] = [
     spec_case("objective that is not a metric", "objectives: [f1, loss]\n"),
     spec_case("objective direction", "objectives: [{name: f1, direction: up}]\n"),
     spec_case("constraint on a non-metric", "constraints: ['acc >= 0.8']\n"),
+    spec_case("objective the data set cannot measure", "data: {name: voc, root: voc}\nobjectives: [f1, pafl]\n"),
+    spec_case("constraint on a metric the data set cannot measure", "data: {name: waterbirds, root: wb}\nobjectives: [accuracy]\nconstraints: ['seg_epg >= 0.3']\n"),
+    spec_case("segmentation objective on VOC without segmentation files", "data: {name: voc, root: voc}\nobjectives: [f1, seg_epg]\n", files={**{f"voc/VOC2007/ImageSets/Main/{split}.txt": "000001\n000002\n" for split in ("train", "val", "test")}, **{f"voc/VOC2007/{d}/00000{i}.{e}": c for i in (1, 2) for d, e, c in (("Annotations", "xml", VOC_XML), ("JPEGImages", "jpg", b""))}}),
     spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
     spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),
     spec_case("missing data root", "data: {name: voc}\n"),
@@ -126,15 +130,20 @@ CASES: list[Case] = [
     spec_case("initial checkpoint cut short", "fixed: {init_checkpoint: half.pt}\n", files={"half.pt": TRUNCATED}),
     data_case("VOC image set that is not UTF-8 text", "voc", {"VOC2007/ImageSets/Main/train.txt": NOT_TEXT, "VOC2007/Annotations/.keep": "", "VOC2007/JPEGImages/.keep": ""}),
     data_case("VOC annotation that is not UTF-8 text", "voc", {"VOC2007/ImageSets/Main/train.txt": "000001\n", "VOC2007/Annotations/000001.xml": NOT_TEXT, "VOC2007/JPEGImages/.keep": ""}),
+    data_case("VOC image id listed without its annotation", "voc", {"VOC2007/ImageSets/Main/train.txt": "\n000001\n", "VOC2007/Annotations/.keep": "", "VOC2007/JPEGImages/.keep": ""}),
     data_case("COCO annotation file that is not UTF-8 text", "coco", {"annotations/instances_train2014.json": NOT_TEXT}),
     data_case("Waterbirds metadata that is not UTF-8 text", "waterbirds", {"metadata.csv": NOT_TEXT}),
     data_case("Waterbirds metadata cut short", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,", "boxes.csv": "img_filename,x,y,w,h\n/a/1.jpg,1,1,5,5\n"}),
     data_case("Waterbirds boxes that are not UTF-8 text", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,0\n", "boxes.csv": NOT_TEXT}),
+    Case("data check of a data set without --root", ["data", "check", "voc"]),
+    Case("data check of a spec with --root", ["data", "check", "spec.yaml", "--root", "voc"], {"spec.yaml": "data: {name: voc, root: voc}\n"}),
+    Case("data check of a spec whose data is generated", ["data", "check", "spec.yaml"], {"spec.yaml": "data: {variant: multilabel}\n"}),
     spec_case("unreachable tracking server", "trials: 2\n", "--tracking-uri", "http://127.0.0.1:9"),
     spec_case("unreachable tracking server, password in the URI", "tracking_uri: http://admin:s3cret@127.0.0.1:9\n"),
     spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
     spec_case("tracking store in a missing directory", "trials: 2\n", "--tracking-uri", "sqlite:///no/such/dir/mlflow.db"),
     Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
+    Case("table format that does not exist", ["pareto", "--search", "tiny", "--output", "yaml", "--tracking-uri", STORE_URI], store=True),
     export_case("export of an unknown search", "--search", "nope"),
     export_case("export of an unknown trial", "--trial", "t9"),
     export_case("export of an epoch never logged", "--epoch", "7"),

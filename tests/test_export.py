@@ -50,7 +50,7 @@ def tiny_search(tmp_path_factory, new_mlflow_store):
 def validation_metrics(model, config: TrainConfig) -> dict[str, float]:
     """The training loop's validation: IoU threshold from the held-out split, metrics on the val split."""
     val, heldout = build_split(config.data, "val"), build_split(config.data, "heldout")
-    common = dict(model=model, method=config.attribution, layer=config.layer, multilabel=val.info.multilabel, group_names=val.info.group_names)
+    common = dict(model=model, method=config.attribution, layer=config.layer, multilabel=val.info.multilabel, group_names=val.info.group_names, smerf=val.info.smerf)
     threshold = evaluate_split(loader=DataLoader(heldout, batch_size=config.eval_batch_size), **common).best_iou_threshold()
     return evaluate_split(loader=DataLoader(val, batch_size=config.eval_batch_size), iou_threshold=threshold, **common).metrics
 
@@ -225,5 +225,10 @@ def test_cli_export_and_evaluate(tiny_search, tmp_path):
     evaluated = runner.invoke(app, ["evaluate", "--search", SEARCH, "--objectives", "f1", "--tracking-uri", uri])
     assert evaluated.exit_code == 0, evaluated.output
     assert "Test metrics of the Pareto checkpoints of search 'tiny'" in evaluated.output and "test f1" in evaluated.output
+    as_json = runner.invoke(app, ["evaluate", "--search", SEARCH, "--objectives", "f1", "--tracking-uri", uri, "--output", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    table = evaluate_pareto(uri, SEARCH, ["f1"], [True])
+    expected = [{k: row[k] for k in ("trial_id", "epoch", "f1", "test_f1", "test_map", "test_iou_threshold")} for row in table.to_dict("records")]
+    assert json.loads(as_json.stdout) == expected
     missing = runner.invoke(app, ["evaluate", "--search", "nope", "--tracking-uri", uri])
     assert missing.exit_code == 2 and "no search named 'nope'" in missing.output

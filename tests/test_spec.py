@@ -58,6 +58,8 @@ def test_grid_sampler_enumerates_the_papers_lambda_grid():
 def test_sampler_names_build_optuna_samplers(sampler, cls):
     assert isinstance(build_sampler(SearchSpec(sampler=sampler)), cls)
 
+SMERF = "simple_fr, simple_nr, complex_fr, complex_cr1, complex_cr2, complex_cr3, complex_cr4"  # the settings PAFL/SAFL exist on
+
 
 @pytest.mark.parametrize(
     "body,message",
@@ -82,6 +84,20 @@ def test_sampler_names_build_optuna_samplers(sampler, cls):
         ("warm_start: paper_grid\ntrials: 4\nspace: {loss: {choice: [energy, l1]}, lam: {loguniform_by_loss: {}}}\n", "warm_start: paper_grid enqueues 6 grid points, more than trials=4"),
         ("warm_start: paper_grid\nspace: {lam: {loguniform_by_loss: {energy: [0.01, 1.0]}}}\n", "warm_start: paper_grid: λ=0.0005 of loss energy lies outside space.lam's range [0.01, 1]"),
         ("warm_start: grid\n", "warm_start: Input should be 'none' or 'paper_grid'"),
+        # metrics the data set cannot measure (issue 20)
+        (
+            "data: {name: voc, root: voc}\nobjectives: [f1, pafl]\n",
+            "objectives.1.name: 'pafl' is not measured on this data set: SMERF's attribution focus levels need its objects to focus on and avoid, "
+            f"which only the SMERF TextBox settings have ({SMERF}), not data.name 'voc'",
+        ),
+        ("data: {name: coco, root: coco}\nobjectives: [{name: safl, direction: min}]\n", "objectives.0.name: 'safl' is not measured on this data set"),
+        ("data: {variant: multilabel}\nobjectives: [f1, epg, pafl]\n", f"objectives.2.name: 'pafl' is not measured on this data set: SMERF's attribution focus levels need its objects to focus on and avoid, which only the SMERF TextBox settings have ({SMERF}), not data.variant 'multilabel'"),
+        (
+            "data: {name: waterbirds, root: wb}\nobjectives: [accuracy]\nconstraints: ['accuracy >= 0.5', 'x_seg_epg >= 0.2']\n",
+            "constraints.1 'x_seg_epg >= 0.2': 'x_seg_epg' is not measured on this data set: Waterbirds has no segmentation masks",
+        ),
+        ("data: {variant: multilabel}\nobjectives: [accuracy]\n", "objectives.0.name: 'accuracy' is not measured on this data set: accuracy is reported for single-label data, and data.variant 'multilabel' is multi-label (f1 and map are)"),
+        ("data: {variant: simple_fr}\nobjectives: [accuracy, worst_group_acc]\n", "objectives.1.name: 'worst_group_acc' is not measured on this data set: data.variant 'simple_fr' has no groups"),
     ],
 )
 def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
@@ -91,6 +107,19 @@ def test_bad_specs_give_one_line_naming_file_and_field(tmp_path, body, message):
         load_spec(path)
     text = str(info.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+
+
+def test_metrics_a_data_set_supports_are_accepted(tmp_path):
+    """SMERF metrics on a SMERF setting, segmentation metrics on VOC (files checked later) and COCO, group accuracies with groups."""
+    for body in (
+        "data: {variant: simple_fr}\nobjectives: [accuracy, pafl, {name: safl, direction: min}]\n",
+        "data: {name: voc, root: voc}\nobjectives: [f1, seg_epg]\nconstraints: ['x_seg_epg >= 0.1']\n",
+        "data: {name: coco, root: coco}\nobjectives: [f1, x_seg_epg]\n",
+        "data: {name: waterbirds, root: wb}\nobjectives: [accuracy, worst_group_acc, mean_group_acc]\n",
+        "data: {variant: spurious}\nobjectives: [accuracy, worst_group_acc]\n",
+    ):
+        (tmp_path / "ok.yaml").write_text(body)
+        load_spec(tmp_path / "ok.yaml")
 
 
 def test_crayon_pruning_hyperparameters_are_searchable():

@@ -288,3 +288,20 @@ def test_argument_validation():
         build_textbox("simple_nr", "train", 4, dilation=-1)
     with pytest.raises(IndexError):
         build_textbox("simple_nr", "train", 4)[4]
+
+
+@pytest.mark.parametrize("variant", ["simple_fr", "multilabel", "spurious"])
+def test_smerf_focus_levels_are_reported_on_smerf_settings_only(variant):
+    """PAFL / SAFL (issue 20): measured on the SMERF settings, absent (never 0.0) on the other TextBox variants."""
+    from mg_tune.evaluation import evaluate_split
+    from mg_tune.models import build_model
+
+    dataset = build_textbox(variant, "val", 16)
+    torch.manual_seed(0)
+    model = build_model("smerf_cnn", dataset.info.num_classes)
+    metrics = evaluate_split(
+        model, DataLoader(dataset, batch_size=8), "ixg", "input", dataset.info.multilabel, dataset.info.group_names, smerf=dataset.info.smerf
+    ).metrics
+    assert dataset.info.smerf == (variant == "simple_fr")
+    assert {"pafl", "safl"} & set(metrics) == ({"pafl", "safl"} if variant == "simple_fr" else set())
+    assert {"seg_epg", "x_seg_epg", "epg", "iou"} <= set(metrics)  # every TextBox object has its pixel mask

@@ -51,6 +51,35 @@ def build_split(data: Any, split: str) -> Dataset:
     )
 
 
+SEGMENTATION_METRICS: tuple[str, ...] = ("seg_epg", "x_seg_epg")
+SMERF_METRICS: tuple[str, ...] = ("pafl", "safl")
+
+
+def unsupported_metrics(data: Any) -> dict[str, str]:
+    """The metrics the data set of a :class:`mg_tune.config.DataConfig` cannot measure, each with why.
+
+    Known from the configuration alone (no file is read): PAFL / SAFL exist on the SMERF
+    reasoning settings only, SegEPG / X-SegEPG need segmentation masks (Waterbirds has
+    none), accuracy single-label data, the group accuracies groups. The training loop
+    leaves these metrics out (:mod:`mg_tune.evaluation`); a spec naming one as objective
+    or constraint is refused. Whether a VOC copy has segmentation files is a question for
+    the files (``SearchSpec.check_segmentation``).
+    """
+    out: dict[str, str] = {}
+    textbox = TEXTBOX_VARIANTS[data.variant].info if data.name == "textbox" and data.variant in TEXTBOX_VARIANTS else None
+    what = f"data.variant {data.variant!r}" if data.name == "textbox" else f"data.name {data.name!r}"
+    if data.name in ("voc", "coco") or (textbox is not None and textbox.multilabel):
+        out["accuracy"] = f"accuracy is reported for single-label data, and {what} is multi-label (f1 and map are)"
+    if data.name != "waterbirds" and not (textbox is not None and textbox.group_names):
+        out.update(dict.fromkeys(("worst_group_acc", "mean_group_acc"), f"{what} has no groups"))
+    if not (textbox is not None and textbox.smerf):
+        settings = ", ".join(v for v, cls in TEXTBOX_VARIANTS.items() if cls.info.smerf)
+        out.update(dict.fromkeys(SMERF_METRICS, f"SMERF's attribution focus levels need its objects to focus on and avoid, which only the SMERF TextBox settings have ({settings}), not {what}"))
+    if data.name == "waterbirds":
+        out.update(dict.fromkeys(SEGMENTATION_METRICS, "Waterbirds has no segmentation masks"))
+    return out
+
+
 def check_dataset(data: Any, splits: Sequence[str] = SPLIT_NAMES, images: bool = True) -> tuple[DatasetInfo, list[SplitReport]]:
     """Load every split's index of a real data set and validate every annotation.
 
@@ -75,4 +104,5 @@ __all__ = [
     "build_split",
     "build_textbox",
     "check_dataset",
+    "unsupported_metrics",
 ]

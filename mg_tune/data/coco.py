@@ -141,12 +141,14 @@ def _index(root: str, subset: str, crowd: str, empty_images: str, on_bad_sample:
         if not image.is_file():
             raise DatasetError(image, f"image file is missing (image id {img['id']} of {path})")
         labels, boxes, segs = set(), [], []
+        crowds = 0
         for ann in coco.imgToAnns.get(img["id"], []):
             what = f"annotation {ann['id']} (image {img['id']})"
             if ann["category_id"] not in class_of:
                 raise DatasetError(path, f"{what}: unknown category_id {ann['category_id']}")
             k = class_of[ann["category_id"]]
             is_crowd = bool(ann.get("iscrowd", 0))
+            crowds += is_crowd
             if is_crowd and crowd == "ignore":
                 continue
             labels.add(k)
@@ -162,7 +164,7 @@ def _index(root: str, subset: str, crowd: str, empty_images: str, on_bad_sample:
                 segs.append((k, ann["segmentation"]))
         if not labels and empty_images == "skip":
             return None
-        return Record(str(image), width, height, tuple(sorted(labels)), tuple(boxes), str(path), seg=tuple(segs) or None)
+        return Record(str(image), width, height, tuple(sorted(labels)), tuple(boxes), str(path), seg=tuple(segs) or None, crowd=crowds)
 
     records = []
     for img_id in sorted(coco.imgs):

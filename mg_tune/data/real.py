@@ -86,7 +86,9 @@ class Record:
     ``labels`` are the class indices present (for single-label sets the one label);
     ``boxes`` are ``(k, x0, y0, x1, y1)`` before dilation; ``source`` is the
     annotation file (for error messages); ``seg`` is a loader-specific handle to the
-    image's segmentation masks (None when it has none).
+    image's segmentation masks (None when it has none). ``difficult`` (VOC objects marked
+    difficult) and ``crowd`` (COCO ``iscrowd`` regions) count what the annotation holds,
+    whatever the options kept of it (``data check`` reports them).
     """
 
     image: str
@@ -97,6 +99,8 @@ class Record:
     source: str
     group: int = -1
     seg: Any = None
+    difficult: int = 0
+    crowd: int = 0
 
 
 def pixel_box(
@@ -353,7 +357,13 @@ class AnnotatedImageDataset(Dataset):
 
 @dataclass
 class SplitReport:
-    """Counts of one split, printed by ``mg-tune data check``."""
+    """Counts of one split, printed by ``mg-tune data check``.
+
+    ``images``, ``boxes`` and the per-class counts are what a search loads (after the
+    options: ``difficult``, ``crowd``, ``empty_images``, ``max_samples``); ``difficult`` and
+    ``crowd`` count the difficult objects and crowd regions the split's annotations hold;
+    ``unlabeled`` the images left without any label (all-negative samples).
+    """
 
     split: str
     images: int
@@ -361,16 +371,27 @@ class SplitReport:
     with_seg: int
     class_counts: list[int]
     group_counts: dict[int, int] = field(default_factory=dict)
+    box_counts: list[int] = field(default_factory=list)
+    difficult: int = 0
+    crowd: int = 0
+    unlabeled: int = 0
+
+    @property
+    def classes_without_boxes(self) -> list[int]:
+        """Indices of the classes no box of the split belongs to (they cannot be guided here)."""
+        return [k for k, n in enumerate(self.box_counts) if n == 0]
 
 
 def split_report(split: str, records: Iterable[Record], num_classes: int, has_seg: Callable[[Record], bool]) -> SplitReport:
-    """Count images, boxes, images with segmentation, images per class and per group."""
+    """Count images, boxes, images with segmentation, images and boxes per class, groups, difficult, crowd, unlabeled."""
     records = list(records)
-    counts = [0] * num_classes
+    counts, box_counts = [0] * num_classes, [0] * num_classes
     groups: dict[int, int] = {}
     for r in records:
         for k in set(r.labels):
             counts[k] += 1
+        for box in r.boxes:
+            box_counts[box[0]] += 1
         if r.group >= 0:
             groups[r.group] = groups.get(r.group, 0) + 1
     return SplitReport(
@@ -380,6 +401,10 @@ def split_report(split: str, records: Iterable[Record], num_classes: int, has_se
         with_seg=sum(1 for r in records if has_seg(r)),
         class_counts=counts,
         group_counts=dict(sorted(groups.items())),
+        box_counts=box_counts,
+        difficult=sum(r.difficult for r in records),
+        crowd=sum(r.crowd for r in records),
+        unlabeled=sum(1 for r in records if not r.labels),
     )
 
 

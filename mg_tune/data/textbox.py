@@ -518,7 +518,7 @@ class SmerfTextBox(TextBoxDataset):
     def __init_subclass__(cls, setting: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.setting = setting
-        cls.info = DatasetInfo(f"textbox_{setting}", cls.CLASS_NAMES, multilabel=False)
+        cls.info = DatasetInfo(f"textbox_{setting}", cls.CLASS_NAMES, multilabel=False, smerf=True)
 
     def __init__(
         self,

@@ -80,11 +80,16 @@ def voc_dir(root: str | Path) -> Path:
     raise DatasetError(root, "no VOC2007 directory here (expected VOCdevkit/VOC2007/Annotations)")
 
 
-def read_image_set(base: Path, name: str) -> list[str]:
-    """Image ids of ``ImageSets/Main/<name>.txt``."""
-    path = require_file(base / "ImageSets" / "Main" / f"{name}.txt", f"image set {name!r}")
+def image_set_path(base: Path, name: str) -> Path:
+    """``ImageSets/Main/<name>.txt`` of the VOC directory ``base``."""
+    return base / "ImageSets" / "Main" / f"{name}.txt"
+
+
+def read_image_set(base: Path, name: str) -> list[tuple[str, int]]:
+    """Image ids of ``ImageSets/Main/<name>.txt``, each with its 1-based line number (for error messages)."""
+    path = require_file(image_set_path(base, name), f"image set {name!r}")
     try:
-        ids = [line.split()[0] for line in read_utf8(path).splitlines() if line.strip()]
+        ids = [(line.split()[0], n) for n, line in enumerate(read_utf8(path).splitlines(), start=1) if line.strip()]
     except UnicodeDecodeError as exc:
         raise DatasetError(path, decode_problem(exc)) from None
     if not ids:
@@ -100,13 +105,18 @@ def _int(path: Path, element: ET.Element | None, tag: str, what: str) -> int:
         raise DatasetError(path, f"{what}: <{tag}> is {text!r}, not a number") from None
 
 
-def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True) -> Record:
-    """The :class:`Record` of ``Annotations/<image_id>.xml`` (validated; see module doc for coordinates)."""
+def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, listed_at: str | None = None) -> Record:
+    """The :class:`Record` of ``Annotations/<image_id>.xml`` (validated; see module doc for coordinates).
+
+    ``listed_at`` (``"<ImageSets list file> line N"``) says where the id came from: the
+    error for a missing XML or JPEG names it, so the user can fix the list or restore the file.
+    """
     path = base / "Annotations" / f"{image_id}.xml"
+    listed = f"image id {image_id!r} listed in {listed_at}" if listed_at else f"image id {image_id!r}"
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
-        raise DatasetError(path, "annotation file is missing") from None
+        raise DatasetError(path, f"annotation file is missing ({listed})") from None
     except ET.ParseError as exc:
         raise DatasetError(path, f"corrupt XML ({exc})") from None
     size = root.find("size")
@@ -118,10 +128,11 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True) -> 
     filename = (root.findtext("filename") or f"{image_id}.jpg").strip()
     image = base / "JPEGImages" / filename
     if not image.is_file():
-        raise DatasetError(image, f"image file is missing (named by {path})")
+        raise DatasetError(image, f"image file is missing (named by {path}; {listed})")
     labels: list[int] = []
     boxes: list[tuple[int, int, int, int, int]] = []
     object_classes: list[int] = []
+    difficult = 0
     for j, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()
         if name not in VOC_CLASSES:
@@ -139,8 +150,10 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True) -> 
             raise DatasetError(path, f"{what}: zero-area box ({coords})")
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             raise DatasetError(path, f"{what}: box ({coords}, 1-based) lies outside the {width}x{height} image")
-        if (obj.findtext("difficult") or "0").strip() == "1" and not keep_difficult:
-            continue
+        if (obj.findtext("difficult") or "0").strip() == "1":
+            difficult += 1
+            if not keep_difficult:
+                continue
         labels.append(k)
         boxes.append((k, x0, y0, x1, y1))
     seg_class = base / "SegmentationClass" / f"{image_id}.png"
@@ -150,7 +163,7 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True) -> 
         seg = ("class", str(seg_class), tuple(object_classes))
     elif seg_object.is_file():
         seg = ("object", str(seg_object), tuple(object_classes))
-    return Record(str(image), width, height, tuple(sorted(set(labels))), tuple(boxes), str(path), seg=seg)
+    return Record(str(image), width, height, tuple(sorted(set(labels))), tuple(boxes), str(path), seg=seg, difficult=difficult)
 
 
 def load_segmentation(record: Record) -> dict[int, np.ndarray]:
@@ -188,8 +201,9 @@ def load_segmentation(record: Record) -> dict[int, np.ndarray]:
 @functools.lru_cache(maxsize=8)
 def _index(base: str, image_set: str, keep_difficult: bool, on_bad_sample: str) -> tuple[Record, ...]:
     bad = BadSamples(on_bad_sample, f"VOC {image_set}")
+    listing = image_set_path(Path(base), image_set)
     ids = read_image_set(Path(base), image_set)
-    records = [bad.run(parse_annotation, Path(base), i, keep_difficult) for i in ids]
+    records = [bad.run(parse_annotation, Path(base), i, keep_difficult, f"{listing} line {n}") for i, n in ids]
     bad.finish()
     return tuple(r for r in records if r is not None)
 

@@ -287,7 +287,8 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     server fails here with one line, not inside every trial.
     """
     if spec.data.name in REAL_LOADERS:
-        check_dataset(spec.data, images=False)
+        _, reports = check_dataset(spec.data, images=False)
+        spec.check_segmentation(next(r.with_seg for r in reports if r.split == "val"))
     if spec.fixed.get("init_checkpoint"):
         check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
     check_tracking_uri(tracking_uri)

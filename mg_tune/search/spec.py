@@ -50,6 +50,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.data import SEGMENTATION_METRICS, unsupported_metrics
 from mg_tune.guidance.losses import LOSSES
 from mg_tune.pareto import Constraint
 from mg_tune.textfiles import decode_problem, read_utf8
@@ -216,6 +217,10 @@ class SearchSpec(_Strict):
             high = min((c.value for c in cs if c.op == "<="), default=math.inf)
             if low > high:
                 raise ValueError(f"constraints on {metric} contradict each other: {metric} >= {low} and {metric} <= {high}")
+        unsupported = unsupported_metrics(self.data)
+        for where, metric in self.metric_uses():
+            if metric in unsupported:
+                raise ValueError(f"{where}: {metric!r} is not measured on this data set: {unsupported[metric]}")
         try:
             self.train_config({})  # every fixed value must be valid,
         except ValueError as exc:
@@ -271,6 +276,24 @@ class SearchSpec(_Strict):
             dist = self.space["epochs"]
             return int(max(dist.choice) if dist.kind == "choice" else getattr(dist, dist.kind)[1])
         return int(self.fixed.get("epochs", TrainConfig.model_fields["epochs"].default))
+
+    def metric_uses(self) -> list[tuple[str, str]]:
+        """``(field as written, metric)`` of every objective and constraint, e.g. ``("objectives.1.name", "pafl")``."""
+        uses = [(f"objectives.{i}.name", o.name) for i, o in enumerate(self.objectives)]
+        return uses + [(f"constraints.{i} {text!r}", parse_constraint(text).metric) for i, text in enumerate(self.constraints)]
+
+    def check_segmentation(self, val_segmented: int) -> None:
+        """Refuse SegEPG / X-SegEPG objectives and constraints when the val split has no segmented image.
+
+        ``val_segmented`` is the number of val images with segmentation masks (``data check``'s
+        count); a VOC copy without ``SegmentationClass``/``SegmentationObject`` has none.
+
+        Raises:
+            SpecError: one line naming the field, the metric and the data root.
+        """
+        for where, metric in self.metric_uses():
+            if metric in SEGMENTATION_METRICS and val_segmented == 0:
+                raise SpecError(f"{where}: {metric!r} needs segmentation masks, but no image of the val split of {self.data.name} at {self.data.root} has one")
 
     @property
     def parsed_constraints(self) -> list[Constraint]:
