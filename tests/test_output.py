@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from mg_tune.checkpoint import save_checkpoint
+from mg_tune.output import QUIET_ENVIRONMENT
 from mg_tune.tracking import TrialLogger, start_search
 from mg_tune.train import EpochResult
 
@@ -112,7 +113,8 @@ def test_search_keeps_routine_library_lines_off_the_console_unless_verbose(tmp_p
 
     (tmp_path / "quiet.yaml").write_text(TINY_SPEC)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RAY_ADDRESS")} | {"MLFLOW_TRACKING_URI": uri}
+    # as a user's shell: without what an in-process CLI test of this session set (quiet_libraries sets QUIET_ENVIRONMENT)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RAY_ADDRESS", *QUIET_ENVIRONMENT)} | {"MLFLOW_TRACKING_URI": uri}
     args = [MG_TUNE, "search", "quiet.yaml", "--storage-path", str(tmp_path / "runs"), *(["--verbose"] if verbose else [])]
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
