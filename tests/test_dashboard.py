@@ -196,6 +196,8 @@ def test_clicking_a_pareto_point_shows_its_metrics_overlay_and_export_command(pa
     done = subprocess.run([sys.executable, "-m", "mg_tune.cli", *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "exported" / f"{SEARCH}-{trial}-epoch{epoch}" / "model.pt").exists()
+    registry = page.inner_text("#registry-uri")
+    assert f'mg_tune.load_model("models:/{row["model_id"]}")' in registry and f"--register {SEARCH}" in registry
     page.screenshot(path=tmp_path / "selected.png", full_page=True)
     assert (tmp_path / "selected.png").read_bytes()[:4] == b"\x89PNG"
 

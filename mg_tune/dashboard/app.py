@@ -7,13 +7,14 @@ every ``refresh_s`` seconds (``dcc.Interval``) so a running search fills in
 live. Clicking a point shows its hyperparameters, validation and test
 metrics, the attribution overlays of that epoch (run artifact
 ``overlays/epoch=NNN.png``, downloaded once into a cache directory and served
-at ``/overlays/<run_id>/<epoch>.png``), a link to its MLflow run and the
-``mg-tune export`` command for it.
+at ``/overlays/<run_id>/<epoch>.png``), a link to its MLflow run, the
+``mg-tune export`` command for it and the registry way (``models:/<model_id>``,
+``pareto --register`` and the aliases).
 
 Stable element ids (the browser tests read them): ``count-checkpoints`` and
 ``count-pareto`` (numbers shown), ``filter-<key>`` (checklists), ``pairs``,
 ``scatter3d``, ``hypervolume`` (graphs), ``details``, ``overlay`` (image),
-``mlflow-link``, ``export-command``.
+``mlflow-link``, ``export-command``, ``registry-uri``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ def export_command(snapshot: Snapshot, trial_id: str, epoch: int) -> str:
         [
             "mg-tune", "export", "--search", snapshot.search, "--trial", str(trial_id), "--epoch", str(int(epoch)),
             "--to", f"exported/{snapshot.search}-{trial_id}-epoch{int(epoch)}", "--tracking-uri", redact_uri(snapshot.tracking_uri),
+        ]
+    )
+
+
+def registry_lines(snapshot: Snapshot, model_id: str) -> str:
+    """The registry way for one checkpoint: load it by its LoggedModel id, or register the front and load by alias."""
+    return "\n".join(
+        [
+            f'mg_tune.load_model("models:/{model_id}")',
+            "# as an MLflow Model (mlflow.pyfunc.load_model, mlflow models serve), register the front:",
+            shlex.join(["mg-tune", "pareto", "--search", snapshot.search, "--register", snapshot.search, "--tracking-uri", redact_uri(snapshot.tracking_uri)]),
+            f'mlflow.pyfunc.load_model("models:/{snapshot.search}@knee")  # or @best-f1, @best-epg, @best-iou',
         ]
     )
 
@@ -112,6 +125,8 @@ def _details(snapshot: Snapshot, selected: dict | None, mlflow_url: str):
             html.Div(html.A("open the run in MLflow", id="mlflow-link", href=run_link(mlflow_url, snapshot.experiment_id, run_id), target="_blank")),
             html.B("export this checkpoint"),
             html.Pre(export_command(snapshot, trial_id, epoch), id="export-command", style={"whiteSpace": "pre-wrap", "background": "#f6f6f6", "padding": "6px"}),
+            html.B("or load it from MLflow"),
+            html.Pre(registry_lines(snapshot, str(row["model_id"])), id="registry-uri", style={"whiteSpace": "pre-wrap", "background": "#f6f6f6", "padding": "6px"}),
         ]
     )
 
