@@ -19,31 +19,11 @@
 #                              storage_path (s3://bucket/ray). Default: ~/mg-tune-runs on the head.
 #
 # ~/.mg-tune-tracking (sourced by ~/.bashrc, so Ray and the searches it runs as jobs inherit it)
-# gets MLFLOW_TRACKING_URI and MG_TUNE_STORAGE_PATH.
+# gets MLFLOW_TRACKING_URI and MG_TUNE_STORAGE_PATH; with MG_TUNE_SERVER_AUTH=1 the MLflow
+# client credentials go to ~/.mlflow/credentials (mlflow-credentials.sh, also run on workers).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-env_file="$here/mg-tune.env"
-if [ -f "$env_file" ]; then
-  # One line and exit 2 for a file that is not UTF-8 KEY=value text (binary, truncated mid-quote), before anything starts.
-  python3 - "$env_file" <<'CHECK' || exit 2
-import re, shlex, sys
-path = sys.argv[1]
-try:
-    text = open(path, encoding="utf-8").read()
-except UnicodeDecodeError as exc:
-    sys.exit(f"error: {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})")
-for n, line in enumerate(text.splitlines(), 1):
-    if not line.strip() or line.lstrip().startswith("#"):
-        continue
-    if "\0" in line or not re.fullmatch(r"(export\s+)?[A-Za-z_]\w*=.*", line.strip()):
-        sys.exit(f"error: {path}: line {n}: expected KEY=value")
-    try:
-        shlex.split(line, comments=True)
-    except ValueError as exc:  # an unterminated quote: the file was cut short
-        sys.exit(f"error: {path}: line {n}: {exc} (truncated?)")
-CHECK
-  set -a; source "$env_file"; set +a
-fi
+source "$here/read-env.sh"
 
 host="${MG_TUNE_SERVER_HOST:-$(hostname -I | awk '{print $1}')}"
 port="${MG_TUNE_SERVER_PORT:-5000}"
@@ -63,6 +43,7 @@ nohup mg-tune server --host "$host" --port "$port" --workers 2 \
 
 for _ in $(seq 1 120); do
   if curl -fsS "$uri/health" > /dev/null 2>&1; then
+    "$here/mlflow-credentials.sh"
     echo "export MLFLOW_TRACKING_URI=$uri" > "$HOME/.mg-tune-tracking"
     if [ -n "${MG_TUNE_STORAGE_PATH:-}" ]; then
       echo "export MG_TUNE_STORAGE_PATH=$MG_TUNE_STORAGE_PATH" >> "$HOME/.mg-tune-tracking"

@@ -56,7 +56,8 @@ def test_aws_cluster_has_autoscaling_gpu_workers_and_no_secrets():
 def test_start_mlflow_refuses_a_bad_env_file_with_one_line_before_starting_anything(tmp_path, content, message):
     cluster = tmp_path / "cluster"
     cluster.mkdir()
-    shutil.copy(CLUSTER / "start-mlflow.sh", cluster)
+    for script in ("start-mlflow.sh", "read-env.sh", "mlflow-credentials.sh"):
+        shutil.copy(CLUSTER / script, cluster)
     (cluster / "mg-tune.env").write_bytes(content)
     home = tmp_path / "home"
     home.mkdir()

@@ -1,8 +1,14 @@
 """`mg-tune server` and the cluster plumbing around it: safe defaults, one-line errors, basic auth."""
 
 import base64
+import os
+import shutil
+import stat
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +19,7 @@ from mg_tune.search.spec import SearchSpec
 from mg_tune.server import AUTH_PASSWORD_ENV, MlflowServer, ServerConfig, ServerError, free_port
 
 runner = CliRunner()
+CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 
 
 def test_server_binds_localhost_by_default_and_keeps_secrets_off_its_command_line():
@@ -38,7 +45,8 @@ def test_unreachable_backend_store_is_one_line_with_the_password_masked():
     assert "s3cret" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_basic_auth_server_refuses_anonymous_requests(tmp_path):
+def test_basic_auth_server_refuses_anonymous_requests_and_a_node_with_the_credentials_file_logs(tmp_path):
+    """The cluster's way: cluster/mlflow-credentials.sh writes ~/.mlflow/credentials from mg-tune.env, MLflow's client reads it."""
     password = "admin-pass-for-test"
     config = ServerConfig(backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts_destination=str(tmp_path / "art"), port=free_port(), auth=True)
     env = {AUTH_PASSWORD_ENV: password, "MLFLOW_AUTH_CONFIG_PATH": _auth_config(tmp_path, password)}
@@ -50,6 +58,27 @@ def test_basic_auth_server_refuses_anonymous_requests(tmp_path):
         token = base64.b64encode(f"admin:{password}".encode()).decode()
         with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Basic {token}"}), timeout=10) as ok:
             assert ok.status == 200
+
+        cluster, home = tmp_path / "cluster", tmp_path / "home"
+        cluster.mkdir()
+        home.mkdir()
+        for script in ("mlflow-credentials.sh", "read-env.sh"):
+            shutil.copy(CLUSTER / script, cluster)
+        log = [sys.executable, "-c", "import mlflow; mlflow.set_tracking_uri({!r}); print(mlflow.create_experiment('from-a-node'))".format(server.uri)]
+        node = {"HOME": str(home), "PATH": os.environ["PATH"]}
+        before = subprocess.run(log, env=node, capture_output=True, text=True, timeout=120)
+        assert before.returncode != 0 and "401" in before.stderr + before.stdout  # no credentials on the node yet
+        (cluster / "mg-tune.env").write_text(f"MG_TUNE_SERVER_AUTH=1\n{AUTH_PASSWORD_ENV}={password}\n")
+        written = subprocess.run(["bash", str(cluster / "mlflow-credentials.sh")], env=node, capture_output=True, text=True, timeout=60)
+        assert written.returncode == 0, written.stderr
+        credentials = home / ".mlflow" / "credentials"
+        assert credentials.read_text() == f"[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = {password}\n"
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        after = subprocess.run(log, env=node, capture_output=True, text=True, timeout=120)
+        assert after.returncode == 0, after.stderr[-2000:]
+        (cluster / "mg-tune.env").write_text("MG_TUNE_SERVER_AUTH=1\n")
+        refused = subprocess.run(["bash", str(cluster / "mlflow-credentials.sh")], env=node, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "needs MLFLOW_AUTH_ADMIN_PASSWORD" in refused.stderr
 
 
 def _auth_config(tmp_path, password) -> str:
