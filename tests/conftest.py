@@ -1,6 +1,7 @@
 """Shared fixtures: servers and clusters are started once per test session."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,19 @@ def _boto_credentials(values: dict) -> dict:
         "aws_secret_access_key": values["AWS_SECRET_ACCESS_KEY"],
         "region_name": values["AWS_DEFAULT_REGION"],
     }
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium under Playwright, one per test module (the dashboard's and MLflow's UI tests)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"browser missing: Debian's chromium at {CHROMIUM} (apt-get install -y chromium; `make install` does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

@@ -29,7 +29,6 @@ from mg_tune.train import EpochResult
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 SEARCH = "explorer"
 OBJECTIVES = ["f1", "epg", "iou"]
 
@@ -91,18 +90,6 @@ def server(search, tmp_path_factory):
     yield url
     proc.terminate()
     proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"browser missing: Debian's chromium at {CHROMIUM} (apt-get install -y chromium; `make install` does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

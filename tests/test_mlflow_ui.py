@@ -25,21 +25,8 @@ from mg_tune.tracking import experiment_name
 
 from test_mlflow_models import OBJECTIVES, log_search
 
-CHROMIUM = Path("/usr/bin/chromium")
 SEARCH = "ui"
 NAME = "ui-front"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"browser missing: Debian's chromium at {CHROMIUM} (apt-get install -y chromium; `make install` does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
