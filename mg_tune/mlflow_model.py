@@ -48,7 +48,6 @@ mg-tune installed reproduces the predictions.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -188,8 +187,3 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Gu
     """MLflow's pyfunc entry point (``loader_module``): ``path`` is the model's ``package/`` folder."""
     device = (model_config or {}).get("device") or "cpu"
     return GuidedClassifier(*build_from_package(Path(path), device))
-
-
-def save_to_temp(model: StagedModel, config: TrainConfig, card: DatasetCard, root: Path) -> Path:
-    """:func:`save_mlflow_model` into a fresh folder under ``root`` (which must exist)."""
-    return save_mlflow_model(model, config, card, Path(tempfile.mkdtemp(dir=root)) / "model")
