@@ -6,6 +6,13 @@ code): ``model`` and ``optimizer`` state dicts, ``epoch``, validation
 ``dataset``: what the outputs mean and the input size
 (:class:`mg_tune.data.card.DatasetCard` as JSON), so a checkpoint
 becomes a model without the data set on disk.
+
+A search stores each epoch in two files (:func:`split_for_storage`): the
+checkpoint without its optimizer state, optionally with half-precision
+weights (what the front, ``evaluate`` and ``export`` read), and
+``resume.pt``, what continuing training needs on top (the optimizer state,
+and the float32 weights when the stored ones are cast). Only a trial's newest
+epoch keeps its ``resume.pt``; :func:`join_resume` puts the two together again.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from typing import Any
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
+RESUME_FILE = "resume.pt"
+
+STORED_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""Precisions a search can store weights in (spec ``checkpoints.dtype``)."""
 
 
 def epoch_dir(root: str | Path, epoch: int) -> Path:
@@ -60,6 +71,28 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
     return value
+
+
+def split_for_storage(state: dict[str, Any], dtype: str = "float32") -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(stored, resume)`` of a checkpoint: see the module docstring.
+
+    ``stored`` is ``state`` with ``optimizer=None`` and every floating-point
+    weight cast to ``dtype`` (integer buffers, e.g. BatchNorm's
+    ``num_batches_tracked``, unchanged); ``resume`` holds the ``optimizer``
+    state and, unless ``dtype`` is float32, the ``model`` weights as trained.
+    """
+    cast = STORED_DTYPES[dtype]
+    model = {k: v.to(cast) if v.is_floating_point() else v for k, v in state["model"].items()}
+    stored = {**state, "model": model, "optimizer": None}
+    resume = {"optimizer": state["optimizer"], "model": None if cast == torch.float32 else state["model"]}
+    return stored, resume
+
+
+def join_resume(stored: dict[str, Any], resume: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint :func:`split_for_storage` split (``resume=None``: ``stored`` as it is)."""
+    if resume is None:
+        return stored
+    return {**stored, "optimizer": resume["optimizer"], "model": resume["model"] if resume["model"] is not None else stored["model"]}
 
 
 ZIP_MAGIC = b"PK\x03\x04"

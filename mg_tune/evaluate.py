@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def evaluate_pareto(
 ) -> pd.DataFrame:
     """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of ``search`` on ``split``.
 
+    Checkpoints whose weights the search's retention policy deleted are
+    skipped with a warning (their validation metrics stay in MLflow).
+
     The front is that of :func:`~mg_tune.pareto_report.search_pareto` over
     ``objectives`` (no tags are written). Results are logged to MLflow as
     described in the module docstring.
@@ -62,6 +66,10 @@ def evaluate_pareto(
         raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
     result = search_pareto(tracking_uri, search, list(objectives), list(maximize), tag=False)
     checkpoints = result.front if pareto_only else result.table
+    deleted = checkpoints["weights_deleted"].astype(bool)
+    if deleted.any():  # the search's retention policy (spec checkpoints.keep) kept their metrics, not their weights
+        warnings.warn(f"{int(deleted.sum())} of {len(checkpoints)} checkpoints have no weights (deleted by the search's checkpoints.keep policy); evaluating the other {int((~deleted).sum())}", stacklevel=2)
+        checkpoints = checkpoints[~deleted]
     client = MlflowClient(tracking_uri)
     rows = [_evaluate_row(client, tracking_uri, row, list(objectives), split, device) for row in checkpoints.to_dict("records")]
     columns = ID_COLUMNS + list(objectives)

@@ -63,6 +63,7 @@ from mg_tune.rebuild import CONFIG_FILE, DATASET_FILE, MODEL_FILE, card_for, fir
 from mg_tune.model_registry import register_checkpoint
 from mg_tune.pareto_report import _model_metrics
 from mg_tune.tracking import (
+    WEIGHTS_DELETED_TAG,
     SearchRun,
     default_tracking_uri,
     experiment_name,
@@ -142,6 +143,8 @@ def _find_source(tracking_uri: str, search: str, trial_id: str, epoch: int) -> _
     except FileNotFoundError:
         logged = _logged_epochs(client, experiment.experiment_id, run.info.run_id)
         raise ValueError(f"trial {trial_id!r} of search {search!r} has no checkpoint of epoch {epoch}; logged epochs: {logged or 'none'}") from None
+    if WEIGHTS_DELETED_TAG in model.tags:
+        raise ValueError(f"trial {trial_id!r} epoch {epoch} of search {search!r} has no weights: the search's checkpoints.keep policy deleted them ({model.tags[WEIGHTS_DELETED_TAG]}); its metrics stay in MLflow")
     return _Source(search, trial_id, int(epoch), run, model)
 
 

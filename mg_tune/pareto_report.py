@@ -47,6 +47,7 @@ from mg_tune.tracking import (
     CHECKPOINT_ARTIFACT,
     ROLE_TAG,
     TRIAL_TAG,
+    WEIGHTS_DELETED_TAG,
     count_requests,
     experiment_name,
     find_search_run,
@@ -80,7 +81,7 @@ OBJECTIVES_TAG = "pareto_objectives"
 CONSTRAINTS_TAG = "pareto_constraints"
 HYPERVOLUME_METRIC = "pareto_hypervolume"
 PLOT_DIR = "pareto"
-ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri", "created"]
+ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri", "created", "weights_deleted"]
 _FLOAT_MAX = 1.7976931348623157e308  # how SQL stores ±inf
 
 
@@ -185,6 +186,7 @@ def _table(data: _Search) -> pd.DataFrame:
                 "status": run.info.status,
                 "checkpoint_uri": f"{model.artifact_location.rstrip('/')}/{CHECKPOINT_ARTIFACT}",
                 "created": model.creation_timestamp,
+                "weights_deleted": WEIGHTS_DELETED_TAG in model.tags,
                 **params,
                 **metrics,
             }
@@ -204,7 +206,9 @@ def checkpoint_table(tracking_uri: str, search: str) -> pd.DataFrame:
 
     Columns: ``run_id``, ``trial_id``, ``epoch``, ``model_id`` (the epoch's
     LoggedModel), ``status`` (the trial run's status), ``checkpoint_uri``,
-    ``created`` (the LoggedModel's creation time, ms since the epoch), then ``params.<name>`` for the trial params (numeric where they parse),
+    ``created`` (the LoggedModel's creation time, ms since the epoch), ``weights_deleted``
+    (True where the search's retention policy deleted the checkpoint's weights, keeping its metrics),
+    then ``params.<name>`` for the trial params (numeric where they parse),
     then one float column per metric (NaN where an epoch did not log it or
     logged NaN). Rows are sorted by trial and epoch. Epochs of failed or
     still running trials are included: each is a complete checkpoint.

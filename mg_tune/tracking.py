@@ -16,7 +16,13 @@ Layout in MLflow
   ``checkpoint.pt``, and that epoch's metrics linked to it (``model_id``,
   ``step=epoch``). It is finalised ``READY`` only after its checkpoint and
   metrics are stored, so a READY model is a complete (epoch, metrics,
-  checkpoint) record.
+  checkpoint) record. ``checkpoint.pt`` holds no optimizer state (its
+  weights in the spec's ``checkpoints.dtype``); the trial's newest epoch also
+  holds ``resume.pt`` (:func:`mg_tune.checkpoint.split_for_storage`), deleted
+  from an epoch once the next one is READY. A search's retention policy
+  (:mod:`mg_tune.search.retention`) may delete the ``checkpoint.pt`` of a
+  dominated epoch: its model keeps its metrics and gets the tag
+  ``mg_tune.weights_deleted`` saying why.
 
 Decision: LoggedModels, not run artifacts + metric histories
 ------------------------------------------------------------
@@ -83,10 +89,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
+import torch
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.entities.paged_list import PagedList
+
+from mg_tune.checkpoint import CHECKPOINT_FILE, RESUME_FILE, join_resume, load_checkpoint, split_for_storage
 
 if TYPE_CHECKING:
     from mg_tune.train import EpochResult
@@ -109,7 +119,9 @@ __all__ = [
     "check_database",
     "check_tracking_uri",
     "default_tracking_uri",
+    "delete_weights",
     "download_checkpoint",
+    "download_resume_checkpoint",
     "error_line",
     "experiment_name",
     "find_checkpoint_model",
@@ -136,7 +148,8 @@ EPOCH_TAG = "mg_tune.epoch"
 FAILURE_TAG = "mg_tune.failure_reason"
 STOPPED_EARLY_TAG = "mg_tune.stopped_early"  # the last epoch of a trial a scheduler stopped
 PARENT_TAG = "mlflow.parentRunId"
-CHECKPOINT_ARTIFACT = "checkpoint.pt"
+CHECKPOINT_ARTIFACT = CHECKPOINT_FILE
+WEIGHTS_DELETED_TAG = "mg_tune.weights_deleted"  # on a LoggedModel whose checkpoint.pt a retention policy deleted: why
 SPEC_ARTIFACT = "spec.yaml"
 MODEL_TYPE = "mg-tune-checkpoint"
 PAGE_SIZE = 1000
@@ -643,19 +656,24 @@ class TrialLogger:
     (named ``run_name``, default the trial id; tags ``mg_tune.role=trial``,
     ``mlflow.parentRunId``), sets it RUNNING and
     logs ``params`` (flattened) once: params already on the run are not
-    re-logged. Every MLflow call is retried per ``retry``.
+    re-logged. Every MLflow call is retried per ``retry``. Checkpoints are
+    stored with weights in ``dtype`` (see the module docstring).
     """
 
-    def __init__(self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None) -> None:
+    def __init__(
+        self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None, dtype: str = "float32"
+    ) -> None:
         _quote(trial_id)
         self.search = search
         self.trial_id = trial_id
         self.run_name = run_name or trial_id
+        self.dtype = dtype
         self.retry = retry or RetryPolicy()
         self.client = MlflowClient(search.tracking_uri)
         self.run_id: str = self.retry.call(self._open_run, _as_params(params))
         self._models: dict[int, LoggedModel] = {}
         self.retry.call(self._refresh_models)
+        self._with_resume = set(self._models)  # epochs that may still hold resume.pt (an earlier process of this trial)
 
     # -- setup
     def _open_run(self, params: dict[str, str]) -> str:
@@ -715,8 +733,11 @@ class TrialLogger:
             if result.checkpoint is not None:
                 folder = Path(tmp) / "model"
                 folder.mkdir()
-                _stage(Path(result.checkpoint), folder, CHECKPOINT_ARTIFACT)
+                stored, resume = split_for_storage(load_checkpoint(result.checkpoint), self.dtype)
+                torch.save(stored, folder / CHECKPOINT_ARTIFACT)
+                torch.save(resume, folder / RESUME_FILE)
                 self.client.log_model_artifacts(model.model_id, str(folder))
+                self._with_resume.add(epoch)
             if result.overlay is not None:
                 folder, name = overlay_artifact(epoch).split("/")
                 self.client.log_artifact(self.run_id, str(_stage(Path(result.overlay), Path(tmp), name)), folder)
@@ -729,6 +750,9 @@ class TrialLogger:
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
         self._models[epoch] = self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        for older in sorted(e for e in self._with_resume if e < epoch and e in self._models):
+            _delete_artifact(self.search.tracking_uri, self._models[older], RESUME_FILE)
+            self._with_resume.discard(older)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set extra tags on the trial run (values stringified, redacted, truncated to MLflow's limit)."""
@@ -776,20 +800,67 @@ def download_checkpoint(tracking_uri: str, run_id: str, epoch: int, dst: Path) -
     ``dst`` is a directory (the file lands in ``dst/checkpoint.pt``) or, if it
     ends in ``.pt``, the file path itself. The file is moved into place
     atomically. Load it with :func:`mg_tune.checkpoint.load_checkpoint`.
-    """
-    import mlflow.artifacts
 
-    client = MlflowClient(tracking_uri)
-    model = find_checkpoint_model(client, run_id, epoch)
+    Raises:
+        FileNotFoundError: no READY model of that epoch, or its weights were
+            deleted by the search's retention policy (the message says why).
+    """
+    model = find_checkpoint_model(MlflowClient(tracking_uri), run_id, epoch)
+    if WEIGHTS_DELETED_TAG in model.tags:
+        raise FileNotFoundError(f"the weights of run {run_id} epoch {epoch} were deleted by the search's retention policy: {model.tags[WEIGHTS_DELETED_TAG]}")
     dst = Path(dst)
     target = dst if dst.suffix == ".pt" else dst / CHECKPOINT_ARTIFACT
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{model.artifact_location.rstrip('/')}/{CHECKPOINT_ARTIFACT}", dst_path=tmp, tracking_uri=tracking_uri
-        )
-        Path(local).replace(target)
+        _download(tracking_uri, model, CHECKPOINT_ARTIFACT, Path(tmp)).replace(target)
     return target
+
+
+def download_resume_checkpoint(tracking_uri: str, run_id: str, epoch: int, dst: Path) -> Path:
+    """The whole checkpoint of ``epoch`` to continue training from (``dst/checkpoint.pt``): ``checkpoint.pt`` joined with ``resume.pt``.
+
+    A model logged before ``resume.pt`` existed holds its optimizer state in ``checkpoint.pt`` itself.
+
+    Raises:
+        FileNotFoundError: the epoch has neither (only a trial's newest epoch keeps its resume state).
+    """
+    stored = download_checkpoint(tracking_uri, run_id, epoch, dst)
+    model = find_checkpoint_model(MlflowClient(tracking_uri), run_id, epoch)
+    with tempfile.TemporaryDirectory(dir=stored.parent) as tmp:
+        try:
+            resume = load_checkpoint(_download(tracking_uri, model, RESUME_FILE, Path(tmp)))
+        except (OSError, MlflowException):
+            resume = None
+    state = load_checkpoint(stored)
+    if resume is None and state["optimizer"] is None:
+        raise FileNotFoundError(f"run {run_id} epoch {epoch} has no {RESUME_FILE}: only a trial's newest epoch keeps the state to continue training from")
+    if resume is not None:
+        torch.save(join_resume(state, resume), stored)
+    return stored
+
+
+def delete_weights(tracking_uri: str, model: LoggedModel, reason: str) -> None:
+    """Delete ``checkpoint.pt`` (and any ``resume.pt``) of a LoggedModel, keeping its metrics; tag it :data:`WEIGHTS_DELETED_TAG` = ``reason`` first."""
+    MlflowClient(tracking_uri).set_logged_model_tags(model.model_id, {WEIGHTS_DELETED_TAG: _tag_value(reason)})
+    for name in (CHECKPOINT_ARTIFACT, RESUME_FILE):
+        _delete_artifact(tracking_uri, model, name)
+
+
+def _download(tracking_uri: str, model: LoggedModel, name: str, folder: Path) -> Path:
+    import mlflow.artifacts
+
+    uri = f"{model.artifact_location.rstrip('/')}/{name}"
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri))
+
+
+def _delete_artifact(tracking_uri: str, model: LoggedModel, name: str) -> None:
+    """Delete one artifact file of a LoggedModel; a file that is not there is no error."""
+    repository = get_artifact_repository(model.artifact_location, tracking_uri=tracking_uri)
+    try:
+        repository.delete_artifacts(name)
+    except MlflowException as exc:
+        if exc.get_http_status_code() != 404:
+            raise
 
 
 # --------------------------------------------------------------------------- request counting

@@ -28,14 +28,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.pareto_report import CONSTRAINTS_TAG, ID_COLUMNS, OBJECTIVES_TAG, ParetoResult, checkpoint_table, mark_pareto
-from mg_tune.search.spec import SearchSpec, SpecError, load_spec
+from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec, SpecError, load_spec
 from mg_tune.tracking import SPEC_ARTIFACT, experiment_name, find_search_run, overlay_artifact
 
 __all__ = ["FILTERS", "Snapshot", "Source", "overlay_artifact"]
 
-FILTERS = {"loss": "loss", "attribution": "attribution method", "layer": "layer", "annotation_fraction": "annotation fraction"}
+FILTERS = dict(zip(FRONT_GROUP_KEYS, ("loss", "attribution method", "layer", "annotation fraction")))
 DEFAULT_OBJECTIVES = (["f1", "epg", "iou"], [True, True, True])
 
 
@@ -168,14 +167,4 @@ def _constraints(parent: Run | None, spec: SearchSpec | None) -> list[str]:
 
 def _fixed_values(spec: SearchSpec | None) -> dict[str, str]:
     """Each filter's value when a trial did not search it: the spec's fixed or data value, else the default."""
-    if spec is None:
-        return {}
-    values = {}
-    for key in FILTERS:
-        if key in spec.fixed:
-            values[key] = spec.fixed[key]
-        elif key in DataConfig.model_fields:
-            values[key] = getattr(spec.data, key)
-        else:
-            values[key] = TrainConfig.model_fields[key].default
-    return {k: _text(v) for k, v in values.items()}
+    return {k: _text(v) for k, v in spec.group_defaults().items()} if spec is not None else {}

@@ -35,10 +35,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mlflow import MlflowClient
 
-from mg_tune.checkpoint import CHECKPOINT_FILE, check_checkpoint, load_checkpoint
+from mg_tune.checkpoint import CHECKPOINT_FILE, check_checkpoint, epoch_dir, load_checkpoint
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, attach
+from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.spec import SearchSpec
@@ -49,7 +50,7 @@ from mg_tune.tracking import (
     SearchRun,
     TrialLogger,
     check_tracking_uri,
-    download_checkpoint,
+    download_resume_checkpoint,
     error_line,
     find_trial_run,
     finish_search,
@@ -92,7 +93,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     if existing is not None and existing.info.status == "FAILED" and existing.data.tags.get(FAILURE_TAG, "").startswith(DIVERGED):
         raise DivergedError(f"not retried: {existing.data.tags[FAILURE_TAG]}")
     train_config = spec.train_config(params)
-    logger = TrialLogger(search, trial_id, params, run_name=readable_trial_name(train_config, trial_id))
+    logger = TrialLogger(search, trial_id, params, run_name=readable_trial_name(train_config, trial_id), dtype=spec.checkpoints.dtype)
     logger.set_tags(
         {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name()}
     )
@@ -105,6 +106,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
         folder.mkdir()
         shutil.copy(epoch.checkpoint, folder / CHECKPOINT_FILE)
         tune.report({**epoch.metrics, "epoch": epoch.epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+        shutil.rmtree(epoch_dir(work / "checkpoints", epoch.epoch - 1), ignore_errors=True)  # stored in MLflow and Ray: no local copy of every epoch
 
     try:
         resume_from = _resume_point(logger, work)
@@ -124,7 +126,7 @@ def _resume_point(logger: TrialLogger, work: Path) -> Path | None:
     ray_epoch = load_checkpoint(ray_path)["epoch"] if ray_path is not None else 0
     logged = logger.logged_epochs()
     if logged and max(logged) > ray_epoch:
-        return download_checkpoint(logger.search.tracking_uri, logger.run_id, max(logged), work / "mlflow")
+        return download_resume_checkpoint(logger.search.tracking_uri, logger.run_id, max(logged), work / "mlflow")
     return ray_path
 
 
@@ -258,6 +260,8 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     scheduler = build_scheduler(spec)
     callbacks: list[tune.Callback] = [HypervolumeTracker(spec, search)]
+    if spec.checkpoints.keep != "all":
+        callbacks.append(CheckpointRetention(spec, search))
     if scheduler is not None:
         callbacks.append(StoppedTrialFinisher(search))
     return tune.Tuner(
