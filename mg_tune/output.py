@@ -154,7 +154,7 @@ alembic's migrations, Optuna's "A new study created in memory"): quiet, they sho
 
 QUIET_ENVIRONMENT: dict[str, str] = {
     # Ray Tune's "Experiment state snapshotting has been triggered multiple times ..." warning: mg-tune
-    # snapshots on purpose after every checkpoint (num_to_keep=1, TUNE_GLOBAL_CHECKPOINT_S=2, so that
+    # snapshots on purpose every 2 s (TUNE_GLOBAL_CHECKPOINT_S=2, so that
     # --resume loses nothing); 0 turns that one warning off (ray/tune/execution/experiment_state.py).
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     # MLflow sets its loggers' level from this when it is imported (mlflow.utils.logging_utils).

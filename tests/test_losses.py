@@ -255,3 +255,24 @@ def test_losses_finite_random(data):
         assert torch.isfinite(out).all(), name
         (grad,) = torch.autograd.grad(out.sum(), A_)
         assert torch.isfinite(grad).all(), name
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("scale", [1e-25, 1e-37])
+def test_tiny_maps_keep_their_loss_and_finite_gradients(name, scale):
+    """A map scaled down to 1e-37 normalises like the original, and its gradient is finite (den² would underflow)."""
+    A_ = (A * scale).requires_grad_(True)
+    out = _call(name, A_, M_TL)
+    assert out.detach() == pytest.approx(_call(name, A, M_TL), rel=1e-4)
+    (grad,) = torch.autograd.grad(out.sum(), A_)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_a_subnormal_map_counts_as_zero(name):
+    """Maximum 1e-44 (below float32's smallest normal number): the zero map's loss and a zero gradient, not inf."""
+    A_ = (A.sign() * 1e-44).requires_grad_(True)
+    out = _call(name, A_, M_TL)
+    assert out.detach() == pytest.approx(_call(name, ZERO_MAP, M_TL))
+    (grad,) = torch.autograd.grad(out.sum(), A_)
+    assert torch.isfinite(grad).all()

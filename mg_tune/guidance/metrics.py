@@ -52,9 +52,18 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     with a zero numerator. Dividing by the *true* denominator however small keeps
     the normalised maps scale-invariant (a map scaled by 1e-15 normalises like the
     original; flooring at 1e-12 would not, issue 17 item 4).
+
+    Both are first multiplied by the same power of two, 2^-⌊log₂ den⌋ (exact in
+    floating point, no gradient), so the denominator autograd squares lies in
+    [1, 2): unscaled, ``den²`` underflows to 0 for den < ~1e-23 in float32 and
+    the gradient through the denominator becomes inf. A denominator below the
+    dtype's smallest normal number (float32: 1.2e-38) counts as 0: the
+    gradient 1/den would not fit the dtype.
     """
-    positive = den > 0
-    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
+    positive = den >= torch.finfo(den.dtype).tiny
+    safe = torch.where(positive, den, torch.ones_like(den))
+    scale = torch.exp2(-torch.floor(torch.log2(safe.detach())))
+    return torch.where(positive, (num * scale) / (safe * scale), torch.zeros_like(num))
 
 
 def _max_hw(x: Tensor) -> Tensor:

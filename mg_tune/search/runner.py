@@ -35,7 +35,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mlflow import MlflowClient
 
-from mg_tune.checkpoint import CHECKPOINT_FILE, check_checkpoint, epoch_dir, load_checkpoint
+from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, attach
@@ -79,9 +79,13 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     MLflow is the source of truth: a trial whose run is already FINISHED (the
     driver died before Ray recorded it) is not run again (its last metrics are
     reported, so the searcher records it as complete), and a restarted trial
-    resumes from the newest checkpoint in MLflow or Ray, whichever is further
-    along, so no epoch is trained or logged twice. A trial that diverged is
-    deterministic: Ray's ``FailureConfig`` retries fail at once, untrained.
+    resumes from its newest epoch in MLflow (``checkpoint.pt`` + ``resume.pt``),
+    so no epoch is trained or logged twice. Ray gets the metrics but no
+    checkpoint: an epoch is in MLflow before Ray hears of it, so a Ray
+    checkpoint could never be further along, and would store every trial's
+    newest weights and optimizer state a second time (in ``storage_path``).
+    A trial that diverged is deterministic: Ray's ``FailureConfig`` retries
+    fail at once, untrained.
     """
     params = trial_params(config)
     context = tune.get_context()
@@ -101,12 +105,8 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
 
     def report(epoch: EpochResult) -> None:
         logger.log_epoch(epoch)
-        folder = work / "report"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        shutil.copy(epoch.checkpoint, folder / CHECKPOINT_FILE)
-        tune.report({**epoch.metrics, "epoch": epoch.epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
-        shutil.rmtree(epoch_dir(work / "checkpoints", epoch.epoch - 1), ignore_errors=True)  # stored in MLflow and Ray: no local copy of every epoch
+        tune.report({**epoch.metrics, "epoch": epoch.epoch})
+        shutil.rmtree(epoch_dir(work / "checkpoints", epoch.epoch - 1), ignore_errors=True)  # in MLflow now: no local copy of every epoch
 
     try:
         resume_from = _resume_point(logger, work)
@@ -120,14 +120,9 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
 
 
 def _resume_point(logger: TrialLogger, work: Path) -> Path | None:
-    """The newest checkpoint of this trial in Ray's restored state or in MLflow."""
-    restored = tune.get_checkpoint()
-    ray_path = Path(restored.to_directory()) / CHECKPOINT_FILE if restored is not None else None
-    ray_epoch = load_checkpoint(ray_path)["epoch"] if ray_path is not None else 0
+    """The whole checkpoint of this trial's newest epoch in MLflow, or None (a new trial)."""
     logged = logger.logged_epochs()
-    if logged and max(logged) > ray_epoch:
-        return download_resume_checkpoint(logger.search.tracking_uri, logger.run_id, max(logged), work / "mlflow")
-    return ray_path
+    return download_resume_checkpoint(logger.search.tracking_uri, logger.run_id, max(logged), work / "mlflow") if logged else None
 
 
 def ray_address(address: str | None) -> str:
@@ -276,7 +271,6 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
             name=spec.name,
             storage_path=storage_path(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
             verbose=1,
         ),
