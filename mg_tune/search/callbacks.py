@@ -15,7 +15,8 @@ trial-epochs. ``setup`` re-reads the points already in MLflow, so a resumed
 search continues the count instead of restarting it.
 
 :class:`StoppedTrialFinisher` ends the MLflow run of a trial that Tune
-stopped (a scheduler decision) as FINISHED with tag ``mg_tune.stopped_early``.
+stopped (a scheduler's or the budget's decision) as FINISHED with tag
+``mg_tune.stopped_early``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mg_tune.pareto_report import checkpoint_table, mark_pareto
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 
-__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher", "attach"]
+__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher", "attach", "attached"]
 
 HYPERVOLUME_METRIC = "hypervolume"
 
@@ -49,6 +50,11 @@ def attach(search: SearchRun) -> None:
     _DRIVER_SEARCHES[search.run_id] = search
 
 
+def attached(run_id: str) -> SearchRun:
+    """The search :func:`attach` made known under its parent run id ``run_id``."""
+    return _DRIVER_SEARCHES[run_id]
+
+
 class _SearchCallback(tune.Callback):
     """A driver-side callback of one search; pickles without the tracking URI (see :func:`attach`)."""
 
@@ -58,7 +64,7 @@ class _SearchCallback(tune.Callback):
 
     @property
     def search(self) -> SearchRun:
-        return _DRIVER_SEARCHES[self.search_run_id]
+        return attached(self.search_run_id)
 
 
 class HypervolumeTracker(_SearchCallback):
