@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mg_tune.cli import app
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.budget import TrialEpochBudget
-from mg_tune.search.runner import build_searcher, run_search
+from mg_tune.search.runner import build_searcher, build_tuner, run_search
 from mg_tune.search.sampling import trial_params
 from mg_tune.search.spec import SearchSpec
 from mg_tune.search.warm_start import front_points, initial_points
@@ -25,7 +25,6 @@ from mg_tune.tracking import (
     FAILURE_TAG,
     ROLE_TAG,
     STOPPED_EARLY_TAG,
-    TRIAL_TAG,
     SearchRun,
     TrialLogger,
     experiment_name,
@@ -149,6 +148,16 @@ def test_trial_epoch_budget_counts_distinct_results_from_mlflow_on(earlier):
     assert cloudpickle.loads(cloudpickle.dumps(stopper))._seen is None  # pickled without its count: re-read from MLflow
 
 
+def test_the_tuner_gets_the_trial_epoch_stopper_and_rays_time_budget(tmp_path):
+    spec = SearchSpec.model_validate({"name": "budgeted", "budget": {"trial_epochs": 4, "time_s": 60}, "storage_path": str(tmp_path)})
+    tuner = build_tuner(spec, SearchRun(f"sqlite:///{tmp_path}/mlflow.db", "0", "parent", "budgeted"), resume=False)
+    internal = tuner._local_tuner  # what Tuner.fit hands to Ray Tune
+    assert internal._tune_config.time_budget_s == 60.0  # Ray's own TimeoutStopper (stop_all after T s)
+    assert isinstance(internal._run_config.stop, TrialEpochBudget) and internal._run_config.stop.trial_epochs == 4
+    unbudgeted = build_tuner(spec.model_copy(update={"budget": None}), SearchRun(f"sqlite:///{tmp_path}/mlflow.db", "0", "parent", "budgeted"), resume=False)
+    assert unbudgeted._local_tuner._tune_config.time_budget_s is None and unbudgeted._local_tuner._run_config.stop is None
+
+
 # --------------------------------------------------------------------------- real searches
 
 BUDGET = 4
@@ -179,12 +188,11 @@ def test_budget_stops_the_search_within_b_plus_c_minus_1_trial_epochs_and_prints
     experiment = client.get_experiment_by_name(experiment_name("first"))
     runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
     assert len(runs) < 6  # no trial launched past the budget
-    # every run ended: finished (done, or stopped by the budget after a counted epoch) or killed with the budget as reason
-    for run in runs:
-        assert run.info.status in ("FINISHED", "KILLED"), run.info.status
-        if run.info.status == "KILLED":
-            assert "budget (trial_epochs=4) was spent" in run.data.tags[FAILURE_TAG]
-    assert any(STOPPED_EARLY_TAG in r.data.tags or r.info.status == "KILLED" for r in runs)
+    # every run ended: done before the budget was spent, or stopped by it (the one whose epoch spent it at least)
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert killed and all(r.data.tags[FAILURE_TAG] == "stopped when the search's budget (trial_epochs=4) was spent" for r in killed)
+    assert not [r for r in runs if STOPPED_EARLY_TAG in r.data.tags]
     # the front is computed from every checkpoint, stopped trials' included
     front = search_pareto(uri, "first", ["f1", "epg", "iou"], [True] * 3, tag=False)
     assert len(front.table) == len(table) and len(front.front) >= 1
@@ -203,6 +211,9 @@ def test_warm_started_search_runs_the_earlier_front_first(budget_search):
     assert outcome.errors == 0
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name("second"))
-    runs = sorted(client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'"), key=lambda r: r.data.tags[TRIAL_TAG])
-    assert len(runs) == len(expected) + 1  # Ray's trial ids count up in the order OptunaSearch suggested them
-    assert [{k: r.data.params[k] for k in ("loss", "lam", "lr")} for r in runs[: len(expected)]] == expected
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
+    params = [{k: r.data.params[k] for k in ("loss", "lam", "lr")} for r in runs]
+    # trials + 1 trials: every front point of the earlier search (exact values), then one the sampler drew
+    assert len(params) == len(expected) + 1
+    warm = [p for p in params if p in expected]
+    assert sorted(map(str, warm)) == sorted(map(str, expected))

@@ -9,10 +9,12 @@ search's checkpoints already in MLflow when the driver starts, so a
     stop_all             iff  s >= B      (no trial is launched; running ones are stopped)
 
 Ray Tune asks the stopper about every result before the scheduler, and
-``stop_all`` at every step of its loop, so the trial whose result makes
-``s = B`` ends there (told to the searcher as complete, its run finished by
-:class:`~mg_tune.search.callbacks.StoppedTrialFinisher`) and the others end
-at once, TERMINATED as Ray ends trials on ``stop_all``.
+``stop_all`` at every step of its loop, right after the step's result: the
+search ends at the result that makes ``s = B``. Ray ends every trial still
+running, that result's trial included (its STOP waits for the checkpoint save
+the result asked for, ``stop_all`` comes first), TERMINATED without telling
+the searcher; the runner then marks their MLflow runs KILLED with the budget
+as the reason (:func:`mg_tune.tracking.mark_orphans`).
 
 Bound: a trial logs an epoch to MLflow before reporting it, and Ray's
 function trainables report synchronously (a trial trains its next epoch only

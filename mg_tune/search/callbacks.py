@@ -15,8 +15,7 @@ trial-epochs. ``setup`` re-reads the points already in MLflow, so a resumed
 search continues the count instead of restarting it.
 
 :class:`StoppedTrialFinisher` ends the MLflow run of a trial that Tune
-stopped (a scheduler's or the budget's decision) as FINISHED with tag
-``mg_tune.stopped_early``.
+stopped (a scheduler decision) as FINISHED with tag ``mg_tune.stopped_early``.
 """
 
 from __future__ import annotations

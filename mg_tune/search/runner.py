@@ -272,7 +272,7 @@ def build_tuner(
     scheduler = build_scheduler(spec)
     budget = spec.budget
     callbacks: list[tune.Callback] = [HypervolumeTracker(spec, search)]
-    if scheduler is not None or budget is not None:
+    if scheduler is not None:
         callbacks.append(StoppedTrialFinisher(search))
     return tune.Tuner(
         trainable,

@@ -185,8 +185,8 @@ class Budget(_Strict):
     ``trial_epochs``: ``B``, a bound on the trial-epochs spent, ``s`` = the
     number of distinct (trial, epoch) results reported by all trials so far,
     counted from MLflow, so a ``--resume`` continues the count. When the
-    result that makes ``s = B`` arrives, its trial ends there, no trial is
-    launched any more and the trials still running are stopped
+    result that makes ``s = B`` arrives, no trial is launched any more and
+    every trial still running stops, that result's trial included
     (:class:`mg_tune.search.budget.TrialEpochBudget`). A running trial can
     have logged one epoch the driver has not counted yet, so with ``c`` =
     ``concurrency`` the search records at most ``B + c - 1`` trial-epochs.
@@ -194,10 +194,11 @@ class Budget(_Strict):
     ``time_s``: ``T`` seconds of the driver's wall time, Ray Tune's own
     ``TuneConfig(time_budget_s=T)``; a ``--resume`` starts a new ``T``.
 
-    Either way the search then ends as usual: every checkpoint stays, the
-    trials stopped mid-way end their MLflow runs (FINISHED with tag
-    ``mg_tune.stopped_early`` when their last result was counted, else KILLED
-    with the reason) and the Pareto front is computed and printed.
+    Either way the search then ends as usual: the stopped trials end
+    TERMINATED in Ray (its ``stop_all``), their MLflow runs KILLED with tag
+    ``mg_tune.failure_reason`` "stopped when the search's budget (...) was
+    spent"; every checkpoint stays, and the Pareto front is computed from all
+    of them and printed.
     """
 
     trial_epochs: int | None = Field(None, gt=0)
