@@ -168,6 +168,11 @@ QUIET_MESSAGES: dict[str, tuple[str, ...]] = {
 """Routine lines libraries log at WARNING level, by logger: dropped while quiet. Ray prints the token
 line whenever ``RAY_AUTH_MODE`` is unset and a token exists, i.e. on every search that starts its own Ray."""
 
+QUIET_WARNINGS: tuple[str, ...] = ("Define-by-run function passed in the `space` argument took",)
+"""Starts of routine Python warnings (``warnings.warn``): dropped while quiet. Ray Tune's OptunaSearch warns
+when the define-by-run call takes over a second, and with ``sampler: gp`` it does by design: Optuna's
+GPSampler fits its Gaussian processes and optimises log-EHVI inside that call, at every proposal."""
+
 
 class _RoutineFilter(logging.Filter):
     """Drops the records of one logger whose message starts with one of ``prefixes``."""
@@ -180,7 +185,7 @@ class _RoutineFilter(logging.Filter):
         return not record.getMessage().startswith(self.prefixes)
 
 
-_quiet_state: dict[str, object] = {"env": [], "filters": []}
+_quiet_state: dict[str, object] = {"env": [], "filters": [], "warnings": []}
 
 
 def quiet_libraries(verbose: bool = False) -> None:
@@ -188,10 +193,14 @@ def quiet_libraries(verbose: bool = False) -> None:
 
     Quiet: the :data:`QUIET_LOGGERS` show WARNING and above, the
     :data:`QUIET_ENVIRONMENT` variables are set where unset (they reach the Ray
-    processes this one starts), and the :data:`QUIET_MESSAGES` are dropped. Their
-    other warnings and errors still show. Verbose undoes exactly that: the
-    loggers go back to INFO, the variables mg-tune set are removed.
+    processes this one starts), and the :data:`QUIET_MESSAGES` and
+    :data:`QUIET_WARNINGS` are dropped. Their other warnings and errors still
+    show. Verbose undoes exactly that: the loggers go back to INFO, the
+    variables mg-tune set are removed, the warnings show again.
     """
+    import re
+    import warnings
+
     import optuna
 
     level = logging.INFO if verbose else logging.WARNING
@@ -202,7 +211,8 @@ def quiet_libraries(verbose: bool = False) -> None:
         os.environ.pop(key, None)
     for logger_name, routine in _quiet_state["filters"]:
         logging.getLogger(logger_name).removeFilter(routine)
-    _quiet_state["env"], _quiet_state["filters"] = [], []
+    warnings.filters[:] = [f for f in warnings.filters if f not in _quiet_state["warnings"]]
+    _quiet_state["env"], _quiet_state["filters"], _quiet_state["warnings"] = [], [], []
     if verbose:
         return
     for key, value in QUIET_ENVIRONMENT.items():
@@ -213,3 +223,6 @@ def quiet_libraries(verbose: bool = False) -> None:
         routine = _RoutineFilter(prefixes)
         logging.getLogger(logger_name).addFilter(routine)
         _quiet_state["filters"].append((logger_name, routine))
+    for prefix in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(prefix))
+        _quiet_state["warnings"].append(warnings.filters[0])

@@ -35,6 +35,7 @@ Missing values
     adds no hypervolume, and is ranked after every finite row.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -216,6 +217,17 @@ class Constraint:
     def holds(self, value: float) -> bool:
         """True when ``value`` meets the bound (a NaN never does)."""
         return value >= self.value if self.op == ">=" else value <= self.value
+
+    def violation(self, value: float | None) -> float:
+        """How far ``value`` misses the bound, in Optuna's convention (feasible iff ``v <= 0``)::
+
+            m >= b:  v = b - m        m <= b:  v = m - b
+
+        so ``v <= 0`` exactly when :meth:`holds`; a missing (``None``) or NaN value violates by ``+inf``.
+        """
+        if value is None or math.isnan(value):
+            return math.inf
+        return self.value - value if self.op == ">=" else value - self.value
 
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.value:g}"

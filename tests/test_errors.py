@@ -117,6 +117,8 @@ CASES: list[Case] = [
     spec_case("segmentation objective on VOC without segmentation files", "data: {name: voc, root: voc}\nobjectives: [f1, seg_epg]\n", files={**{f"voc/VOC2007/ImageSets/Main/{split}.txt": "000001\n000002\n" for split in ("train", "val", "test")}, **{f"voc/VOC2007/{d}/00000{i}.{e}": c for i in (1, 2) for d, e, c in (("Annotations", "xml", VOC_XML), ("JPEGImages", "jpg", b""))}}),
     spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
     spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),
+    spec_case("budget without a bound", "budget: {}\n"),
+    Case("warm start from a search that does not exist", ["search", "spec.yaml"], {"spec.yaml": "warm_start: nope\ntrials: 2\n"}, store=True),
     spec_case("missing data root", "data: {name: voc}\n"),
     spec_case("data root that does not exist", "data: {name: voc, root: data/voc}\n"),
     spec_case(

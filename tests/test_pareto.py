@@ -324,3 +324,22 @@ def test_constraints_parse_and_hold():
     assert Constraint.parse(" iou<=0.25 ").holds(0.25) and not Constraint.parse("iou <= 0.25").holds(0.3)
     with pytest.raises(ValueError, match="must look like"):
         Constraint.parse("f1 > 0.6")
+
+
+@pytest.mark.parametrize(
+    "text,value,violation",
+    [("f1 >= 0.6", 0.5, 0.1), ("f1 >= 0.6", 0.75, -0.15), ("f1 >= 0.6", 0.6, 0.0), ("iou <= 0.9", 0.95, 0.05), ("iou <= 0.9", 0.4, -0.5)],
+)
+def test_constraint_violation_is_optunas_value_feasible_iff_not_positive(text, value, violation):
+    from mg_tune.pareto import Constraint
+
+    c = Constraint.parse(text)
+    assert c.violation(value) == pytest.approx(violation, abs=1e-12)
+    assert (c.violation(value) <= 0) == c.holds(value)
+
+
+def test_a_missing_or_nan_metric_violates_by_infinity():
+    from mg_tune.pareto import Constraint
+
+    c = Constraint.parse("f1 >= 0.6")
+    assert c.violation(None) == c.violation(NAN) == np.inf

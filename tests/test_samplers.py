@@ -2,6 +2,9 @@
 
 Optuna 5.1.0's NSGA-II/III keep a ``threading.Lock`` (issue 15): these tests fail on a bare
 ``optuna.samplers.NSGAIISampler`` there and pass with :func:`mg_tune.search.sampling.build_sampler`.
+
+Every sampler also receives the spec's constraint values of each completed trial (issue 21), and
+GP treats Ray's running trials as pending.
 """
 
 import sys
@@ -19,12 +22,13 @@ from mg_tune.search.sampling import build_sampler, define_by_run
 from mg_tune.search.spec import SearchSpec
 
 SAMPLERS = typing.get_args(SearchSpec.model_fields["sampler"].annotation)
+assert {"nsga2", "nsga3", "tpe", "gp", "random", "grid"} <= set(SAMPLERS)
 SPACE = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [0.01, 1.0], "l1": [0.01, 1.0]}}, "lr": {"loguniform": [1e-4, 1e-2]}}
 GRID_SPACE = {**SPACE, "lr": {"choice": [1e-4, 1e-3, 1e-2]}}  # the grid needs a choice list for all but λ
 
 
-def spec_for(sampler: str, name: str = "pickle", trials: int = 6) -> SearchSpec:
-    return SearchSpec.model_validate({"name": name, "sampler": sampler, "trials": trials, "seed": 3, "space": GRID_SPACE if sampler == "grid" else SPACE})
+def spec_for(sampler: str, name: str = "pickle", trials: int = 6, **fields) -> SearchSpec:
+    return SearchSpec.model_validate({"name": name, "sampler": sampler, "trials": trials, "seed": 3, "space": GRID_SPACE if sampler == "grid" else SPACE, **fields})
 
 
 def run_trials(study: optuna.Study, spec: SearchSpec, n: int) -> None:
@@ -88,3 +92,64 @@ def test_tuner_with_each_sampler_fits_two_trials_and_restores(sampler, ray_local
     assert sorted(t.values[0] for t in done) == sorted(r.metrics["f1"] for r in results)
     # grid (and warm start) enqueue their points up front: what is not COMPLETE is still WAITING
     assert all(t.state == optuna.trial.TrialState.WAITING for t in study.trials if t not in done)
+
+
+CONSTRAINTS = ["f1 >= 0.6", "iou <= 0.9"]
+RESULTS = [  # the trials' last reported metrics, and their constraint values by hand: f1 >= 0.6 → 0.6 - f1, iou <= 0.9 → iou - 0.9
+    ({"f1": 0.5, "epg": 0.3, "iou": 0.95, "epoch": 2}, {"f1 >= 0.6": 0.1, "iou <= 0.9": 0.05}),
+    ({"f1": 0.75, "epg": 0.2, "iou": 0.4, "epoch": 2}, {"f1 >= 0.6": -0.15, "iou <= 0.9": -0.5}),
+    ({"f1": 0.6, "epg": 0.9, "iou": 0.9, "epoch": 2}, {"f1 >= 0.6": 0.0, "iou <= 0.9": 0.0}),
+]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_constraint_values_of_completed_trials_reach_the_sampler(sampler, monkeypatch):
+    spec = spec_for(sampler, trials=8, constraints=CONSTRAINTS)
+    searcher = build_searcher(spec)
+    seen = []
+    after_trial = searcher._ot_study.sampler.after_trial
+    monkeypatch.setattr(searcher._ot_study.sampler, "after_trial", lambda study, trial, state, values: (seen.append(trial), after_trial(study, trial, state, values)))
+    for i, (result, _) in enumerate(RESULTS):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", result)
+    searcher.suggest("failed")
+    searcher.on_trial_complete("failed", None, error=True)  # no result: no constraint values (Optuna's samplers skip FAIL)
+    done = searcher._ot_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert [t.values for t in done] == [[r["f1"], r["epg"], r["iou"]] for r, _ in RESULTS]
+    for trial, (_, expected) in zip(done, RESULTS):
+        assert trial.constraints == pytest.approx(expected, abs=1e-12)
+    # the sampler itself is handed the trials with their constraints (what NSGA's constrained domination,
+    # c-TPE and GP's constrained log-EHVI read: FrozenTrial.constraints), not through a deprecated constraints_func
+    assert [t.constraints for t in seen[:3]] == [t.constraints for t in done] and seen[3].constraints == {}
+    assert getattr(searcher._ot_study.sampler, "_constraints_func", None) is None
+    assert searcher.suggest("next") is not None  # and samples with them
+
+
+def test_a_resumed_stopped_trial_keeps_its_constraint_values():
+    spec = spec_for("tpe", constraints=CONSTRAINTS)
+    searcher = build_searcher(spec)
+    searcher.suggest("t0")
+    study = searcher._ot_study
+    study.tell(study.trials[0].number, state=optuna.trial.TrialState.FAIL)  # what a stop (fail_lost_trials) does
+    result, expected = RESULTS[0]
+    searcher.on_trial_complete("t0", result)  # the trial ran on after --resume
+    retried = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(retried) == 1 and retried[0].system_attrs["failed_trial"] == 0
+    assert retried[0].constraints == pytest.approx(expected, abs=1e-12)
+
+
+def test_gp_takes_rays_running_trials_as_pending_and_proposes_new_points(monkeypatch):
+    spec = spec_for("gp", trials=8)  # 2 random startup trials
+    searcher = build_searcher(spec)
+    sampler = searcher._ot_study.sampler
+    pending = []
+    acqf = sampler._get_acqf_and_best_params
+    monkeypatch.setattr(sampler, "_get_acqf_and_best_params", lambda *a: (pending.append(a[4]), acqf(*a))[1])
+    for i in range(2):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"f1": 0.3 + 0.2 * i, "epg": 0.6 - 0.2 * i, "iou": 0.5, "epoch": 1})
+    proposed = [searcher.suggest(f"run{i}") for i in range(3)]  # three concurrent trials, none complete
+    # the GP part of the space (loss, lr; λ is conditional): the trials already running enter as a pending batch
+    assert [0 if p is None else len(p) for p in pending] == [0, 1, 2]
+    points = [(p["loss"], p["lr"]) for p in proposed]
+    assert len(set(points)) == 3

@@ -54,9 +54,29 @@ def test_grid_sampler_enumerates_the_papers_lambda_grid():
     assert {"loss": "l1", "layer": "input", "lam_l1": 1e-3} in enqueued
 
 
-@pytest.mark.parametrize("sampler,cls", [("nsga2", optuna.samplers.NSGAIISampler), ("nsga3", optuna.samplers.NSGAIIISampler), ("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler)])
+@pytest.mark.parametrize("sampler,cls", [("nsga2", optuna.samplers.NSGAIISampler), ("nsga3", optuna.samplers.NSGAIIISampler), ("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler), ("random", optuna.samplers.RandomSampler)])
 def test_sampler_names_build_optuna_samplers(sampler, cls):
     assert isinstance(build_sampler(SearchSpec(sampler=sampler)), cls)
+
+
+@pytest.mark.parametrize("trials,startup", [(1, 2), (8, 2), (12, 3), (40, 10), (400, 10)])
+def test_gp_starts_with_min_10_max_2_a_quarter_of_the_trials_at_random(trials, startup):
+    sampler = build_sampler(SearchSpec(sampler="gp", trials=trials, seed=5))
+    assert sampler._n_startup_trials == startup  # min(10, max(2, trials // 4))
+
+
+def test_warm_start_names_the_paper_grid_or_an_earlier_search():
+    assert SearchSpec().warm_start_search is None
+    assert SearchSpec(warm_start="paper_grid").warm_start_search is None
+    assert SearchSpec(warm_start="voc-first").warm_start_search == "voc-first"
+    assert warm_start_points(SearchSpec(sampler="tpe", warm_start="voc-first", space={"loss": {"choice": ["energy"]}})) == []
+
+
+def test_budget_takes_trial_epochs_time_or_both():
+    assert SearchSpec().budget is None
+    assert SearchSpec.model_validate({"budget": {"trial_epochs": 12}}).budget.trial_epochs == 12
+    both = SearchSpec.model_validate({"budget": {"trial_epochs": 12, "time_s": 3600}}).budget
+    assert (both.trial_epochs, both.time_s, str(both)) == (12, 3600.0, "trial_epochs=12, time_s=3600")
 
 SMERF = "simple_fr, simple_nr, complex_fr, complex_cr1, complex_cr2, complex_cr3, complex_cr4"  # the settings PAFL/SAFL exist on
 
@@ -83,7 +103,13 @@ SMERF = "simple_fr, simple_nr, complex_fr, complex_cr1, complex_cr2, complex_cr3
         ("warm_start: paper_grid\nspace: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n", "warm_start: paper_grid: the paper grid needs a choice list for every searched hyperparameter but lam; space.lr is loguniform"),
         ("warm_start: paper_grid\ntrials: 4\nspace: {loss: {choice: [energy, l1]}, lam: {loguniform_by_loss: {}}}\n", "warm_start: paper_grid enqueues 6 grid points, more than trials=4"),
         ("warm_start: paper_grid\nspace: {lam: {loguniform_by_loss: {energy: [0.01, 1.0]}}}\n", "warm_start: paper_grid: λ=0.0005 of loss energy lies outside space.lam's range [0.01, 1]"),
-        ("warm_start: grid\n", "warm_start: Input should be 'none' or 'paper_grid'"),
+        ("warm_start: ''\n", "warm_start: give none, paper_grid or the name of an earlier search (got '')"),
+        ("sampler: grid\nwarm_start: voc-first\nspace: {loss: {choice: [energy, l1]}}\n", "warm_start: voc-first: a grid search runs exactly its grid; warm-start another sampler"),
+        # budget (issue 21)
+        ("budget: {}\n", "budget: give trial_epochs, time_s or both"),
+        ("budget: {trial_epochs: 0}\n", "budget.trial_epochs: Input should be greater than 0 (got 0)"),
+        ("budget: {time_s: -5}\n", "budget.time_s: Input should be greater than 0 (got -5)"),
+        ("budget: {max_trial_epochs: 4}\n", "budget.max_trial_epochs: unknown key; did you mean 'trial_epochs'?"),
         # metrics the data set cannot measure (issue 20)
         (
             "data: {name: voc, root: voc}\nobjectives: [f1, pafl]\n",

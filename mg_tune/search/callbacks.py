@@ -31,7 +31,7 @@ from mg_tune.pareto_report import checkpoint_table, mark_pareto
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 
-__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher", "attach"]
+__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher", "attach", "attached"]
 
 HYPERVOLUME_METRIC = "hypervolume"
 
@@ -49,6 +49,11 @@ def attach(search: SearchRun) -> None:
     _DRIVER_SEARCHES[search.run_id] = search
 
 
+def attached(run_id: str) -> SearchRun:
+    """The search :func:`attach` made known under its parent run id ``run_id``."""
+    return _DRIVER_SEARCHES[run_id]
+
+
 class _SearchCallback(tune.Callback):
     """A driver-side callback of one search; pickles without the tracking URI (see :func:`attach`)."""
 
@@ -58,7 +63,7 @@ class _SearchCallback(tune.Callback):
 
     @property
     def search(self) -> SearchRun:
-        return _DRIVER_SEARCHES[self.search_run_id]
+        return attached(self.search_run_id)
 
 
 class HypervolumeTracker(_SearchCallback):

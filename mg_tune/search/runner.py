@@ -11,7 +11,11 @@ The driver logs the hypervolume after every trial-epoch
 (:class:`~mg_tune.search.callbacks.HypervolumeTracker`); with ``scheduler:
 mo_asha`` trials are stopped early by
 :class:`~mg_tune.search.schedulers.MOASHAScheduler` and their runs end
-FINISHED with tag ``mg_tune.stopped_early`` (their checkpoints stay).
+FINISHED with tag ``mg_tune.stopped_early`` (their checkpoints stay). The
+searcher tells Optuna each completed trial's constraint values
+(:class:`~mg_tune.search.stopping.ResumableOptunaSearch`) and evaluates the
+warm-start points first (:mod:`mg_tune.search.warm_start`); a ``budget``
+ends the search early with its front (:mod:`mg_tune.search.budget`).
 
 SIGTERM (``mg-tune jobs stop``, Ray's job stop) stops a search gracefully
 (:mod:`mg_tune.search.stopping`): running trials' runs end KILLED with the
@@ -38,12 +42,14 @@ from mlflow import MlflowClient
 from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
+from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, attach
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.spec import SearchSpec
 from mg_tune.search.stopping import STOP_REASON, ResumableOptunaSearch, StopRequest, stop_on_sigterm
+from mg_tune.search.warm_start import initial_points
 from mg_tune.tracking import (
     FAILURE_TAG,
     RetryPolicy,
@@ -228,9 +234,9 @@ def build_scheduler(spec: SearchSpec) -> MOASHAScheduler | None:
     )
 
 
-def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None = None) -> OptunaSearch:
-    """OptunaSearch over the spec's objectives; the warm-start points (:func:`warm_start_points`) are suggested first."""
-    points = warm_start_points(spec)
+def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None = None, points: list[dict[str, Any]] | None = None) -> OptunaSearch:
+    """OptunaSearch over the spec's objectives and constraints; ``points`` (default: the paper grid's, :func:`warm_start_points`) are suggested first."""
+    points = warm_start_points(spec) if points is None else points
     return ResumableOptunaSearch(
         define_by_run(spec),
         metric=spec.metric_names,
@@ -240,11 +246,18 @@ def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None =
         points_to_evaluate=points or None,
         study_name=spec.name,
         storage=study,
+        constraints=spec.parsed_constraints,
     )
 
 
-def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna.storages.BaseStorage | None = None) -> tune.Tuner:
-    """The Tuner of a search: OptunaSearch (+ warm-start points; its study in ``study`` if given), the spec's scheduler, tracking callbacks."""
+def build_tuner(
+    spec: SearchSpec,
+    search: SearchRun,
+    resume: bool,
+    study: optuna.storages.BaseStorage | None = None,
+    points: list[dict[str, Any]] | None = None,
+) -> tune.Tuner:
+    """The Tuner of a search: OptunaSearch (+ ``points`` first; its study in ``study`` if given), the spec's scheduler and budget, tracking callbacks."""
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, search=search),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -254,6 +267,7 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     scheduler = build_scheduler(spec)
+    budget = spec.budget
     callbacks: list[tune.Callback] = [HypervolumeTracker(spec, search)]
     if spec.checkpoints.keep != "all":
         callbacks.append(CheckpointRetention(spec, search))
@@ -262,27 +276,39 @@ def build_tuner(spec: SearchSpec, search: SearchRun, resume: bool, study: optuna
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(build_searcher(spec, study), max_concurrent=spec.concurrency),
+            search_alg=ConcurrencyLimiter(build_searcher(spec, study, points), max_concurrent=spec.concurrency),
             num_samples=total_trials(spec),
             scheduler=scheduler,
             reuse_actors=spec.reuse_actors,  # a process runs trial after trial: ~9 s of start-up per trial saved (bench/search_overhead.py)
+            time_budget_s=budget.time_s if budget is not None else None,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage_path(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=callbacks,
+            stop=TrialEpochBudget(search, budget.trial_epochs) if budget is not None and budget.trial_epochs is not None else None,
             verbose=1,
         ),
     )
 
 
+def _orphan_reason(spec: SearchSpec, stop_requested: bool, status: str) -> str:
+    """Why a trial's run was still RUNNING when the search ended (tag ``mg_tune.failure_reason``)."""
+    if stop_requested:
+        return STOP_REASON
+    if status == "FINISHED" and spec.budget is not None:  # a search that ends normally leaves no trial running but at its budget
+        return f"stopped when the search's budget ({spec.budget}) was spent"
+    return "the search driver stopped before this trial finished"
+
+
 def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False) -> SearchOutcome:
     """Run (or resume) the search ``spec.name`` and return its Pareto front.
 
-    A real data set's annotations, the initial checkpoint and the tracking
-    store are checked before anything is written, so a wrong ``root``, file or
-    server fails here with one line, not inside every trial.
+    A real data set's annotations, the initial checkpoint, the tracking
+    store and a ``warm_start`` search are checked before anything is written,
+    so a wrong ``root``, file, server or search name fails here with one line,
+    not inside every trial.
     """
     if spec.data.name in REAL_LOADERS:
         _, reports = check_dataset(spec.data, images=False)
@@ -290,6 +316,7 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     if spec.fixed.get("init_checkpoint"):
         check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
     check_tracking_uri(tracking_uri)
+    points = initial_points(spec, tracking_uri)
     study = study_storage(spec)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
     if not ray.is_initialized():
@@ -303,14 +330,14 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
         # Ray pickles the spec into its experiment state on disk (tuner.pkl, searcher state): keep the URIs,
         # which may carry passwords, out of it; trials get the tracking URI from `search` (Ray's object store).
         private = spec.model_copy(update={"tracking_uri": None, "study_storage": None})
-        tuner = build_tuner(private, search, resume, study)
+        tuner = build_tuner(private, search, resume, study, points)
         with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
             results = tuner.fit()
         status = "KILLED" if stop.requested else "FINISHED"
         if study is not None:
             fail_lost_trials(study, spec.name)
     finally:
-        mark_orphans(search, reason=STOP_REASON if stop.requested else "the search driver stopped before this trial finished")
+        mark_orphans(search, reason=_orphan_reason(spec, stop.requested, status))
         finish_search(search, status)
     if stop.requested:
         return SearchOutcome(search, None, trials=len(results), errors=len(results.errors))

@@ -48,14 +48,16 @@ def trial_params(sampled: dict[str, Any]) -> dict[str, Any]:
     return {("lam" if k.startswith(LAMBDA_PREFIX) else k): v for k, v in sampled.items()}
 
 
+def optuna_params(point: dict[str, Any], spec: SearchSpec) -> dict[str, Any]:
+    """TrainConfig field names → Optuna's (``lam`` → ``lam_<loss>``, the point's loss or else the spec's first); the inverse of :func:`trial_params`."""
+    return {(LAMBDA_PREFIX + point.get("loss", spec.losses()[0]) if k == "lam" else k): v for k, v in point.items()}
+
+
 def warm_start_points(spec: SearchSpec) -> list[dict[str, Any]]:
     """Points enqueued before sampling: the paper's grid for ``sampler: grid`` or ``warm_start: paper_grid``."""
     if spec.sampler != "grid" and spec.warm_start != "paper_grid":
         return []
-    return [
-        {(LAMBDA_PREFIX + p.get("loss", spec.losses()[0]) if k == "lam" else k): v for k, v in p.items()}
-        for p in spec.grid_points()
-    ]
+    return [optuna_params(p, spec) for p in spec.grid_points()]
 
 
 _LOCK = type(threading.Lock())
@@ -105,11 +107,33 @@ class RandomSampler(PicklableLocks, optuna.samplers.RandomSampler):
     """Optuna's random sampler, safe to pickle (see :class:`PicklableLocks`)."""
 
 
+class GPSampler(PicklableLocks, optuna.samplers.GPSampler):
+    """Optuna's Gaussian-process sampler, safe to pickle (see :class:`PicklableLocks`).
+
+    After its startup trials it fits one GP (Matérn-5/2, ARD) per objective,
+    and per constraint when trials carry constraint values, and proposes the
+    point maximising log expected hypervolume improvement (log-EHVI; with
+    constraints, log-EHVI + Σ log P(constraint feasible)). Trials still
+    RUNNING (Ray's concurrent trials) enter as a pending batch: q-log-EHVI
+    samples their objectives from the GP and credits a candidate only with the
+    improvement beyond those fantasised values, so a pending point, whose
+    improvement is already counted, is not proposed again.
+
+    It models the parameters every trial has (Optuna's intersection search
+    space); a conditional one (``lam_<loss>`` when ``loss`` is searched) is
+    drawn by its independent sampler (random, same seed).
+    """
+
+
 def build_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
     """The Optuna sampler named by the spec, seeded by ``spec.seed``; every one is safe to pickle.
 
     NSGA-II/III use a population of max(4, min(50, trials // 2)) so small
-    searches still get past random initialisation; TPE is multivariate.
+    searches still get past random initialisation; TPE is multivariate with
+    max(2, trials // 4) random startup trials; GP starts with
+    min(10, max(2, trials // 4)) random trials (Optuna's default 10 would
+    leave a search of tens of trials mostly random) and does not warn for
+    every conditional parameter it leaves to its random sampler.
     """
     population = max(4, min(50, spec.trials // 2))
     if spec.sampler == "nsga2":
@@ -118,4 +142,6 @@ def build_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
         return NSGAIIISampler(seed=spec.seed, population_size=population)
     if spec.sampler == "tpe":
         return TPESampler(seed=spec.seed, multivariate=True, n_startup_trials=max(2, spec.trials // 4))
+    if spec.sampler == "gp":
+        return GPSampler(seed=spec.seed, n_startup_trials=min(10, max(2, spec.trials // 4)), warn_independent_sampling=False)
     return RandomSampler(seed=spec.seed)  # random, and grid (all points enqueued)

@@ -2,9 +2,24 @@
 
 A spec fixes part of :class:`~mg_tune.config.TrainConfig` (``fixed``), names
 the hyperparameters to search (``space``) and how (``sampler``, ``trials``,
-``concurrency``, ``resources``), and what "better" means (``objectives``,
-all maximised unless ``direction: min``, and optional ``constraints`` that a
-checkpoint must meet to be on the Pareto front).
+``concurrency``, ``resources``, ``budget``), and what "better" means
+(``objectives``, all maximised unless ``direction: min``, and optional
+``constraints`` that a checkpoint must meet to be on the Pareto front).
+
+Samplers (:func:`mg_tune.search.sampling.build_sampler`): ``nsga2``, ``nsga3``,
+``tpe``, ``gp`` (Gaussian-process Bayesian optimisation, log-EHVI; for
+expensive trials and budgets of tens of trials), ``random`` and ``grid``.
+
+Constraints (``"f1 >= 0.6"``, ``"iou <= 0.9"``) act twice: the front holds only
+checkpoints that meet them, and the sampler learns them. When a trial
+completes, each constraint's violation on the trial's last reported metrics
+(the values told to Optuna as its objectives) is set on its Optuna trial::
+
+    m >= b:  v = b - m        m <= b:  v = m - b        (feasible iff every v <= 0)
+
+(:meth:`mg_tune.pareto.Constraint.violation`; ``Trial.set_constraint``), which
+NSGA-II/III (constrained domination), TPE (c-TPE) and GP (constrained log-EHVI)
+use. An infeasible trial is tracked like any other (runs and checkpoints stay).
 
 Search-space entries::
 
@@ -27,6 +42,8 @@ Search efficiency::
 
     scheduler: {name: mo_asha, grace_period: 1, reduction_factor: 3}   # or just `scheduler: mo_asha`
     warm_start: paper_grid     # other samplers: run the paper's grid points first
+    warm_start: voc-first      # ... or the Pareto front of an earlier search (read from MLflow)
+    budget: {trial_epochs: 40, time_s: 3600}   # either or both
 
 ``lam_grid: {energy: [1.0e-3, 1.0e-2]}`` replaces the paper's grid of a loss
 (for the ``grid`` sampler and the warm start); its values must lie in the
@@ -35,7 +52,11 @@ loss's λ range.
 ``mo_asha`` stops trials early by multi-objective successive halving
 (:mod:`mg_tune.search.schedulers`); ``warm_start: paper_grid`` enqueues
 :meth:`SearchSpec.grid_points` as the first trials, so the search's front
-contains the paper protocol's (for the same epochs).
+contains the paper protocol's (for the same epochs). ``warm_start: <search>``
+enqueues the hyperparameters of that search's Pareto front under this spec's
+objectives and constraints (:mod:`mg_tune.search.warm_start`).
+
+``budget`` ends a search early, cleanly, with its front (:class:`Budget`).
 """
 
 from __future__ import annotations
@@ -69,7 +90,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "f1", "map", "accuracy", "epg", "iou", "seg_epg", "x_seg_epg", "pafl", "safl",
     "worst_group_acc", "mean_group_acc",
 )
-SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "random", "grid")
+SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "grid")
 SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction"))
 DATA_SEARCHABLE: tuple[str, ...] = ("annotation_fraction", "dilation", "mask_kind")
 
@@ -189,6 +210,42 @@ FRONT_GROUP_KEYS = ("loss", "attribution", "layer", "annotation_fraction")
 """What ``keep: front_per_group`` groups checkpoints by: the dashboard's filters."""
 
 
+class Budget(_Strict):
+    """When a search stops launching and running trials (``budget:``); give either or both.
+
+    ``trial_epochs``: ``B``, a bound on the trial-epochs spent, ``s`` = the
+    number of distinct (trial, epoch) results reported by all trials so far,
+    counted from MLflow, so a ``--resume`` continues the count. When the
+    result that makes ``s = B`` arrives, no trial is launched any more and
+    every trial still running stops, that result's trial included
+    (:class:`mg_tune.search.budget.TrialEpochBudget`). A running trial can
+    have logged one epoch the driver has not counted yet, so with ``c`` =
+    ``concurrency`` the search records at most ``B + c - 1`` trial-epochs.
+
+    ``time_s``: ``T`` seconds of the driver's wall time, Ray Tune's own
+    ``TuneConfig(time_budget_s=T)``; a ``--resume`` starts a new ``T``.
+
+    Either way the search then ends as usual: the stopped trials end
+    TERMINATED in Ray (its ``stop_all``), their MLflow runs KILLED with tag
+    ``mg_tune.failure_reason`` "stopped when the search's budget (...) was
+    spent"; every checkpoint stays, and the Pareto front is computed from all
+    of them and printed.
+    """
+
+    trial_epochs: int | None = Field(None, gt=0)
+    time_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> "Budget":
+        if self.trial_epochs is None and self.time_s is None:
+            raise ValueError("give trial_epochs, time_s or both")
+        return self
+
+    def __str__(self) -> str:
+        parts = [f"trial_epochs={self.trial_epochs}" if self.trial_epochs is not None else "", f"time_s={self.time_s:g}" if self.time_s is not None else ""]
+        return ", ".join(p for p in parts if p)
+
+
 class SearchSpec(_Strict):
     """A whole search; see the module docstring."""
 
@@ -198,7 +255,7 @@ class SearchSpec(_Strict):
     space: dict[str, Distribution] = Field(default_factory=dict)
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(name=n) for n in ("f1", "epg", "iou")])
     constraints: list[str] = Field(default_factory=list)
-    sampler: Literal["nsga2", "nsga3", "tpe", "random", "grid"] = "nsga2"
+    sampler: Literal["nsga2", "nsga3", "tpe", "gp", "random", "grid"] = "nsga2"
     trials: int = Field(8, gt=0)
     concurrency: int = Field(2, gt=0)
     resources: Resources = Field(default_factory=Resources)
@@ -209,9 +266,10 @@ class SearchSpec(_Strict):
     max_failures: int = Field(2, ge=0)
     reuse_actors: bool = True
     scheduler: SchedulerSpec | None = None
-    warm_start: Literal["none", "paper_grid"] = "none"
+    warm_start: str = "none"
     lam_grid: dict[str, list[float]] = Field(default_factory=dict)
     checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    budget: Budget | None = None
 
     @field_validator("scheduler", mode="before")
     @classmethod
@@ -281,6 +339,10 @@ class SearchSpec(_Strict):
         unknown = sorted(set(self.lam_grid) - set(LOSSES))
         if unknown:
             raise ValueError(f"lam_grid: unknown loss {unknown[0]!r}; valid losses: {', '.join(LOSSES)}")
+        if not self.warm_start.strip() or not self.warm_start.isprintable():
+            raise ValueError(f"warm_start: give none, paper_grid or the name of an earlier search (got {self.warm_start!r})")
+        if self.warm_start_search is not None and self.sampler == "grid":
+            raise ValueError(f"warm_start: {self.warm_start}: a grid search runs exactly its grid; warm-start another sampler")
         if self.warm_start == "paper_grid" or (self.sampler == "grid" and self.lam_grid):
             self._check_warm_start()
         return self
@@ -299,6 +361,11 @@ class SearchSpec(_Strict):
                     raise ValueError(f"{'lam_grid' if self.lam_grid else 'warm_start: paper_grid'}: λ={point['lam']:g} of loss {point.get('loss', self.losses()[0])} lies outside space.lam's range [{low:g}, {high:g}]")
 
     # -- derived views ------------------------------------------------------------
+    @property
+    def warm_start_search(self) -> str | None:
+        """The earlier search whose front ``warm_start`` names, or None (``none``, ``paper_grid``)."""
+        return None if self.warm_start in ("none", "paper_grid") else self.warm_start
+
     @property
     def max_t(self) -> int:
         """The epochs of a full trial for the scheduler: ``scheduler.max_t``, else fixed or the most searched ``epochs``."""
@@ -445,7 +512,7 @@ def format_validation_error(exc: Any) -> str:
     if err["type"] == "extra_forbidden":
         field = _key(err["loc"][-1])
         parent = SearchSpec
-        candidates = [f for model in (parent, TrainConfig, DataConfig, Distribution, Objective, Resources) for f in model.model_fields]
+        candidates = [f for model in (parent, TrainConfig, DataConfig, Distribution, Objective, Resources, Budget) for f in model.model_fields]
         close = difflib.get_close_matches(field, candidates, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{loc}: unknown key{hint}"

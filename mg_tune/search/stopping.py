@@ -9,7 +9,8 @@ MLflow runs KILLED with :data:`STOP_REASON` and tells their Optuna trials FAIL (
 ``study_storage``, where the study is visible). ``--resume`` continues every stopped trial
 from its newest checkpoint; :class:`ResumableOptunaSearch` records its result as a new Optuna
 trial with the same parameters, the way Optuna's ``RetryFailedTrialCallback`` records a
-retried trial (system attributes ``failed_trial`` and ``retry_history``).
+retried trial (system attributes ``failed_trial`` and ``retry_history``). It is mg-tune's
+OptunaSearch: it also sets the spec's constraint values on every completed trial.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
+
+from mg_tune.pareto import Constraint
 
 STOP_REASON = "the search was stopped (SIGTERM: mg-tune jobs stop); mg-tune submit --resume continues it from this checkpoint"
 """Failure reason (tag ``mg_tune.failure_reason``) of a trial's run that a stop ended KILLED."""
@@ -64,29 +68,54 @@ def stop_on_sigterm() -> Iterator[StopRequest]:
 
 
 class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that records the result of a trial whose Optuna trial a stop already told FAIL.
+    """OptunaSearch that tells Optuna each completed trial's constraint values, and records the
+    result of a trial whose Optuna trial a stop already told FAIL.
 
-    The result becomes a new COMPLETE trial with the same parameters and distributions and
-    system attributes ``failed_trial`` (the FAIL trial's number) and ``retry_history``, as
-    ``optuna.storages.RetryFailedTrialCallback`` writes them; other trials are told as usual.
+    ``constraints``: for every trial completed with a result, ``Trial.set_constraint("f1 >= 0.6",
+    c.violation(result[c.metric]))`` for each (:meth:`mg_tune.pareto.Constraint.violation`;
+    ``result`` is the trial's last reported metrics, the values told as its objectives), before
+    the trial is told, so the sampler sees them (``FrozenTrial.constraints``). A trial that
+    failed or stopped without a result gets none, as Optuna's own constrained samplers expect.
+
+    A stopped trial's result becomes a new COMPLETE trial with the same parameters and
+    distributions, its constraint values and system attributes ``failed_trial`` (the FAIL
+    trial's number) and ``retry_history``, as ``optuna.storages.RetryFailedTrialCallback``
+    writes them; other trials are told as usual.
     """
 
+    constraints: Sequence[Constraint] = ()  # a searcher pickled before constraints reached Optuna resumes without them
+
+    def __init__(self, *args: Any, constraints: Sequence[Constraint] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.constraints = list(dict.fromkeys(constraints))
+
+    def constraint_values(self, result: dict) -> dict[str, float]:
+        """``{"f1 >= 0.6": c.violation(result["f1"]), ...}``: what is set on the trial of ``result`` (keys exact, ``repr`` of the bound)."""
+        return {f"{c.metric} {c.op} {c.value!r}": c.violation(result.get(c.metric)) for c in self.constraints}
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or not result:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        constraints = self.constraint_values(result)
         failed = self._stopped_trial(trial_id)
-        if failed is None or not result or trial_id in self._completed_trials:
+        if failed is None:
+            for key, value in constraints.items():
+                self._ot_trials[trial_id].set_constraint(key, value)
             super().on_trial_complete(trial_id, result, error)
             return
         values = [result.get(metric) for metric in self.metric] if isinstance(self.metric, list) else [result.get(self.metric)]
         history = [*failed.system_attrs.get("retry_history", []), failed.number]
-        self._ot_study.add_trial(
-            optuna.trial.create_trial(
-                params=failed.params,
-                distributions=failed.distributions,
-                values=values,
-                user_attrs=failed.user_attrs,
-                system_attrs={"failed_trial": failed.number, "retry_history": history},
-            )
+        retried = optuna.trial.create_trial(
+            params=failed.params,
+            distributions=failed.distributions,
+            values=values,
+            user_attrs=failed.user_attrs,
+            system_attrs={"failed_trial": failed.number, "retry_history": history},
         )
+        for key, value in constraints.items():
+            retried.set_constraint(key, value)
+        self._ot_study.add_trial(retried)
         self._completed_trials.add(trial_id)
 
     def _stopped_trial(self, trial_id: str) -> optuna.trial.FrozenTrial | None:
