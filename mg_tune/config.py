@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mg_tune.guidance.attribution import METHODS
 from mg_tune.guidance.losses import LOSSES
@@ -116,6 +116,13 @@ class TrainConfig(_Strict):
     ``epochs - prune_finetune_epochs`` epochs train the whole (still pruned)
     model with the configured guidance, e.g. ``loss: crayon_attention`` for
     CRAYON-Pruning+Attention.
+
+    ``iou_threshold``: None (default, the paper's protocol) chooses the IoU
+    threshold after every epoch on the held-out split
+    (:func:`mg_tune.evaluation.choose_iou_threshold`); a value in (0, 1) is used
+    as is for every epoch and every trial, so the reported IoU of all
+    checkpoints is measured alike (held-out splits too small to choose one
+    reliably; ``mg-tune evaluate`` uses it too). A spec sets it in ``fixed``; it is not searchable.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -140,6 +147,14 @@ class TrainConfig(_Strict):
     overlay_images: int = Field(8, ge=0)
     prune_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="CRAYON-Pruning: share of penultimate neurons pruned")
     prune_finetune_epochs: int = Field(0, ge=0, description="epochs that fine-tune only the last layer (L_class)")
+    iou_threshold: float | None = Field(None, description="fixed IoU threshold; None: chosen per epoch on the held-out split")
+
+    @field_validator("iou_threshold")
+    @classmethod
+    def _threshold_in_unit_interval(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 < value < 1.0:
+            raise ValueError("must lie strictly between 0 and 1 (a share of the map's maximum); leave it out to choose it per epoch on the held-out split")
+        return value
 
     @model_validator(mode="after")
     def _known_names(self) -> "TrainConfig":

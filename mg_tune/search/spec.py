@@ -36,6 +36,11 @@ loss's λ range.
 (:mod:`mg_tune.search.schedulers`); ``warm_start: paper_grid`` enqueues
 :meth:`SearchSpec.grid_points` as the first trials, so the search's front
 contains the paper protocol's (for the same epochs).
+
+``fixed: {iou_threshold: 0.3}`` measures IoU at that threshold in every epoch of
+every trial instead of choosing it per epoch on the held-out split (see
+:class:`~mg_tune.config.TrainConfig`); like ``device`` or ``lam_reduction`` it can be
+fixed, never searched.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "worst_group_acc", "mean_group_acc",
 )
 SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "random", "grid")
-SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction"))
+SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction", "iou_threshold"))
 DATA_SEARCHABLE: tuple[str, ...] = ("annotation_fraction", "dilation", "mask_kind")
 
 
