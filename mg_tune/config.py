@@ -64,6 +64,10 @@ class DataConfig(_Strict):
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """The fields that do not apply to the data set ``name``: :data:`TEXTBOX_ONLY_FIELDS` for a real one, :data:`REAL_ONLY_FIELDS` for TextBox."""
+        return REAL_ONLY_FIELDS if self.name == "textbox" else TEXTBOX_ONLY_FIELDS
+
     @model_validator(mode="before")
     @classmethod
     def _default_variant(cls, values: Any) -> Any:
@@ -95,6 +99,12 @@ class DataConfig(_Strict):
 
 DEFAULT_VARIANTS: dict[str, str] = {"textbox": "spurious", "voc": "2007", "coco": "2014", "waterbirds": "conventional"}
 """``DataConfig.variant`` when none is given."""
+
+TEXTBOX_ONLY_FIELDS: tuple[str, ...] = ("train_size", "val_size", "heldout_size", "test_size")
+"""``DataConfig`` fields only the generated TextBox data reads (real splits have the size of the data)."""
+
+REAL_ONLY_FIELDS: tuple[str, ...] = ("root", "image_size", "augment", "on_bad_sample", "max_samples")
+"""``DataConfig`` fields only the real data sets read (TextBox images are generated, always 64 px)."""
 
 
 class TrainConfig(_Strict):
@@ -155,6 +165,16 @@ class TrainConfig(_Strict):
         if value is not None and not 0.0 < value < 1.0:
             raise ValueError("must lie strictly between 0 and 1 (a share of the map's maximum); leave it out to choose it per epoch on the held-out split")
         return value
+
+    def package_json(self) -> dict[str, Any]:
+        """The config as an exported model describes itself (``config.json`` of an export and of an MLflow Model).
+
+        ``model_dump(mode="json")`` without the data fields that do not apply to the
+        data set (:meth:`DataConfig.unused_fields`): a VOC model carries no TextBox
+        split sizes, a TextBox model no ``root``. :meth:`model_validate` reads it back
+        (those fields take their defaults, which nothing reads).
+        """
+        return self.model_dump(mode="json", exclude={"data": set(self.data.unused_fields())})
 
     @model_validator(mode="after")
     def _known_names(self) -> "TrainConfig":
