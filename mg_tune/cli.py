@@ -135,20 +135,29 @@ def evaluate(
     objectives: str = typer.Option("f1,epg,iou", "--objectives", help="comma-separated metrics, all maximised"),
     all_checkpoints: bool = typer.Option(False, "--all", help="evaluate every checkpoint, not only the Pareto front"),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda"),
+    iou_threshold: str = typer.Option(
+        "checkpoint", "--iou-threshold",
+        help="checkpoint: each checkpoint's own threshold, as in training (its held-out split, or the spec's fixed iou_threshold); "
+        "pooled: one threshold for all evaluated checkpoints, chosen on their pooled held-out splits",
+    ),
     output: str = output_option(),
 ) -> None:
     """Evaluate the Pareto checkpoints of a search on the test split; log test_* metrics to MLflow."""
-    from mg_tune.evaluate import evaluate_pareto
+    from mg_tune.evaluate import TEST_METRICS_HINT, evaluate_pareto
     from mg_tune.tracking import default_tracking_uri
 
     check_output_format(output)
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     try:
-        table = evaluate_pareto(tracking_uri or default_tracking_uri(), search_name, names, [True] * len(names), pareto_only=not all_checkpoints, device=device)
+        table = evaluate_pareto(
+            tracking_uri or default_tracking_uri(), search_name, names, [True] * len(names),
+            pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
+        )
     except ValueError as exc:
         fail(str(exc))
     which = "every checkpoint" if all_checkpoints else "the Pareto checkpoints"
     print_table(f"Test metrics of {which} of search {search_name!r} ({len(table)})", evaluation_columns(table, names), table.to_dict("records"), output)
+    message(TEST_METRICS_HINT, output)
 
 
 @app.command()

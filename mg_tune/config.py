@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mg_tune.guidance.attribution import METHODS
 from mg_tune.guidance.losses import LOSSES
@@ -64,6 +64,10 @@ class DataConfig(_Strict):
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """The fields that do not apply to the data set ``name``: :data:`TEXTBOX_ONLY_FIELDS` for a real one, :data:`REAL_ONLY_FIELDS` for TextBox."""
+        return REAL_ONLY_FIELDS if self.name == "textbox" else TEXTBOX_ONLY_FIELDS
+
     @model_validator(mode="before")
     @classmethod
     def _default_variant(cls, values: Any) -> Any:
@@ -96,6 +100,12 @@ class DataConfig(_Strict):
 DEFAULT_VARIANTS: dict[str, str] = {"textbox": "spurious", "voc": "2007", "coco": "2014", "waterbirds": "conventional"}
 """``DataConfig.variant`` when none is given."""
 
+TEXTBOX_ONLY_FIELDS: tuple[str, ...] = ("train_size", "val_size", "heldout_size", "test_size")
+"""``DataConfig`` fields only the generated TextBox data reads (real splits have the size of the data)."""
+
+REAL_ONLY_FIELDS: tuple[str, ...] = ("root", "image_size", "augment", "on_bad_sample", "max_samples")
+"""``DataConfig`` fields only the real data sets read (TextBox images are generated, always 64 px)."""
+
 
 class TrainConfig(_Strict):
     """One guided-training configuration: L = L_class + λ·L_loc (main paper eq. overall).
@@ -116,6 +126,13 @@ class TrainConfig(_Strict):
     ``epochs - prune_finetune_epochs`` epochs train the whole (still pruned)
     model with the configured guidance, e.g. ``loss: crayon_attention`` for
     CRAYON-Pruning+Attention.
+
+    ``iou_threshold``: None (default, the paper's protocol) chooses the IoU
+    threshold after every epoch on the held-out split
+    (:func:`mg_tune.evaluation.choose_iou_threshold`); a value in (0, 1) is used
+    as is for every epoch and every trial, so the reported IoU of all
+    checkpoints is measured alike (held-out splits too small to choose one
+    reliably; ``mg-tune evaluate`` uses it too). A spec sets it in ``fixed``; it is not searchable.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -140,6 +157,24 @@ class TrainConfig(_Strict):
     overlay_images: int = Field(8, ge=0)
     prune_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="CRAYON-Pruning: share of penultimate neurons pruned")
     prune_finetune_epochs: int = Field(0, ge=0, description="epochs that fine-tune only the last layer (L_class)")
+    iou_threshold: float | None = Field(None, description="fixed IoU threshold; None: chosen per epoch on the held-out split")
+
+    @field_validator("iou_threshold")
+    @classmethod
+    def _threshold_in_unit_interval(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 < value < 1.0:
+            raise ValueError("must lie strictly between 0 and 1 (a share of the map's maximum); leave it out to choose it per epoch on the held-out split")
+        return value
+
+    def package_json(self) -> dict[str, Any]:
+        """The config as an exported model describes itself (``config.json`` of an export and of an MLflow Model).
+
+        ``model_dump(mode="json")`` without the data fields that do not apply to the
+        data set (:meth:`DataConfig.unused_fields`): a VOC model carries no TextBox
+        split sizes, a TextBox model no ``root``. :meth:`model_validate` reads it back
+        (those fields take their defaults, which nothing reads).
+        """
+        return self.model_dump(mode="json", exclude={"data": set(self.data.unused_fields())})
 
     @model_validator(mode="after")
     def _known_names(self) -> "TrainConfig":

@@ -2,14 +2,21 @@
 
 For every checkpoint on the Pareto front (or every checkpoint), read from
 MLflow alone (:func:`mg_tune.pareto_report.search_pareto`), the checkpoint is
-downloaded and evaluated with :func:`mg_tune.evaluation.evaluate_checkpoint`
-(the IoU threshold is chosen on the held-out split, never on the split
-reported). Each metric ``<name>`` is logged as ``<split>_<name>`` (``test_f1``,
+downloaded and evaluated with :func:`mg_tune.evaluation.evaluate_checkpoint`.
+Each metric ``<name>`` is logged as ``<split>_<name>`` (``test_f1``,
 ``test_iou``, ...) with ``step=epoch`` on the trial run *and* linked to the
 epoch's LoggedModel, so it shows next to the validation metrics and the
 checkpoint, and :func:`mg_tune.pareto_report.checkpoint_table` and
 :func:`mg_tune.export.export_checkpoint` read it back. Re-running logs new
 values with a newer timestamp; readers take the latest.
+
+The IoU threshold is never chosen on the split reported
+(:data:`IOU_THRESHOLD_MODES`): ``checkpoint`` (default) uses each checkpoint's
+own, as in training (its config's fixed ``iou_threshold``, else the best on its
+held-out split); ``pooled`` chooses one threshold for all evaluated checkpoints
+on their pooled held-out evaluations (:func:`mg_tune.evaluation.pooled_iou_threshold`),
+which does not jump between checkpoints when the held-out split is small.
+Either way ``<split>_iou_threshold`` records the threshold used.
 """
 
 from __future__ import annotations
@@ -27,13 +34,25 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from mg_tune.data import SPLIT_NAMES
-from mg_tune.evaluation import evaluate_checkpoint
+from mg_tune.evaluation import CheckpointEvaluator, evaluate_checkpoint, pooled_iou_threshold
 from mg_tune.pareto_report import search_pareto
 from mg_tune.tracking import RetryPolicy, download_checkpoint
 
-__all__ = ["evaluate_pareto"]
+__all__ = ["IOU_THRESHOLD_MODES", "evaluate_pareto"]
 
 ID_COLUMNS = ["trial_id", "epoch", "run_id", "model_id"]
+
+IOU_THRESHOLD_MODES: dict[str, str] = {
+    "checkpoint": "each checkpoint's own, as in training: its fixed iou_threshold, else the best on its held-out split",
+    "pooled": "one for all evaluated checkpoints, the best on their pooled held-out evaluations",
+}
+"""How :func:`evaluate_pareto` chooses the IoU threshold (``mg-tune evaluate --iou-threshold``)."""
+
+TEST_METRICS_HINT = (
+    "test metrics were logged at step=epoch on each trial run (the metric history of test_<metric>) "
+    "and on the LoggedModel of that epoch; the epoch column says which checkpoint each row is"
+)
+"""The line ``mg-tune evaluate`` prints after its table: where each row's test metrics are in MLflow."""
 
 
 def evaluate_pareto(
@@ -44,6 +63,7 @@ def evaluate_pareto(
     split: str = "test",
     pareto_only: bool = True,
     device: str = "cpu",
+    iou_threshold: str = "checkpoint",
 ) -> pd.DataFrame:
     """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of ``search`` on ``split``.
 
@@ -51,8 +71,9 @@ def evaluate_pareto(
     skipped with a warning (their validation metrics stay in MLflow).
 
     The front is that of :func:`~mg_tune.pareto_report.search_pareto` over
-    ``objectives`` (no tags are written). Results are logged to MLflow as
-    described in the module docstring.
+    ``objectives`` (no tags are written). ``iou_threshold`` is one of
+    :data:`IOU_THRESHOLD_MODES`. Results are logged to MLflow as described in
+    the module docstring.
 
     Returns:
         One row per checkpoint, sorted by trial and epoch: ``trial_id``,
@@ -60,30 +81,37 @@ def evaluate_pareto(
         then ``<split>_<metric>`` for every metric of ``evaluate_checkpoint``.
 
     Raises:
-        ValueError: unknown split, search or objective.
+        ValueError: unknown split, IoU threshold mode, search or objective.
     """
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+    if iou_threshold not in IOU_THRESHOLD_MODES:
+        modes = "; ".join(f"{mode} ({what})" for mode, what in IOU_THRESHOLD_MODES.items())
+        raise ValueError(f"IoU threshold mode {iou_threshold!r} is not one of: {modes}")
     result = search_pareto(tracking_uri, search, list(objectives), list(maximize), tag=False)
     checkpoints = result.front if pareto_only else result.table
     deleted = checkpoints["weights_deleted"].astype(bool)
     if deleted.any():  # the search's retention policy (spec checkpoints.keep) kept their metrics, not their weights
         warnings.warn(f"{int(deleted.sum())} of {len(checkpoints)} checkpoints have no weights (deleted by the search's checkpoints.keep policy); evaluating the other {int((~deleted).sum())}", stacklevel=2)
         checkpoints = checkpoints[~deleted]
+    checkpoints = checkpoints.to_dict("records")
     client = MlflowClient(tracking_uri)
-    rows = [_evaluate_row(client, tracking_uri, row, list(objectives), split, device) for row in checkpoints.to_dict("records")]
+    with tempfile.TemporaryDirectory(prefix="mg-tune-eval-") as tmp:
+        paths = [str(download_checkpoint(tracking_uri, row["run_id"], int(row["epoch"]), Path(tmp) / f"{i}.pt")) for i, row in enumerate(checkpoints)]
+        threshold = pooled_iou_threshold([CheckpointEvaluator(p, device).split("heldout") for p in paths]) if iou_threshold == "pooled" and paths else None
+        rows = [_evaluate_row(client, row, path, list(objectives), split, device, threshold) for row, path in zip(checkpoints, paths)]
     columns = ID_COLUMNS + list(objectives)
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
     table = table[columns + sorted(set(table.columns) - set(columns))]
     return table.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def _evaluate_row(client: MlflowClient, tracking_uri: str, row: Mapping[str, Any], objectives: list[str], split: str, device: str) -> dict[str, Any]:
-    """Download, evaluate and log one checkpoint; its row of the result table."""
+def _evaluate_row(
+    client: MlflowClient, row: Mapping[str, Any], checkpoint: str, objectives: list[str], split: str, device: str, threshold: float | None
+) -> dict[str, Any]:
+    """Evaluate and log one downloaded checkpoint (IoU at ``threshold``, or its own when None); its row of the result table."""
     epoch = int(row["epoch"])
-    with tempfile.TemporaryDirectory(prefix="mg-tune-eval-") as tmp:
-        checkpoint = download_checkpoint(tracking_uri, row["run_id"], epoch, Path(tmp))
-        metrics = {f"{split}_{k}": float(v) for k, v in evaluate_checkpoint(str(checkpoint), split, device).items()}
+    metrics = {f"{split}_{k}": float(v) for k, v in evaluate_checkpoint(checkpoint, split, device, iou_threshold=threshold).items()}
     _log(client, row["run_id"], row["model_id"], epoch, metrics)
     return {**{c: row[c] for c in ID_COLUMNS}, "epoch": epoch, **{o: row[o] for o in objectives}, **metrics}
 

@@ -8,6 +8,13 @@ held-out split), SegEPG and X-SegEPG where segmentation masks exist, and the
 SMERF attribution focus levels PAFL (primary mask) / SAFL (secondary mask) on the
 SMERF reasoning settings.
 
+The IoU threshold (:func:`choose_iou_threshold`): by default the candidate of
+:data:`IOU_THRESHOLDS` with the best mean IoU on the model's held-out split (the
+paper's protocol, per epoch during training, per checkpoint in ``mg-tune evaluate``);
+a ``TrainConfig.iou_threshold`` fixes one for the whole search instead, and
+:func:`pooled_iou_threshold` chooses one for many checkpoints at once on their
+pooled held-out evaluations (``mg-tune evaluate --iou-threshold pooled``).
+
 A metric the split cannot support is absent from the result, never 0.0: SegEPG and
 X-SegEPG when no map of the split has a segmentation mask (VOC without
 ``SegmentationClass``, Waterbirds), PAFL / SAFL outside the SMERF settings (or without
@@ -20,6 +27,7 @@ not grow with the resolution of the data set.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,14 +64,53 @@ class _Mean:
 
 @dataclass
 class SplitEvaluation:
-    """Metrics of a split and the mean IoU at every candidate threshold."""
+    """Metrics of a split and the IoU summed over its maps at every threshold evaluated.
+
+    ``iou_sums[i]`` is the sum over the split's ``iou_maps`` maps of the IoU at
+    ``thresholds[i]`` (:data:`IOU_THRESHOLDS` when the split chooses the
+    threshold, the one threshold given otherwise).
+    """
 
     metrics: dict[str, float]
-    iou_curve: Tensor = field(repr=False)
+    thresholds: tuple[float, ...]
+    iou_sums: Tensor = field(repr=False)
+    iou_maps: int = 0
+
+    @property
+    def iou_curve(self) -> Tensor:
+        """Mean IoU at every threshold (0 without a single map)."""
+        return self.iou_sums / max(self.iou_maps, 1)
 
     def best_iou_threshold(self) -> float:
-        """The candidate threshold with the highest mean IoU (ties: the smallest)."""
-        return float(IOU_THRESHOLDS[int(torch.argmax(self.iou_curve))])
+        """The threshold with the highest mean IoU (ties: the smallest)."""
+        return float(self.thresholds[int(torch.argmax(self.iou_curve))])
+
+
+def pooled_iou_threshold(evaluations: Sequence[SplitEvaluation]) -> float:
+    """One threshold for many models: the best of the mean IoU curve over all their (model, map) pairs.
+
+    The per-threshold IoU sums and map counts of the held-out ``evaluations``
+    (one per checkpoint) are added up, so every map weighs the same whichever
+    checkpoint it comes from; ties go to the smallest threshold.
+
+    Raises:
+        ValueError: no evaluation, or evaluations over different thresholds.
+    """
+    if not evaluations:
+        raise ValueError("pooling the IoU threshold needs at least one held-out evaluation")
+    thresholds = evaluations[0].thresholds
+    if any(e.thresholds != thresholds for e in evaluations):
+        raise ValueError("held-out evaluations over different IoU thresholds cannot be pooled")
+    pooled = SplitEvaluation({}, thresholds, sum(e.iou_sums for e in evaluations), sum(e.iou_maps for e in evaluations))
+    return pooled.best_iou_threshold()
+
+
+def choose_iou_threshold(fixed: float | None, heldout: Callable[[], SplitEvaluation]) -> float:
+    """The threshold of a model's reported IoU: ``fixed`` (``TrainConfig.iou_threshold``) if set, else the best on ``heldout()``.
+
+    ``heldout`` evaluates the model on its held-out split; it is called only when needed.
+    """
+    return fixed if fixed is not None else heldout().best_iou_threshold()
 
 
 def ground_truth_pairs(labels: Tensor, multilabel: bool) -> tuple[Tensor, Tensor]:
@@ -98,15 +145,17 @@ def evaluate_split(
 ) -> SplitEvaluation:
     """Evaluate ``model`` (switched to eval mode) on every batch of ``loader``.
 
-    ``iou_threshold`` is the threshold chosen on a held-out split; when None
-    (evaluating the held-out split itself), ``iou`` is reported at the best
-    threshold of this split and ``iou_threshold`` says which it was. ``smerf``
+    ``iou_threshold`` is the threshold chosen on a held-out split or fixed (any
+    value in (0, 1)); when None (evaluating the held-out split itself), every
+    threshold of :data:`IOU_THRESHOLDS` is tried, ``iou`` is reported at the best
+    one of this split and ``iou_threshold`` says which it was. ``smerf``
     (``DatasetInfo.smerf``): report PAFL / SAFL. Unsupported metrics are absent (module doc).
     """
     model.eval()
     scores, targets, groups = [], [], []
     epg, seg_epg, x_seg_epg, pafl, safl = (_Mean() for _ in range(5))
-    iou_sums = torch.zeros(len(IOU_THRESHOLDS), dtype=torch.float64)
+    thresholds = IOU_THRESHOLDS if iou_threshold is None else (float(iou_threshold),)
+    iou_sums = torch.zeros(len(thresholds), dtype=torch.float64)
     iou_count = 0
     for batch in loader:
         images = batch["image"].to(device)
@@ -132,7 +181,7 @@ def evaluate_split(
             a, m = maps[on_box], box[on_box]
             epg.add(M.epg(a, m))
             pafl.add(M.attribution_focus(a, m))
-            iou_sums += torch.stack([M.iou(a, m, t).double().sum() for t in IOU_THRESHOLDS])
+            iou_sums += torch.stack([M.iou(a, m, t).double().sum() for t in thresholds])
             iou_count += int(on_box.sum())
             with_seg = seg[on_box].sum((1, 2)) > 0
             if with_seg.any():
@@ -141,10 +190,9 @@ def evaluate_split(
         on_secondary = secondary.sum((1, 2)) > 0
         if on_secondary.any():
             safl.add(M.attribution_focus(maps[on_secondary], secondary[on_secondary]))
-    curve = iou_sums / max(iou_count, 1)
-    result = SplitEvaluation(metrics={}, iou_curve=curve)
-    threshold = result.best_iou_threshold() if iou_threshold is None else iou_threshold
-    metrics = {"epg": epg.value, "iou": float(curve[IOU_THRESHOLDS.index(threshold)]), "iou_threshold": threshold}
+    result = SplitEvaluation({}, thresholds, iou_sums, iou_count)
+    threshold = result.best_iou_threshold()
+    metrics = {"epg": epg.value, "iou": float(result.iou_curve[thresholds.index(threshold)]), "iou_threshold": threshold}
     optional = {"seg_epg": seg_epg, "x_seg_epg": x_seg_epg, **({"pafl": pafl, "safl": safl} if smerf else {})}
     metrics.update({name: mean.value for name, mean in optional.items() if mean.count})
     metrics.update(_classification(torch.cat(scores), torch.cat(targets), torch.cat(groups), multilabel, group_names))
@@ -174,25 +222,47 @@ def _classification(
     return out
 
 
-def evaluate_checkpoint(checkpoint: str, split: str = "test", device: str = "cpu") -> dict[str, float]:
+class CheckpointEvaluator:
+    """A saved checkpoint (``checkpoint.pt``), loaded once, evaluated on any split of its data set."""
+
+    def __init__(self, checkpoint: str, device: str = "cpu") -> None:
+        state = load_checkpoint(checkpoint)
+        self.config = TrainConfig.model_validate(state["config"])
+        self.device = device
+        self._weights = state["model"]
+        self._model: StagedModel | None = None
+
+    def split(self, split: str, iou_threshold: float | None = None) -> SplitEvaluation:
+        """The :class:`SplitEvaluation` of ``split`` (``iou_threshold`` as in :func:`evaluate_split`)."""
+        dataset = build_split(self.config.data, split)
+        if self._model is None:
+            self._model = build_model(self.config.model, dataset.info.num_classes).to(self.device)
+            load_state(self._model, self._weights)
+        return evaluate_split(
+            model=self._model,
+            loader=DataLoader(dataset, batch_size=self.config.eval_batch_size),
+            method=self.config.attribution,
+            layer=self.config.layer,
+            multilabel=dataset.info.multilabel,
+            group_names=dataset.info.group_names,
+            iou_threshold=iou_threshold,
+            device=self.device,
+            smerf=dataset.info.smerf,
+        )
+
+    def iou_threshold(self) -> float:
+        """The threshold training used: the config's fixed ``iou_threshold``, else the best on the held-out split."""
+        return choose_iou_threshold(self.config.iou_threshold, lambda: self.split("heldout"))
+
+
+def evaluate_checkpoint(checkpoint: str, split: str = "test", device: str = "cpu", iou_threshold: float | None = None) -> dict[str, float]:
     """Metrics of a saved checkpoint on ``split`` (the main paper's test protocol).
 
-    The IoU threshold is chosen on the held-out split, as during training.
+    The IoU threshold is ``iou_threshold`` when given (e.g. a
+    :func:`pooled_iou_threshold`), else the one training used
+    (:meth:`CheckpointEvaluator.iou_threshold`): the config's fixed one or the
+    best on the held-out split.
     """
-    state = load_checkpoint(checkpoint)
-    config = TrainConfig.model_validate(state["config"])
-    dataset = build_split(config.data, split)
-    heldout = build_split(config.data, "heldout")
-    model = build_model(config.model, dataset.info.num_classes).to(device)
-    load_state(model, state["model"])
-    common = dict(
-        model=model,
-        method=config.attribution,
-        layer=config.layer,
-        multilabel=dataset.info.multilabel,
-        group_names=dataset.info.group_names,
-        device=device,
-        smerf=dataset.info.smerf,
-    )
-    threshold = evaluate_split(loader=DataLoader(heldout, batch_size=config.eval_batch_size), **common).best_iou_threshold()
-    return evaluate_split(loader=DataLoader(dataset, batch_size=config.eval_batch_size), iou_threshold=threshold, **common).metrics
+    evaluator = CheckpointEvaluator(checkpoint, device)
+    threshold = iou_threshold if iou_threshold is not None else evaluator.iou_threshold()
+    return evaluator.split(split, threshold).metrics

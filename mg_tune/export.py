@@ -5,7 +5,8 @@ A package holds five files (:data:`EXPORT_FILES`):
 ==================  ===========================================================
 ``model.pt``        the model's ``state_dict`` only: tensors by name, loadable
                     with ``torch.load(weights_only=True)`` (no optimiser state)
-``config.json``     ``TrainConfig.model_dump(mode="json")``: rebuilds the model
+``config.json``     ``TrainConfig.package_json()``: rebuilds the model; only
+                    the data fields that apply to its data set
 ``dataset.json``    the classes in output order, multi-label or not, the input
                     size and preprocessing (:class:`mg_tune.data.card.DatasetCard`)
 ``metrics.json``    which checkpoint it is (search, trial, epoch, run and
@@ -170,7 +171,7 @@ def _write_package(source: _Source, checkpoint: Path, folder: Path, uri: str, re
     state, config, card = read_checkpoint(checkpoint, f"checkpoint of trial {source.trial_id!r} epoch {source.epoch}")
     card = card_for(config, card)
     torch.save(state, folder / MODEL_FILE)
-    (folder / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    (folder / CONFIG_FILE).write_text(json.dumps(config.package_json(), indent=2) + "\n", encoding="utf-8")
     (folder / DATASET_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n", encoding="utf-8")
     record = source.record()
     (folder / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -216,7 +217,8 @@ def model_card(record: Mapping[str, Any], config: TrainConfig, card: DatasetCard
         "",
         "## Metrics",
         "",
-        "IoU uses the threshold chosen on the held-out split (`iou_threshold`). "
+        ("IoU uses the search's fixed threshold (`iou_threshold`). " if config.iou_threshold is not None
+         else "IoU uses the threshold chosen on the held-out split (`iou_threshold`). ")
         + ("Test metrics were logged by `mg-tune evaluate`." if record["test"] else "No test metrics yet: run `mg-tune evaluate`."),
         "",
         "| metric | validation | test |",

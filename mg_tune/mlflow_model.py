@@ -7,7 +7,7 @@ tools load (``mlflow.pyfunc.load_model``, ``mlflow.pytorch.load_model``,
     MLmodel                 flavors, signature, metadata (classes, preprocessing)
     data/model.pth          the StagedModel, pickled (pytorch flavor)
     package/model.pt        its state_dict (tensors only: weights_only=True)
-    package/config.json     the TrainConfig that rebuilds the architecture
+    package/config.json     the TrainConfig that rebuilds the architecture (TrainConfig.package_json)
     package/dataset.json    classes in output order, multilabel, input size
     requirements.txt, python_env.yaml, conda.yaml, input_example.json, serving_input_example.json
 
@@ -118,7 +118,7 @@ def save_mlflow_model(model: StagedModel, config: TrainConfig, card: DatasetCard
     package = path / PACKAGE_DIR
     package.mkdir()
     torch.save(model.state_dict(), package / MODEL_FILE)
-    (package / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    (package / CONFIG_FILE).write_text(json.dumps(config.package_json(), indent=2) + "\n", encoding="utf-8")
     (package / DATASET_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n", encoding="utf-8")
     mlmodel = Model.load(str(path / "MLmodel"))
     pyfunc = mlmodel.flavors["python_function"]

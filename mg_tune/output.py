@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -58,6 +59,11 @@ def fail(message: str) -> None:
     """Print one error line on stderr and exit with code 2."""
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def warning(text: str) -> None:
+    """Print one warning line on stderr (``warning: text``); the command goes on."""
+    Console(stderr=True, soft_wrap=True).print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False)
 
 
 def check_output_format(value: str) -> str:

@@ -545,6 +545,11 @@ def finish_search(run: SearchRun, status: str = "FINISHED") -> None:
     MlflowClient(run.tracking_uri).set_terminated(run.run_id, status)
 
 
+def set_search_tag(run: SearchRun, key: str, value: str) -> None:
+    """Set tag ``key`` of the search's parent run to ``value`` (redacted, cut to MLflow's limit)."""
+    RetryPolicy().call(MlflowClient(run.tracking_uri).set_tag, run.run_id, key, _tag_value(value))
+
+
 def log_search_metrics(run: SearchRun, metrics: Mapping[str, float], step: int) -> None:
     """Log search-level metrics (e.g. normalised hypervolume) on the parent run at ``step`` (e.g. trial-epochs so far)."""
     now = int(time.time() * 1000)

@@ -16,7 +16,7 @@ L_loc of one image is :func:`mg_tune.guidance.losses.layer_loss`: the map at
 the guided layer is normalised, then resized to the mask, as the authors do.
 
 After every epoch the model is evaluated on the validation split (the IoU
-threshold is chosen on the held-out split), a checkpoint and an attribution
+threshold is chosen on the held-out split, or fixed by ``iou_threshold``), a checkpoint and an attribution
 overlay are written, and ``callback(EpochResult)`` is called: the search
 layer reports from there. No Ray or MLflow here: a notebook calls
 :func:`train` directly.
@@ -53,7 +53,7 @@ from mg_tune.data.card import dataset_card
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.data.masks import crayon_relevance
-from mg_tune.evaluation import attribution_target, evaluate_split, ground_truth_pairs
+from mg_tune.evaluation import attribution_target, choose_iou_threshold, evaluate_split, ground_truth_pairs
 from mg_tune.guidance.attribution import attribute, check_method
 from mg_tune.guidance.losses import get_loss, layer_loss
 from mg_tune.guidance.metrics import resize_maps
@@ -253,7 +253,7 @@ class GuidedTrainer:
         return metrics
 
     def validate(self) -> dict[str, float]:
-        """Validation metrics; the IoU threshold is chosen on the held-out split."""
+        """Validation metrics; the IoU threshold is the config's fixed one, else chosen on the held-out split."""
         common = dict(
             model=self.model,
             method=self.config.attribution,
@@ -263,9 +263,8 @@ class GuidedTrainer:
             device=self.device,
             smerf=self.info.smerf,
         )
-        heldout = evaluate_split(loader=self.loader(self.heldout_set, shuffle=False), **common)
-        val = evaluate_split(loader=self.loader(self.val_set, shuffle=False), iou_threshold=heldout.best_iou_threshold(), **common)
-        return val.metrics
+        threshold = choose_iou_threshold(self.config.iou_threshold, lambda: evaluate_split(loader=self.loader(self.heldout_set, shuffle=False), **common))
+        return evaluate_split(loader=self.loader(self.val_set, shuffle=False), iou_threshold=threshold, **common).metrics
 
     def write_overlay(self, path: Path) -> Path | None:
         """Attribution overlay of the first ``overlay_images`` validation images."""

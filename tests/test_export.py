@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 import pytest
@@ -14,14 +15,18 @@ from typer.testing import CliRunner
 import mg_tune
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.cli import app
-from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.config import REAL_ONLY_FIELDS, TEXTBOX_ONLY_FIELDS, DataConfig, TrainConfig
 from mg_tune.data import build_split
 from mg_tune.evaluate import evaluate_pareto
 from mg_tune.evaluation import evaluate_checkpoint, evaluate_split
+from mg_tune.data.card import DatasetCard
+from mg_tune.data.voc import VOC_CLASSES
 from mg_tune.export import EXPORT_FILES, export_checkpoint
+from mg_tune.mlflow_model import PACKAGE_DIR, save_mlflow_model
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.tracking import TrialLogger, download_checkpoint, start_search
 from mg_tune.train import train
+from test_datasets import S, write_voc
 
 OBJECTIVES = ["f1", "epg", "iou"]
 TINY = DataConfig(variant="multilabel", train_size=48, val_size=24, heldout_size=16, test_size=16)
@@ -71,7 +76,9 @@ def test_directory_export_reloads_with_the_logged_validation_metrics(tiny_search
 
     weights = torch.load(package / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in weights.values())
-    config = TrainConfig.model_validate(json.loads((package / "config.json").read_text()))
+    stored = json.loads((package / "config.json").read_text())
+    assert not set(REAL_ONLY_FIELDS) & set(stored["data"])  # TextBox reads no root, image_size, ...
+    config = TrainConfig.model_validate(stored)
     assert config.lam == 1.0 and config.data == TINY
     record = json.loads((package / "metrics.json").read_text())
     assert (record["search"], record["trial_id"], record["epoch"]) == (SEARCH, "t1", 2)
@@ -232,3 +239,41 @@ def test_cli_export_and_evaluate(tiny_search, tmp_path):
     assert json.loads(as_json.stdout) == expected
     missing = runner.invoke(app, ["evaluate", "--search", "nope", "--tracking-uri", uri])
     assert missing.exit_code == 2 and "no search named 'nope'" in missing.output
+
+
+@pytest.fixture(scope="module")
+def voc_search(tmp_path_factory, new_mlflow_store):
+    """One trial of one epoch on the VOC fixture (VOC's own files), with a fixed IoU threshold; returns (uri, config)."""
+    root = write_voc(tmp_path_factory.mktemp("voc"))
+    uri = new_mlflow_store()
+    search = start_search("voc", {"trials": 1}, "trials: 1\n", uri, resume=False)
+    config = TrainConfig(
+        data=DataConfig(name="voc", root=str(root), image_size=S), model="smerf_cnn", lam=1.0, epochs=1, batch_size=4,
+        overlay_images=0, device="cpu", iou_threshold=0.3,
+    )
+    logger = TrialLogger(search, "v0", {"lam": 1.0})
+    train(config, callback=logger.log_epoch)
+    logger.finish()
+    return uri, config
+
+
+def test_a_voc_export_describes_itself_with_the_fields_that_apply_to_voc(voc_search, tmp_path):
+    uri, config = voc_search
+    package = Path(export_checkpoint(uri, "voc", "v0", 1, tmp_path / "voc"))
+    written = json.loads((package / "config.json").read_text())
+    assert not set(TEXTBOX_ONLY_FIELDS) & set(written["data"])  # no train_size, val_size, heldout_size, test_size
+    assert (written["data"]["name"], written["data"]["root"], written["data"]["image_size"]) == ("voc", config.data.root, S)
+    assert written == config.package_json() and TrainConfig.model_validate(written).package_json() == written  # reads back
+
+    dataset = json.loads((package / "dataset.json").read_text())
+    assert dataset["classes"] == list(VOC_CLASSES) and dataset["multilabel"] is True
+    card = (package / "MODEL_CARD.md").read_text()
+    assert "\n".join(f"| {k} | {name} |" for k, name in enumerate(VOC_CLASSES)) in card  # outputs named in order
+    assert f"Input: {DatasetCard.from_json(dataset).preprocessing}." in card and "resized to 64x64" in card and "no mean/std normalisation" in card
+    assert "IoU uses the search's fixed threshold (`iou_threshold`)." in card
+
+    model = mg_tune.load_model(package)  # the trimmed config rebuilds the model
+    expected = load_checkpoint(download_checkpoint(uri, checkpoint_table(uri, "voc")["run_id"].item(), 1, tmp_path / "v0.pt"))["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+    folder = save_mlflow_model(model, config, DatasetCard.from_json(dataset), tmp_path / "mlflow-model")  # the MLflow Model: same owner
+    assert json.loads((folder / PACKAGE_DIR / "config.json").read_text()) == written

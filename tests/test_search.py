@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.runner import run_search
+from mg_tune.search.split_sizes import SMALL_SPLITS_TAG
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name, find_search_run
 
@@ -84,6 +85,16 @@ def test_pareto_from_mlflow_is_exactly_the_non_dominated_set(finished_search):
     assert {(t, e) for t, e in zip(result.front.trial_id, result.front.epoch)} == expected
     assert outcome.pareto.plot_path is not None and outcome.pareto.plot_path.read_bytes()[:4] == b"\x89PNG"
     assert 0 < result.hypervolume <= 1
+
+
+def test_the_driver_tags_the_search_with_its_too_small_heldout_split(finished_search):
+    """16 held-out images are fewer than max(20, 4 classes); 32 validation images are enough."""
+    uri, outcome, _ = finished_search
+    tags = MlflowClient(uri).get_run(outcome.search.run_id).data.tags
+    assert tags[SMALL_SPLITS_TAG] == (
+        "textbox/multilabel: the heldout split has 16 images, fewer than the 20 (max(20, 4 classes)) "
+        "wanted for choosing the IoU threshold; expect noisy choices"
+    )
 
 
 def _trial_runs(uri, name):

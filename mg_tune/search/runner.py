@@ -47,6 +47,7 @@ from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, a
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
+from mg_tune.search.split_sizes import warn_small_splits
 from mg_tune.search.spec import SearchSpec
 from mg_tune.search.stopping import STOP_REASON, ResumableOptunaSearch, StopRequest, stop_on_sigterm
 from mg_tune.search.warm_start import initial_points
@@ -308,7 +309,8 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     A real data set's annotations, the initial checkpoint, the tracking
     store and a ``warm_start`` search are checked before anything is written,
     so a wrong ``root``, file, server or search name fails here with one line,
-    not inside every trial.
+    not inside every trial. Held-out and validation splits too small for
+    their use are warned about once (:mod:`mg_tune.search.split_sizes`).
     """
     if spec.data.name in REAL_LOADERS:
         _, reports = check_dataset(spec.data, images=False)
@@ -319,6 +321,7 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     points = initial_points(spec, tracking_uri)
     study = study_storage(spec)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
+    warn_small_splits(spec.data, search)
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, log_to_driver=False, configure_logging=False)
     # Ray Tune snapshots the experiment at most every 10 s by default; a trial started after the last

@@ -57,6 +57,11 @@ enqueues the hyperparameters of that search's Pareto front under this spec's
 objectives and constraints (:mod:`mg_tune.search.warm_start`).
 
 ``budget`` ends a search early, cleanly, with its front (:class:`Budget`).
+
+``fixed: {iou_threshold: 0.3}`` measures IoU at that threshold in every epoch of
+every trial instead of choosing it per epoch on the held-out split (see
+:class:`~mg_tune.config.TrainConfig`); like ``device`` or ``lam_reduction`` it can be
+fixed, never searched.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "worst_group_acc", "mean_group_acc",
 )
 SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "grid")
-SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction"))
+SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction", "iou_threshold"))
 DATA_SEARCHABLE: tuple[str, ...] = ("annotation_fraction", "dilation", "mask_kind")
 
 
