@@ -89,14 +89,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-import torch
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.entities.paged_list import PagedList
 
-from mg_tune.checkpoint import CHECKPOINT_FILE, RESUME_FILE, join_resume, load_checkpoint, split_for_storage
+from mg_tune.checkpoint import CHECKPOINT_FILE, RESUME_FILE, load_checkpoint
 
 if TYPE_CHECKING:
     from mg_tune.train import EpochResult
@@ -661,18 +660,14 @@ class TrialLogger:
     (named ``run_name``, default the trial id; tags ``mg_tune.role=trial``,
     ``mlflow.parentRunId``), sets it RUNNING and
     logs ``params`` (flattened) once: params already on the run are not
-    re-logged. Every MLflow call is retried per ``retry``. Checkpoints are
-    stored with weights in ``dtype`` (see the module docstring).
+    re-logged. Every MLflow call is retried per ``retry``.
     """
 
-    def __init__(
-        self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None, dtype: str = "float32"
-    ) -> None:
+    def __init__(self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None) -> None:
         _quote(trial_id)
         self.search = search
         self.trial_id = trial_id
         self.run_name = run_name or trial_id
-        self.dtype = dtype
         self.retry = retry or RetryPolicy()
         self.client = MlflowClient(search.tracking_uri)
         self.run_id: str = self.retry.call(self._open_run, _as_params(params))
@@ -713,7 +708,8 @@ class TrialLogger:
 
         Steps, each safe to repeat: create the epoch's LoggedModel (PENDING)
         unless one exists; upload ``result.checkpoint`` as its
-        ``checkpoint.pt``; upload ``result.overlay`` as run artifact
+        ``checkpoint.pt`` (and ``resume.pt`` beside it, if there is one;
+        older epochs' ``resume.pt`` are deleted once this epoch is READY); upload ``result.overlay`` as run artifact
         ``overlays/epoch=NNN.png``; ``log_batch`` the metrics on the run,
         linked to the model, timestamped with the model's creation time;
         finalise the model READY. An epoch already READY is skipped.
@@ -738,11 +734,12 @@ class TrialLogger:
             if result.checkpoint is not None:
                 folder = Path(tmp) / "model"
                 folder.mkdir()
-                stored, resume = split_for_storage(load_checkpoint(result.checkpoint), self.dtype)
-                torch.save(stored, folder / CHECKPOINT_ARTIFACT)
-                torch.save(resume, folder / RESUME_FILE)
+                _stage(Path(result.checkpoint), folder, CHECKPOINT_ARTIFACT)
+                resume = Path(result.checkpoint).with_name(RESUME_FILE)
+                if resume.exists():
+                    _stage(resume, folder, RESUME_FILE)
+                    self._with_resume.add(epoch)
                 self.client.log_model_artifacts(model.model_id, str(folder))
-                self._with_resume.add(epoch)
             if result.overlay is not None:
                 folder, name = overlay_artifact(epoch).split("/")
                 self.client.log_artifact(self.run_id, str(_stage(Path(result.overlay), Path(tmp), name)), folder)
@@ -822,25 +819,22 @@ def download_checkpoint(tracking_uri: str, run_id: str, epoch: int, dst: Path) -
 
 
 def download_resume_checkpoint(tracking_uri: str, run_id: str, epoch: int, dst: Path) -> Path:
-    """The whole checkpoint of ``epoch`` to continue training from (``dst/checkpoint.pt``): ``checkpoint.pt`` joined with ``resume.pt``.
+    """Download ``checkpoint.pt`` and ``resume.pt`` of ``epoch`` into the directory ``dst``; the path of ``checkpoint.pt``.
 
-    A model logged before ``resume.pt`` existed holds its optimizer state in ``checkpoint.pt`` itself.
+    :func:`mg_tune.checkpoint.load_resumable` (the trainer's ``resume_from``) joins the two.
 
     Raises:
-        FileNotFoundError: the epoch has neither (only a trial's newest epoch keeps its resume state).
+        FileNotFoundError: the epoch has no ``resume.pt`` and no optimizer
+            state in ``checkpoint.pt`` (only a trial's newest epoch keeps it).
     """
-    stored = download_checkpoint(tracking_uri, run_id, epoch, dst)
+    stored = download_checkpoint(tracking_uri, run_id, epoch, Path(dst))
     model = find_checkpoint_model(MlflowClient(tracking_uri), run_id, epoch)
     with tempfile.TemporaryDirectory(dir=stored.parent) as tmp:
         try:
-            resume = load_checkpoint(_download(tracking_uri, model, RESUME_FILE, Path(tmp)))
-        except (OSError, MlflowException):
-            resume = None
-    state = load_checkpoint(stored)
-    if resume is None and state["optimizer"] is None:
-        raise FileNotFoundError(f"run {run_id} epoch {epoch} has no {RESUME_FILE}: only a trial's newest epoch keeps the state to continue training from")
-    if resume is not None:
-        torch.save(join_resume(state, resume), stored)
+            _download(tracking_uri, model, RESUME_FILE, Path(tmp)).replace(stored.with_name(RESUME_FILE))
+        except (OSError, MlflowException):  # not there: a checkpoint of an older layout holds its optimizer state, or none does
+            if load_checkpoint(stored)["optimizer"] is None:
+                raise FileNotFoundError(f"run {run_id} epoch {epoch} has no {RESUME_FILE}: only a trial's newest epoch keeps the state to continue training from") from None
     return stored
 
 
