@@ -578,8 +578,9 @@ def finish_stopped_trial(run: SearchRun, trial_id: str, epoch: int) -> bool:
 
     For trials a scheduler stopped after ``epoch``: Tune ends them inside
     ``tune.report``, so the trial never finishes its run itself. Their
-    checkpoints stay (they are candidates for the front). Returns whether
-    the run was finished here.
+    checkpoints stay (they are candidates for the front); the newest one's
+    ``resume.pt`` goes, as for any finished trial. Returns whether the run
+    was finished here.
     """
     client = MlflowClient(run.tracking_uri)
     trial_run = RetryPolicy().call(find_trial_run, client, run, trial_id)
@@ -587,6 +588,8 @@ def finish_stopped_trial(run: SearchRun, trial_id: str, epoch: int) -> bool:
         return False
     RetryPolicy().call(client.set_tag, trial_run.info.run_id, STOPPED_EARLY_TAG, str(int(epoch)))
     RetryPolicy().call(client.set_terminated, trial_run.info.run_id, "FINISHED")
+    model = RetryPolicy().call(find_checkpoint_model, client, trial_run.info.run_id, int(epoch))
+    RetryPolicy().call(_delete_artifact, run.tracking_uri, model, RESUME_FILE)
     return True
 
 
@@ -765,7 +768,9 @@ class TrialLogger:
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         """Terminate the trial run; with ``reason``, tag ``mg_tune.failure_reason`` (use it with FAILED/KILLED).
 
-        Models of epochs left incomplete (PENDING) are finalised FAILED.
+        Models of epochs left incomplete (PENDING) are finalised FAILED. A
+        FINISHED trial is never run again, so its newest epoch's ``resume.pt``
+        is deleted; a FAILED or KILLED one keeps it for a retry or ``--resume``.
         """
 
         def _finish() -> None:
@@ -775,6 +780,10 @@ class TrialLogger:
                 if model.status == LoggedModelStatus.PENDING:
                     self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
                     del self._models[epoch]
+            if status == "FINISHED":
+                for epoch in sorted(self._with_resume & set(self._models)):
+                    _delete_artifact(self.search.tracking_uri, self._models[epoch], RESUME_FILE)
+                self._with_resume.clear()
             self.client.set_terminated(self.run_id, status)
 
         self.retry.call(_finish)

@@ -87,6 +87,10 @@ def test_optimizer_state_stays_on_the_newest_epoch_only(new_mlflow_store, tmp_pa
     again = TrialLogger(search, "t1", {"lr": 0.1})
     again.log_epoch(EpochResult(4, {"f1": 0.4}, adam_checkpoint(tmp_path / "4" / "checkpoint.pt", 4, {"f1": 0.4}), None))
     assert model_artifacts(uri, search.experiment_id, logger.run_id) == {1: {"checkpoint.pt"}, 2: {"checkpoint.pt"}, 3: {"checkpoint.pt"}, 4: {"checkpoint.pt", "resume.pt"}}
+    again.finish("KILLED", reason="stopped")  # may be resumed: keeps its resume state
+    assert model_artifacts(uri, search.experiment_id, logger.run_id)[4] == {"checkpoint.pt", "resume.pt"}
+    TrialLogger(search, "t1", {"lr": 0.1}).finish("FINISHED")  # never runs again: nothing left to resume from
+    assert model_artifacts(uri, search.experiment_id, logger.run_id)[4] == {"checkpoint.pt"}
 
 
 def test_a_trial_resumed_from_mlflow_continues_exactly(new_mlflow_store, tmp_path):
@@ -260,6 +264,7 @@ def test_a_search_under_a_policy_keeps_its_front_evaluate_export_and_resume(tmp_
         f"error: trial {gone.trial_id!r} epoch {gone.epoch} of search {name!r} has no weights: the search's checkpoints.keep policy deleted them "
         f"({MlflowClient(uri).get_logged_model(gone.model_id).tags[WEIGHTS_DELETED_TAG]}); its metrics stay in MLflow"
     ]
+    assert not list((tmp_path / "mlartifacts").rglob("resume.pt"))  # every trial finished: no optimizer state is kept
     resumed = run_search(spec, yaml.safe_dump(raw), uri, resume=True)  # Ray restores the retention callback from its state
     assert resumed.errors == 0 and checkpoint_table(uri, name)[["trial_id", "epoch", "weights_deleted"]].equals(table[["trial_id", "epoch", "weights_deleted"]])
     assert sorted(resumed.pareto.front["model_id"]) == sorted(front["model_id"])
