@@ -117,7 +117,7 @@ class _Recorder:
 class _Workload:
     """The stand-in for training: model + Adam state, then per epoch sleep + real checkpoint + real overlay."""
 
-    def __init__(self, rec: _Recorder, seconds_per_epoch: float, model_name: str, config_json: dict, seed_text: str) -> None:
+    def __init__(self, rec: _Recorder, seconds_per_epoch: float, model_name: str, config_json: dict, seed_text: str, dtype: str = "float32") -> None:
         import torch
 
         from mg_tune.models import build_model
@@ -127,6 +127,7 @@ class _Workload:
         self.seconds = seconds_per_epoch
         self.config_json = config_json
         self.seed_text = seed_text
+        self.dtype = dtype
         self.model = build_model(model_name, NUM_CLASSES)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         for p in self.model.parameters():
@@ -150,7 +151,7 @@ class _Workload:
         with torch.no_grad():
             for p in self.model.parameters():
                 p.add_(torch.randn_like(p), alpha=1e-3)
-        checkpoint = save_checkpoint(folder / CHECKPOINT_FILE, self.model, self.optimizer, epoch, metrics, self.config_json)
+        checkpoint = save_checkpoint(folder / CHECKPOINT_FILE, self.model, self.optimizer, epoch, metrics, self.config_json, dtype=self.dtype)
         g = torch.Generator().manual_seed(epoch)
         images = torch.rand(OVERLAY_IMAGES, 3, IMAGE_PX, IMAGE_PX, generator=g)
         maps = torch.rand(OVERLAY_IMAGES, IMAGE_PX, IMAGE_PX, generator=g)
@@ -184,7 +185,9 @@ def _timed(rec_holder: Any, what: str, fn: Any) -> Any:
     return wrapper
 
 
-def _standin_train(config: Any, callback: Any = None, checkpoint_dir: Any = None, resume_from: Any = None, *, seconds_per_epoch: float, rec: _Recorder) -> Any:
+def _standin_train(
+    config: Any, callback: Any = None, checkpoint_dir: Any = None, resume_from: Any = None, checkpoint_dtype: str = "float32", *, seconds_per_epoch: float, rec: _Recorder
+) -> Any:
     """Same signature and callback contract as :func:`mg_tune.train.train`; the workload instead of training."""
     from mg_tune.checkpoint import epoch_dir, load_checkpoint
     from mg_tune.train import EpochResult, TrainResult
@@ -192,7 +195,7 @@ def _standin_train(config: Any, callback: Any = None, checkpoint_dir: Any = None
     start_epoch = int(load_checkpoint(resume_from)["epoch"]) + 1 if resume_from else 1
     config_json = config.model_dump(mode="json")
     seed_text = json.dumps({k: v for k, v in config_json.items() if k != "data"}, sort_keys=True)
-    work = _Workload(rec, seconds_per_epoch, config.model, config_json, seed_text)
+    work = _Workload(rec, seconds_per_epoch, config.model, config_json, seed_text, checkpoint_dtype)
     result = TrainResult()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
@@ -255,7 +258,7 @@ def make_bare_trial(timing_dir: str, seconds_per_epoch: float, epochs: int, mode
 
         import mg_tune.models  # noqa: F401  (the workload's imports, as in make_mg_trial)
         import mg_tune.overlay  # noqa: F401
-        from mg_tune.checkpoint import CHECKPOINT_FILE, epoch_dir, load_checkpoint
+        from mg_tune.checkpoint import CHECKPOINT_FILE, RESUME_FILE, epoch_dir, load_checkpoint
 
         rec = _Recorder(timing_dir, "bare")
         _process_started(rec, t_import)
@@ -276,6 +279,7 @@ def make_bare_trial(timing_dir: str, seconds_per_epoch: float, epochs: int, mode
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir()
                 shutil.copy(checkpoint, folder / CHECKPOINT_FILE)
+                shutil.copy(checkpoint.with_name(RESUME_FILE), folder / RESUME_FILE)  # weights and optimizer state, as a Ray Tune user checkpoints
                 t_report = time.time()
                 tune.report({**metrics, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
                 rec.add("tune_report", t_report, time.time())
