@@ -60,19 +60,21 @@ from mg_tune.config import TrainConfig
 from mg_tune.data.card import DatasetCard
 from mg_tune.mlflow_model import PACKAGE_DIR
 from mg_tune.models import StagedModel
-from mg_tune.rebuild import CONFIG_FILE, DATASET_FILE, MODEL_FILE, card_for, first_line, read_checkpoint, read_package, rebuild
+from mg_tune.rebuild import CONFIG_FILE, DATASET_FILE, MODEL_FILE, card_for, read_checkpoint, read_package, rebuild
+from mg_tune.textfiles import first_line
 from mg_tune.model_registry import register_checkpoint
-from mg_tune.pareto_report import _model_metrics
 from mg_tune.tracking import (
     WEIGHTS_DELETED_TAG,
     SearchRun,
     default_tracking_uri,
+    download_model_file,
     experiment_name,
     find_checkpoint_model,
     find_search_run,
     find_trial_run,
     iter_logged_models,
     model_epoch,
+    model_metrics,
     redact_uri,
 )
 
@@ -102,7 +104,7 @@ class _Source:
 
     def record(self) -> dict[str, Any]:
         """The content of ``metrics.json``: identity, then metrics split into validation/train/test."""
-        metrics = _model_metrics(self.model, self.epoch)
+        metrics = model_metrics(self.model, self.epoch)
         metrics.pop("epoch", None)
         test = {k.removeprefix(TEST_PREFIX): v for k, v in metrics.items() if k.startswith(TEST_PREFIX)}
         train = {k: v for k, v in metrics.items() if k.startswith(TRAIN_PREFIX)}
@@ -153,14 +155,6 @@ def _logged_epochs(client: MlflowClient, experiment_id: str, run_id: str) -> lis
     """Epochs of ``run_id`` with a READY checkpoint (for error messages)."""
     models = iter_logged_models(client, experiment_id, f"source_run_id = '{run_id}'")
     return sorted({e for m in models if m.status == LoggedModelStatus.READY and (e := model_epoch(m)) is not None})
-
-
-def _download(source: _Source, tracking_uri: str, folder: Path) -> Path:
-    """Download the checkpoint file of ``source`` into ``folder``."""
-    import mlflow.artifacts
-
-    uri = f"{source.model.artifact_location.rstrip('/')}/{CHECKPOINT_FILE}"
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri))
 
 
 # --------------------------------------------------------------------------- the package
@@ -583,7 +577,7 @@ def export_checkpoint(
     destination = _target(target, s3_endpoint_url)
     destination.check(source.model.model_id)
     with destination.staging() as staged, tempfile.TemporaryDirectory(prefix="mg-tune-ckpt-") as tmp:
-        checkpoint = _download(source, tracking_uri, Path(tmp))
+        checkpoint = download_model_file(tracking_uri, source.model, CHECKPOINT_FILE, Path(tmp))
         _write_package(source, checkpoint, staged, destination.uri, f"models:/{register}@{alias}" if register and alias else None)
         if register:
             register_checkpoint(tracking_uri, source.model, register, alias)

@@ -42,7 +42,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Metric, Run, RunTag
 
-from mg_tune.pareto import Constraint, normalized_hypervolume, pareto_front
+from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
 from mg_tune.tracking import (
     CHECKPOINT_ARTIFACT,
     ROLE_TAG,
@@ -55,6 +55,7 @@ from mg_tune.tracking import (
     logged_models_in_slices,
     iter_runs,
     model_epoch,
+    model_metrics,
     redact_uri,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "ParetoResult",
     "checkpoint_table",
     "count_requests",
+    "feasible_rows",
     "hypervolume_curve",
     "hypervolume_figure",
     "mark_pareto",
@@ -82,7 +84,6 @@ CONSTRAINTS_TAG = "pareto_constraints"
 HYPERVOLUME_METRIC = "pareto_hypervolume"
 PLOT_DIR = "pareto"
 ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri", "created", "weights_deleted"]
-_FLOAT_MAX = 1.7976931348623157e308  # how SQL stores ±inf
 
 
 @dataclass
@@ -147,19 +148,6 @@ def _read(tracking_uri: str, search: str) -> _Search:
     return _Search(client, exp_id, find_search_run(client, exp_id), runs, models)
 
 
-def _value(value: float) -> float:
-    return math.copysign(math.inf, value) if abs(value) >= _FLOAT_MAX else value
-
-
-def _model_metrics(model: LoggedModel, epoch: int) -> dict[str, float]:
-    """Metrics linked to ``model`` at ``step=epoch`` (latest timestamp wins)."""
-    latest: dict[str, tuple[int, float]] = {}
-    for metric in model.metrics or []:
-        if metric.step == epoch and (metric.key not in latest or metric.timestamp >= latest[metric.key][0]):
-            latest[metric.key] = (metric.timestamp, _value(metric.value))
-    return {k: v for k, (_, v) in latest.items()}
-
-
 def _numeric(column: pd.Series) -> pd.Series:
     """A param column as numbers when every value parses as one, else unchanged."""
     converted = pd.to_numeric(column, errors="coerce")
@@ -173,7 +161,7 @@ def _table(data: _Search) -> pd.DataFrame:
     for (run_id, epoch), model in data.models.items():
         run = data.runs[run_id]
         params = {f"params.{k}": v for k, v in run.data.params.items()}
-        metrics = _model_metrics(model, epoch)
+        metrics = model_metrics(model, epoch)
         metrics.pop("epoch", None)
         param_keys.update(params)
         metric_keys.update(metrics)
@@ -303,7 +291,7 @@ def mark_pareto(
     for name in missing:
         table[name] = pd.Series(dtype=float)
     parsed = [Constraint.parse(c) if isinstance(c, str) else c for c in constraints or []]
-    table["feasible"] = _feasible(table, parsed, search)
+    table["feasible"] = feasible_rows(table, parsed, search)
     eligible = np.flatnonzero(table["feasible"].to_numpy(dtype=bool))
     index = eligible[_front_indices(table.iloc[eligible], objectives, maximize)].tolist()
     table["pareto"] = False
@@ -318,9 +306,8 @@ def hypervolume_curve(result: ParetoResult) -> pd.DataFrame:
 
     ``HV_k = normalized_hypervolume(front_k, result.bounds, result.maximize)``
     where ``front_k`` is the Pareto front of the feasible, finite checkpoints
-    among the first ``k`` by ``created``. The front is updated incrementally
-    (``front_k = pareto_front(front_{k-1} ∪ {x_k})``), and HV recomputed only
-    when ``x_k`` joins it.
+    among the first ``k`` by ``created`` (:func:`mg_tune.pareto.hypervolume_over_time`).
+    Its last value is the front's hypervolume (``pareto_hypervolume``).
 
     Returns:
         Columns ``trial_epochs`` (k), ``hypervolume``, ``trial_id``, ``epoch``
@@ -328,23 +315,14 @@ def hypervolume_curve(result: ParetoResult) -> pd.DataFrame:
     """
     table = result.table.sort_values(["created", "trial_id", "epoch"], kind="stable")
     points = table[result.objectives].to_numpy(dtype=float).reshape(-1, len(result.objectives))
-    feasible = table["feasible"].to_numpy(dtype=bool)
-    front = np.zeros((0, len(result.objectives)))
-    hv, values = 0.0, []
-    for point, ok in zip(points, feasible):
-        if ok and np.isfinite(point).all():
-            candidate = np.vstack([front, point])
-            keep = pareto_front(candidate, result.maximize)
-            if len(front) in keep:
-                front = candidate[keep]
-                hv = normalized_hypervolume(front, result.bounds, result.maximize)
-        values.append(hv)
+    values = hypervolume_over_time(points, result.bounds, result.maximize, table["feasible"].to_numpy(dtype=bool))
     return pd.DataFrame(
         {"trial_epochs": np.arange(1, len(table) + 1), "hypervolume": values, "trial_id": table["trial_id"].to_numpy(), "epoch": table["epoch"].to_numpy()}
     )
 
 
-def _feasible(table: pd.DataFrame, constraints: Sequence[Any], search: str) -> np.ndarray:
+def feasible_rows(table: pd.DataFrame, constraints: Sequence[Any], search: str = "") -> np.ndarray:
+    """Whether each row meets every constraint (a NaN value never does); ``search`` names the search in errors."""
     ok = np.ones(len(table), dtype=bool)
     for constraint in constraints:
         if constraint.metric not in table.columns:
