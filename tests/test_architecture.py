@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),  # one trial without Ray or MLflow
     ("rebuild", "mlflow_model", "model_registry"),
     ("tracking",),  # MLflow layout: runs, checkpoints, queries
+    ("pareto_plots",),  # figures: tables in, plots out
     ("pareto_report", "mlflow_links", "evaluate", "export"),
     ("search",),  # Ray Tune + Optuna
     ("jobs", "dashboard", "server"),
