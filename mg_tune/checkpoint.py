@@ -7,12 +7,13 @@ code): ``model`` and ``optimizer`` state dicts, ``epoch``, validation
 (:class:`mg_tune.data.card.DatasetCard` as JSON), so a checkpoint
 becomes a model without the data set on disk.
 
-A search stores each epoch in two files (:func:`split_for_storage`): the
-checkpoint without its optimizer state, optionally with half-precision
-weights (what the front, ``evaluate`` and ``export`` read), and
-``resume.pt``, what continuing training needs on top (the optimizer state,
-and the float32 weights when the stored ones are cast). Only a trial's newest
-epoch keeps its ``resume.pt``; :func:`join_resume` puts the two together again.
+Each epoch is two files in its folder (:func:`split_for_storage`):
+``checkpoint.pt``, the checkpoint without its optimizer state (``optimizer``
+is None), optionally with half-precision weights: what the front,
+``evaluate`` and ``export`` read; and ``resume.pt`` beside it, what
+continuing training needs on top (the optimizer state, and the float32
+weights when the stored ones are cast). A search keeps ``resume.pt`` for each
+trial's newest epoch only; :func:`load_resumable` puts the two together again.
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ def save_checkpoint(
     metrics: dict[str, float],
     config: dict[str, Any],
     dataset: dict[str, Any] | None = None,
+    dtype: str = "float32",
 ) -> Path:
-    """Write the checkpoint atomically (temporary file, then rename) and return its path."""
+    """Write ``path`` and, with an optimizer, ``resume.pt`` beside it (:func:`split_for_storage` in ``dtype``); return ``path``.
+
+    Each file is written atomically (a temporary file, then a rename), ``resume.pt`` first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -56,10 +61,17 @@ def save_checkpoint(
         "config": config,
         "dataset": dataset,
     }
+    stored, resume = split_for_storage(state, dtype)
+    if optimizer is not None:
+        _save(resume, path.with_name(RESUME_FILE))
+    _save(stored, path)
+    return path
+
+
+def _save(state: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
-    return path
 
 
 def _to_cpu(value: Any) -> Any:
@@ -93,6 +105,22 @@ def join_resume(stored: dict[str, Any], resume: dict[str, Any] | None) -> dict[s
     if resume is None:
         return stored
     return {**stored, "optimizer": resume["optimizer"], "model": resume["model"] if resume["model"] is not None else stored["model"]}
+
+
+def load_resumable(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` joined with ``resume.pt`` beside it (as :func:`save_checkpoint` wrote them).
+
+    A checkpoint written before ``resume.pt`` existed holds its optimizer state itself.
+
+    Raises:
+        FileNotFoundError: neither file holds the optimizer state.
+    """
+    path = Path(path)
+    resume = path.with_name(RESUME_FILE)
+    state = join_resume(load_checkpoint(path), load_checkpoint(resume) if resume.exists() else None)
+    if state["optimizer"] is None:
+        raise FileNotFoundError(f"{path} has no {RESUME_FILE} beside it: only a trial's newest epoch keeps the state to continue training from")
+    return state
 
 
 ZIP_MAGIC = b"PK\x03\x04"

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from mg_tune.checkpoint import CHECKPOINT_FILE, epoch_dir, load_checkpoint, save_checkpoint
+from mg_tune.checkpoint import CHECKPOINT_FILE, epoch_dir, load_checkpoint, load_resumable, save_checkpoint
 from mg_tune.data.card import dataset_card
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
@@ -172,7 +172,7 @@ class GuidedTrainer:
 
     def restore(self, checkpoint: str | Path) -> int:
         """Load model and optimiser from a checkpoint; return the epoch it ended."""
-        state = load_checkpoint(checkpoint)
+        state = load_resumable(checkpoint)
         epoch = int(state["epoch"])
         load_state(self.model, state["model"])
         finetune = self.config.prune_finetune_epochs
@@ -288,14 +288,17 @@ def train(
     callback: Callable[[EpochResult], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
+    checkpoint_dtype: str = "float32",
 ) -> TrainResult:
     """Train ``config`` for ``config.epochs`` epochs; see the module docstring.
 
     Args:
         callback: called after every epoch with its :class:`EpochResult`.
-        checkpoint_dir: where ``epoch=NNN/checkpoint.pt`` and ``overlay.png``
-            go (a temporary directory when None).
-        resume_from: a checkpoint to continue from (epochs after it are run).
+        checkpoint_dir: where ``epoch=NNN/checkpoint.pt`` (weights in
+            ``checkpoint_dtype``), ``resume.pt`` (optimizer state) and
+            ``overlay.png`` go (a temporary directory when None).
+        resume_from: a checkpoint to continue from (epochs after it are run;
+            its ``resume.pt`` beside it).
 
     Raises:
         DivergedError: when the loss becomes NaN or infinite.
@@ -311,7 +314,8 @@ def train(
             metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
             folder = epoch_dir(root, epoch)
             checkpoint = save_checkpoint(
-                folder / CHECKPOINT_FILE, trainer.model, trainer.optimizer, epoch, metrics, config.model_dump(mode="json"), dataset_card(trainer.info, config.data).to_json()
+                folder / CHECKPOINT_FILE, trainer.model, trainer.optimizer, epoch, metrics, config.model_dump(mode="json"), dataset_card(trainer.info, config.data).to_json(),
+                dtype=checkpoint_dtype,
             )
             overlay = trainer.write_overlay(folder / OVERLAY_FILE)
             epoch_result = EpochResult(epoch, metrics, checkpoint, overlay)

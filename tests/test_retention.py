@@ -11,7 +11,7 @@ import torch
 from mlflow import MlflowClient
 from ray.tune.experiment import Trial
 
-from mg_tune.checkpoint import join_resume, load_checkpoint, save_checkpoint, split_for_storage
+from mg_tune.checkpoint import join_resume, load_checkpoint, load_resumable, save_checkpoint, split_for_storage
 from mg_tune.pareto_report import checkpoint_table, search_pareto
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.spec import SearchSpec
@@ -26,14 +26,14 @@ from mg_tune.tracking import (
 from mg_tune.train import EpochResult
 
 
-def adam_checkpoint(path: Path, epoch: int, metrics: dict[str, float], seed: int = 0) -> Path:
-    """A real checkpoint of a tiny model with Adam state (one step taken) and an integer buffer."""
+def adam_checkpoint(path: Path, epoch: int, metrics: dict[str, float], seed: int = 0, dtype: str = "float32") -> Path:
+    """A real checkpoint (and resume.pt) of a tiny model with Adam state (one step taken) and an integer buffer."""
     torch.manual_seed(seed * 100 + epoch)
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
-    return save_checkpoint(path, model, optimizer, epoch, metrics, {"seed": seed})
+    return save_checkpoint(path, model, optimizer, epoch, metrics, {"seed": seed}, dtype=dtype)
 
 
 def model_artifacts(uri: str, experiment_id: str, run_id: str) -> dict[int, set[str]]:
@@ -48,7 +48,9 @@ def model_artifacts(uri: str, experiment_id: str, run_id: str) -> dict[int, set[
 
 
 def test_split_and_join_by_hand():
-    state = load_checkpoint(adam_checkpoint(Path("/tmp") / "mg-tune-split" / "c.pt", 1, {"f1": 0.5}))
+    path = adam_checkpoint(Path("/tmp") / "mg-tune-split" / "c.pt", 1, {"f1": 0.5})
+    assert load_checkpoint(path)["optimizer"] is None and (path.parent / "resume.pt").exists()
+    state = load_resumable(path)
     stored, resume = split_for_storage(state, "float16")
     assert stored["optimizer"] is None and resume["optimizer"] is state["optimizer"]
     assert stored["model"]["0.weight"].dtype == torch.float16
@@ -66,11 +68,11 @@ def test_split_and_join_by_hand():
 def test_optimizer_state_stays_on_the_newest_epoch_only(new_mlflow_store, tmp_path):
     uri = new_mlflow_store()
     search = start_search("opt", {"trials": 1}, "trials: 1\n", uri, resume=False)
-    logger = TrialLogger(search, "t1", {"lr": 0.1}, dtype="bfloat16")
+    logger = TrialLogger(search, "t1", {"lr": 0.1})
     originals = {}
     for epoch in (1, 2, 3):
-        path = adam_checkpoint(tmp_path / f"{epoch}" / "checkpoint.pt", epoch, {"f1": epoch / 10})
-        originals[epoch] = load_checkpoint(path)
+        path = adam_checkpoint(tmp_path / f"{epoch}" / "checkpoint.pt", epoch, {"f1": epoch / 10}, dtype="bfloat16")
+        originals[epoch] = load_resumable(path)
         logger.log_epoch(EpochResult(epoch, {"f1": epoch / 10}, path, None))
         files = model_artifacts(uri, search.experiment_id, logger.run_id)
         assert files == {e: {"checkpoint.pt", "resume.pt"} if e == epoch else {"checkpoint.pt"} for e in range(1, epoch + 1)}
@@ -78,13 +80,17 @@ def test_optimizer_state_stays_on_the_newest_epoch_only(new_mlflow_store, tmp_pa
         stored = load_checkpoint(download_checkpoint(uri, logger.run_id, epoch, tmp_path / "dl" / str(epoch)))
         assert stored["optimizer"] is None and stored["model"]["0.weight"].dtype == torch.bfloat16
         assert stored["metrics"] == {"f1": epoch / 10}
-    whole = load_checkpoint(download_resume_checkpoint(uri, logger.run_id, 3, tmp_path / "resume"))
+    whole = load_resumable(download_resume_checkpoint(uri, logger.run_id, 3, tmp_path / "resume"))
     assert all(torch.equal(whole["model"][k], v) for k, v in originals[3]["model"].items())  # float32, as trained
     assert torch.equal(whole["optimizer"]["state"][0]["exp_avg"], originals[3]["optimizer"]["state"][0]["exp_avg"])
     # a restarted trial (new logger) drops the resume state of its older epochs once it logs a newer one
-    again = TrialLogger(search, "t1", {"lr": 0.1}, dtype="bfloat16")
+    again = TrialLogger(search, "t1", {"lr": 0.1})
     again.log_epoch(EpochResult(4, {"f1": 0.4}, adam_checkpoint(tmp_path / "4" / "checkpoint.pt", 4, {"f1": 0.4}), None))
     assert model_artifacts(uri, search.experiment_id, logger.run_id) == {1: {"checkpoint.pt"}, 2: {"checkpoint.pt"}, 3: {"checkpoint.pt"}, 4: {"checkpoint.pt", "resume.pt"}}
+    again.finish("KILLED", reason="stopped")  # may be resumed: keeps its resume state
+    assert model_artifacts(uri, search.experiment_id, logger.run_id)[4] == {"checkpoint.pt", "resume.pt"}
+    TrialLogger(search, "t1", {"lr": 0.1}).finish("FINISHED")  # never runs again: nothing left to resume from
+    assert model_artifacts(uri, search.experiment_id, logger.run_id)[4] == {"checkpoint.pt"}
 
 
 def test_a_trial_resumed_from_mlflow_continues_exactly(new_mlflow_store, tmp_path):
@@ -99,8 +105,8 @@ def test_a_trial_resumed_from_mlflow_continues_exactly(new_mlflow_store, tmp_pat
          "model": "smerf_cnn", "loss": "energy", "lam": 1.0, "epochs": 2, "batch_size": 16, "overlay_images": 0, "seed": 3}
     )
     whole = train(config, checkpoint_dir=tmp_path / "whole")
-    logger = TrialLogger(search, "t1", {}, dtype="bfloat16")
-    train(config.model_copy(update={"epochs": 1}), callback=logger.log_epoch, checkpoint_dir=tmp_path / "first")
+    logger = TrialLogger(search, "t1", {})
+    train(config.model_copy(update={"epochs": 1}), callback=logger.log_epoch, checkpoint_dir=tmp_path / "first", checkpoint_dtype="bfloat16")
     start = download_resume_checkpoint(uri, logger.run_id, 1, tmp_path / "from-mlflow")
     resumed = train(config, checkpoint_dir=tmp_path / "resumed", resume_from=start)
     logger.log_epoch(resumed.history[-1])
@@ -258,6 +264,7 @@ def test_a_search_under_a_policy_keeps_its_front_evaluate_export_and_resume(tmp_
         f"error: trial {gone.trial_id!r} epoch {gone.epoch} of search {name!r} has no weights: the search's checkpoints.keep policy deleted them "
         f"({MlflowClient(uri).get_logged_model(gone.model_id).tags[WEIGHTS_DELETED_TAG]}); its metrics stay in MLflow"
     ]
+    assert not list((tmp_path / "mlartifacts").rglob("resume.pt"))  # every trial finished: no optimizer state is kept
     resumed = run_search(spec, yaml.safe_dump(raw), uri, resume=True)  # Ray restores the retention callback from its state
     assert resumed.errors == 0 and checkpoint_table(uri, name)[["trial_id", "epoch", "weights_deleted"]].equals(table[["trial_id", "epoch", "weights_deleted"]])
     assert sorted(resumed.pareto.front["model_id"]) == sorted(front["model_id"])

@@ -104,7 +104,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     if existing is not None and existing.info.status == "FAILED" and existing.data.tags.get(FAILURE_TAG, "").startswith(DIVERGED):
         raise DivergedError(f"not retried: {existing.data.tags[FAILURE_TAG]}")
     train_config = spec.train_config(params)
-    logger = TrialLogger(search, trial_id, params, run_name=readable_trial_name(train_config, trial_id), dtype=spec.checkpoints.dtype)
+    logger = TrialLogger(search, trial_id, params, run_name=readable_trial_name(train_config, trial_id))
     logger.set_tags(
         {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name()}
     )
@@ -117,7 +117,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
 
     try:
         resume_from = _resume_point(logger, work)
-        train(train_config, callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from)
+        train(train_config, callback=report, checkpoint_dir=work / "checkpoints", resume_from=resume_from, checkpoint_dtype=spec.checkpoints.dtype)
     except Exception as exc:
         logger.finish("FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise

@@ -5,13 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import torch
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from mg_tune.checkpoint import RESUME_FILE, join_resume, load_checkpoint
+from mg_tune.checkpoint import RESUME_FILE, load_checkpoint
 from mg_tune.tracking.layout import CHECKPOINT_ARTIFACT, EPOCH_TAG, WEIGHTS_DELETED_TAG, _tag_value
 from mg_tune.tracking.queries import _prefer, _quote, iter_logged_models
 
@@ -52,25 +51,22 @@ def download_checkpoint(tracking_uri: str, run_id: str, epoch: int, dst: Path) -
 
 
 def download_resume_checkpoint(tracking_uri: str, run_id: str, epoch: int, dst: Path) -> Path:
-    """The whole checkpoint of ``epoch`` to continue training from (``dst/checkpoint.pt``): ``checkpoint.pt`` joined with ``resume.pt``.
+    """Download ``checkpoint.pt`` and ``resume.pt`` of ``epoch`` into the directory ``dst``; the path of ``checkpoint.pt``.
 
-    A model logged before ``resume.pt`` existed holds its optimizer state in ``checkpoint.pt`` itself.
+    :func:`mg_tune.checkpoint.load_resumable` (the trainer's ``resume_from``) joins the two.
 
     Raises:
-        FileNotFoundError: the epoch has neither (only a trial's newest epoch keeps its resume state).
+        FileNotFoundError: the epoch has no ``resume.pt`` and no optimizer
+            state in ``checkpoint.pt`` (only a trial's newest epoch keeps it).
     """
-    stored = download_checkpoint(tracking_uri, run_id, epoch, dst)
+    stored = download_checkpoint(tracking_uri, run_id, epoch, Path(dst))
     model = find_checkpoint_model(MlflowClient(tracking_uri), run_id, epoch)
     with tempfile.TemporaryDirectory(dir=stored.parent) as tmp:
         try:
-            resume = load_checkpoint(download_model_file(tracking_uri, model, RESUME_FILE, Path(tmp)))
-        except (OSError, MlflowException):
-            resume = None
-    state = load_checkpoint(stored)
-    if resume is None and state["optimizer"] is None:
-        raise FileNotFoundError(f"run {run_id} epoch {epoch} has no {RESUME_FILE}: only a trial's newest epoch keeps the state to continue training from")
-    if resume is not None:
-        torch.save(join_resume(state, resume), stored)
+            download_model_file(tracking_uri, model, RESUME_FILE, Path(tmp)).replace(stored.with_name(RESUME_FILE))
+        except (OSError, MlflowException):  # not there: a checkpoint of an older layout holds its optimizer state, or none does
+            if load_checkpoint(stored)["optimizer"] is None:
+                raise FileNotFoundError(f"run {run_id} epoch {epoch} has no {RESUME_FILE}: only a trial's newest epoch keeps the state to continue training from") from None
     return stored
 
 

@@ -12,6 +12,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 
+from mg_tune.checkpoint import RESUME_FILE
+from mg_tune.tracking.checkpoints import _delete_artifact, find_checkpoint_model
 from mg_tune.tracking.layout import (
     EXPERIMENT_KIND,
     FAILURE_TAG,
@@ -133,8 +135,9 @@ def finish_stopped_trial(run: SearchRun, trial_id: str, epoch: int) -> bool:
 
     For trials a scheduler stopped after ``epoch``: Tune ends them inside
     ``tune.report``, so the trial never finishes its run itself. Their
-    checkpoints stay (they are candidates for the front). Returns whether
-    the run was finished here.
+    checkpoints stay (they are candidates for the front); the newest one's
+    ``resume.pt`` goes, as for any finished trial. Returns whether the run
+    was finished here.
     """
     client = MlflowClient(run.tracking_uri)
     trial_run = RetryPolicy().call(find_trial_run, client, run, trial_id)
@@ -142,6 +145,8 @@ def finish_stopped_trial(run: SearchRun, trial_id: str, epoch: int) -> bool:
         return False
     RetryPolicy().call(client.set_tag, trial_run.info.run_id, STOPPED_EARLY_TAG, str(int(epoch)))
     RetryPolicy().call(client.set_terminated, trial_run.info.run_id, "FINISHED")
+    model = RetryPolicy().call(find_checkpoint_model, client, trial_run.info.run_id, int(epoch))
+    RetryPolicy().call(_delete_artifact, run.tracking_uri, model, RESUME_FILE)
     return True
 
 

@@ -9,11 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, RunTag
 
-from mg_tune.checkpoint import RESUME_FILE, load_checkpoint, split_for_storage
+from mg_tune.checkpoint import RESUME_FILE
 from mg_tune.tracking.checkpoints import _delete_artifact
 from mg_tune.tracking.layout import (
     BATCH,
@@ -60,18 +59,14 @@ class TrialLogger:
     (named ``run_name``, default the trial id; tags ``mg_tune.role=trial``,
     ``mlflow.parentRunId``), sets it RUNNING and
     logs ``params`` (flattened) once: params already on the run are not
-    re-logged. Every MLflow call is retried per ``retry``. Checkpoints are
-    stored with weights in ``dtype`` (see the module docstring).
+    re-logged. Every MLflow call is retried per ``retry``.
     """
 
-    def __init__(
-        self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None, dtype: str = "float32"
-    ) -> None:
+    def __init__(self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None) -> None:
         _quote(trial_id)
         self.search = search
         self.trial_id = trial_id
         self.run_name = run_name or trial_id
-        self.dtype = dtype
         self.retry = retry or RetryPolicy()
         self.client = MlflowClient(search.tracking_uri)
         self.run_id: str = self.retry.call(self._open_run, _as_params(params))
@@ -112,7 +107,8 @@ class TrialLogger:
 
         Steps, each safe to repeat: create the epoch's LoggedModel (PENDING)
         unless one exists; upload ``result.checkpoint`` as its
-        ``checkpoint.pt``; upload ``result.overlay`` as run artifact
+        ``checkpoint.pt`` (and ``resume.pt`` beside it, if there is one;
+        older epochs' ``resume.pt`` are deleted once this epoch is READY); upload ``result.overlay`` as run artifact
         ``overlays/epoch=NNN.png``; ``log_batch`` the metrics on the run,
         linked to the model, timestamped with the model's creation time;
         finalise the model READY. An epoch already READY is skipped.
@@ -137,11 +133,12 @@ class TrialLogger:
             if result.checkpoint is not None:
                 folder = Path(tmp) / "model"
                 folder.mkdir()
-                stored, resume = split_for_storage(load_checkpoint(result.checkpoint), self.dtype)
-                torch.save(stored, folder / CHECKPOINT_ARTIFACT)
-                torch.save(resume, folder / RESUME_FILE)
+                _stage(Path(result.checkpoint), folder, CHECKPOINT_ARTIFACT)
+                resume = Path(result.checkpoint).with_name(RESUME_FILE)
+                if resume.exists():
+                    _stage(resume, folder, RESUME_FILE)
+                    self._with_resume.add(epoch)
                 self.client.log_model_artifacts(model.model_id, str(folder))
-                self._with_resume.add(epoch)
             if result.overlay is not None:
                 folder, name = overlay_artifact(epoch).split("/")
                 self.client.log_artifact(self.run_id, str(_stage(Path(result.overlay), Path(tmp), name)), folder)
@@ -164,7 +161,9 @@ class TrialLogger:
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         """Terminate the trial run; with ``reason``, tag ``mg_tune.failure_reason`` (use it with FAILED/KILLED).
 
-        Models of epochs left incomplete (PENDING) are finalised FAILED.
+        Models of epochs left incomplete (PENDING) are finalised FAILED. A
+        FINISHED trial is never run again, so its newest epoch's ``resume.pt``
+        is deleted; a FAILED or KILLED one keeps it for a retry or ``--resume``.
         """
 
         def _finish() -> None:
@@ -174,6 +173,10 @@ class TrialLogger:
                 if model.status == LoggedModelStatus.PENDING:
                     self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
                     del self._models[epoch]
+            if status == "FINISHED":
+                for epoch in sorted(self._with_resume & set(self._models)):
+                    _delete_artifact(self.search.tracking_uri, self._models[epoch], RESUME_FILE)
+                self._with_resume.clear()
             self.client.set_terminated(self.run_id, status)
 
         self.retry.call(_finish)
