@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 # The installer and build backend are pinned too: a new pip or setuptools must not change an install.
 BUILD_TOOLS := pip==26.3 setuptools==84.2.1
 
-.PHONY: install test demo bench bench-gpu gpu-wheels lock check-latest clean
+.PHONY: install test test-fast demo bench bench-gpu gpu-wheels lock check-latest clean
 
 # The locked install: every package at the version in requirements.lock (no resolving), then mg-tune itself.
 $(STAMP): pyproject.toml $(LOCK)
@@ -64,6 +64,10 @@ install: $(STAMP) $(CHROMIUM) $(SSHD)
 
 test: $(STAMP) $(CHROMIUM) $(SSHD)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# While developing: every test but those marked slow (the ones that start Ray, a server or a browser).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 DEMO := $(CURDIR)/demo-output
 

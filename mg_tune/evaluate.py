@@ -21,7 +21,6 @@ Either way ``<split>_iou_threshold`` records the threshold used.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 import warnings
@@ -31,12 +30,11 @@ from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric
 
 from mg_tune.data import SPLIT_NAMES
 from mg_tune.evaluation import CheckpointEvaluator, evaluate_checkpoint, pooled_iou_threshold
 from mg_tune.pareto_report import search_pareto
-from mg_tune.tracking import RetryPolicy, download_checkpoint
+from mg_tune.tracking import RetryPolicy, download_checkpoint, epoch_metrics
 
 __all__ = ["IOU_THRESHOLD_MODES", "evaluate_pareto"]
 
@@ -118,9 +116,5 @@ def _evaluate_row(
 
 def _log(client: MlflowClient, run_id: str, model_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
     """Log ``metrics`` on the run at ``step=epoch``, linked to the LoggedModel (NaN: run only, see mg_tune.tracking)."""
-    stamp = int(time.time() * 1000)
-    items = [
-        Metric(key, value, stamp, epoch, model_id=None if math.isnan(value) else model_id, run_id=run_id)
-        for key, value in metrics.items()
-    ]
+    items = epoch_metrics(run_id, model_id, epoch, metrics, int(time.time() * 1000))
     RetryPolicy().call(client.log_batch, run_id, metrics=items)

@@ -56,7 +56,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from mg_tune.checkpoint import CHECKPOINT_FILE
 from mg_tune.mlflow_model import save_mlflow_model
-from mg_tune.rebuild import card_for, first_line, read_checkpoint, rebuild
+from mg_tune.rebuild import card_for, read_checkpoint, rebuild
+from mg_tune.textfiles import first_line
 
 __all__ = ["KNEE_ALIAS", "MLFLOW_MODEL_TAG", "RegisteredFront", "knee_index", "publish_mlflow_model", "register_front", "register_version"]
 

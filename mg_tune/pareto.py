@@ -46,6 +46,7 @@ from numpy.typing import ArrayLike
 __all__ = [
     "crowding_distance",
     "hypervolume",
+    "hypervolume_over_time",
     "non_dominated_sort",
     "normalized_hypervolume",
     "pareto_front",
@@ -143,6 +144,39 @@ def normalized_hypervolume(
     scores = np.where(flags, pts - low, high - pts) / (high - low)
     scores = np.clip(scores, 0.0, 1.0)  # NaN passes through and is dropped below
     return hypervolume(scores, np.zeros(flags.size), [True] * flags.size)
+
+
+def hypervolume_over_time(
+    points: ArrayLike,
+    bounds: Sequence[tuple[float, float]],
+    maximize: Sequence[bool],
+    feasible: Sequence[bool] | None = None,
+) -> np.ndarray:
+    """``HV_k`` for ``k = 1 .. n``: the normalised hypervolume of the first ``k`` rows, in row order.
+
+    ``HV_k = normalized_hypervolume(front_k, bounds, maximize)`` where
+    ``front_k`` is the Pareto front of the rows among the first ``k`` that
+    are ``feasible`` (default: all) and finite. The front is updated
+    incrementally (``front_k = pareto_front(front_{k-1} ∪ {x_k})``), and HV
+    recomputed only when ``x_k`` joins it, so ``HV_k`` never decreases; with
+    rows in the order a search stored them it is the search's convergence
+    curve (:func:`mg_tune.pareto_report.hypervolume_curve`, the driver's
+    :class:`mg_tune.search.callbacks.HypervolumeTracker`).
+    """
+    flags = _as_maximize(maximize)
+    pts = _as_points(points, flags.size)
+    ok = np.ones(len(pts), dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)
+    front = np.zeros((0, flags.size))
+    hv, values = 0.0, np.zeros(len(pts))
+    for k, (point, eligible) in enumerate(zip(pts, ok)):
+        if eligible and np.isfinite(point).all():
+            candidate = np.vstack([front, point])
+            keep = pareto_front(candidate, flags.tolist())
+            if len(front) in keep:
+                front = candidate[keep]
+                hv = normalized_hypervolume(front, bounds, flags.tolist())
+        values[k] = hv
+    return values
 
 
 def non_dominated_sort(points: ArrayLike, maximize: Sequence[bool]) -> list[int]:

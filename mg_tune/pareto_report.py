@@ -28,7 +28,6 @@ Hypervolume over trial-epochs
 from __future__ import annotations
 
 import html
-import itertools
 import math
 import tempfile
 import time
@@ -42,7 +41,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Metric, Run, RunTag
 
-from mg_tune.pareto import Constraint, normalized_hypervolume, pareto_front
+from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
+from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure, pareto_png
 from mg_tune.tracking import (
     CHECKPOINT_ARTIFACT,
     ROLE_TAG,
@@ -55,6 +55,7 @@ from mg_tune.tracking import (
     logged_models_in_slices,
     iter_runs,
     model_epoch,
+    model_metrics,
     redact_uri,
 )
 
@@ -64,12 +65,9 @@ __all__ = [
     "ParetoResult",
     "checkpoint_table",
     "count_requests",
+    "feasible_rows",
     "hypervolume_curve",
-    "hypervolume_figure",
     "mark_pareto",
-    "pareto_3d_figure",
-    "pareto_figure",
-    "pareto_png",
     "report_figures",
     "report_html",
     "search_pareto",
@@ -82,7 +80,6 @@ CONSTRAINTS_TAG = "pareto_constraints"
 HYPERVOLUME_METRIC = "pareto_hypervolume"
 PLOT_DIR = "pareto"
 ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri", "created", "weights_deleted"]
-_FLOAT_MAX = 1.7976931348623157e308  # how SQL stores ±inf
 
 
 @dataclass
@@ -147,19 +144,6 @@ def _read(tracking_uri: str, search: str) -> _Search:
     return _Search(client, exp_id, find_search_run(client, exp_id), runs, models)
 
 
-def _value(value: float) -> float:
-    return math.copysign(math.inf, value) if abs(value) >= _FLOAT_MAX else value
-
-
-def _model_metrics(model: LoggedModel, epoch: int) -> dict[str, float]:
-    """Metrics linked to ``model`` at ``step=epoch`` (latest timestamp wins)."""
-    latest: dict[str, tuple[int, float]] = {}
-    for metric in model.metrics or []:
-        if metric.step == epoch and (metric.key not in latest or metric.timestamp >= latest[metric.key][0]):
-            latest[metric.key] = (metric.timestamp, _value(metric.value))
-    return {k: v for k, (_, v) in latest.items()}
-
-
 def _numeric(column: pd.Series) -> pd.Series:
     """A param column as numbers when every value parses as one, else unchanged."""
     converted = pd.to_numeric(column, errors="coerce")
@@ -173,7 +157,7 @@ def _table(data: _Search) -> pd.DataFrame:
     for (run_id, epoch), model in data.models.items():
         run = data.runs[run_id]
         params = {f"params.{k}": v for k, v in run.data.params.items()}
-        metrics = _model_metrics(model, epoch)
+        metrics = model_metrics(model, epoch)
         metrics.pop("epoch", None)
         param_keys.update(params)
         metric_keys.update(metrics)
@@ -303,7 +287,7 @@ def mark_pareto(
     for name in missing:
         table[name] = pd.Series(dtype=float)
     parsed = [Constraint.parse(c) if isinstance(c, str) else c for c in constraints or []]
-    table["feasible"] = _feasible(table, parsed, search)
+    table["feasible"] = feasible_rows(table, parsed, search)
     eligible = np.flatnonzero(table["feasible"].to_numpy(dtype=bool))
     index = eligible[_front_indices(table.iloc[eligible], objectives, maximize)].tolist()
     table["pareto"] = False
@@ -318,9 +302,8 @@ def hypervolume_curve(result: ParetoResult) -> pd.DataFrame:
 
     ``HV_k = normalized_hypervolume(front_k, result.bounds, result.maximize)``
     where ``front_k`` is the Pareto front of the feasible, finite checkpoints
-    among the first ``k`` by ``created``. The front is updated incrementally
-    (``front_k = pareto_front(front_{k-1} ∪ {x_k})``), and HV recomputed only
-    when ``x_k`` joins it.
+    among the first ``k`` by ``created`` (:func:`mg_tune.pareto.hypervolume_over_time`).
+    Its last value is the front's hypervolume (``pareto_hypervolume``).
 
     Returns:
         Columns ``trial_epochs`` (k), ``hypervolume``, ``trial_id``, ``epoch``
@@ -328,23 +311,14 @@ def hypervolume_curve(result: ParetoResult) -> pd.DataFrame:
     """
     table = result.table.sort_values(["created", "trial_id", "epoch"], kind="stable")
     points = table[result.objectives].to_numpy(dtype=float).reshape(-1, len(result.objectives))
-    feasible = table["feasible"].to_numpy(dtype=bool)
-    front = np.zeros((0, len(result.objectives)))
-    hv, values = 0.0, []
-    for point, ok in zip(points, feasible):
-        if ok and np.isfinite(point).all():
-            candidate = np.vstack([front, point])
-            keep = pareto_front(candidate, result.maximize)
-            if len(front) in keep:
-                front = candidate[keep]
-                hv = normalized_hypervolume(front, result.bounds, result.maximize)
-        values.append(hv)
+    values = hypervolume_over_time(points, result.bounds, result.maximize, table["feasible"].to_numpy(dtype=bool))
     return pd.DataFrame(
         {"trial_epochs": np.arange(1, len(table) + 1), "hypervolume": values, "trial_id": table["trial_id"].to_numpy(), "epoch": table["epoch"].to_numpy()}
     )
 
 
-def _feasible(table: pd.DataFrame, constraints: Sequence[Any], search: str) -> np.ndarray:
+def feasible_rows(table: pd.DataFrame, constraints: Sequence[Any], search: str = "") -> np.ndarray:
+    """Whether each row meets every constraint (a NaN value never does); ``search`` names the search in errors."""
     ok = np.ones(len(table), dtype=bool)
     for constraint in constraints:
         if constraint.metric not in table.columns:
@@ -404,129 +378,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _pairs(objectives: Sequence[str]) -> list[tuple[str, str]]:
-    """Objective pairs to plot; a single objective is plotted against ``epoch``."""
-    if len(objectives) == 1:
-        return [("epoch", objectives[0])]
-    return list(itertools.combinations(objectives, 2))
-
-
-def _label(name: str, objectives: Sequence[str], maximize: Sequence[bool]) -> str:
-    if name not in objectives:
-        return name
-    return f"{name} ({'max' if maximize[list(objectives).index(name)] else 'min'})"
-
-
-def pareto_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool]):
-    """Plotly figure: one scatter per objective pair (F1–EPG, F1–IoU, EPG–IoU, ...), front in red.
-
-    ``table`` needs the objective columns, ``trial_id``, ``epoch`` and a bool
-    ``pareto`` column (as in :attr:`ParetoResult.table`). Hovering a point
-    shows its trial, epoch and values.
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    pairs = _pairs(objectives)
-    fig = make_subplots(rows=1, cols=len(pairs), horizontal_spacing=0.08)
-    on = _on_front(table)
-    for col, (x, y) in enumerate(pairs, start=1):
-        for mask, name, color, size in ((~on, "checkpoints", "rgba(120,120,120,0.45)", 6), (on, "Pareto front", "crimson", 10)):
-            part = table[mask]
-            fig.add_trace(
-                go.Scatter(
-                    x=part[x],
-                    y=part[y],
-                    mode="markers",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=col == 1,
-                    marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}},
-                    customdata=np.stack([part["trial_id"].astype(str), part["epoch"].astype(str)], axis=1) if len(part) else None,
-                    hovertemplate=f"trial %{{customdata[0]}}<br>epoch %{{customdata[1]}}<br>{x}: %{{x:.4f}}<br>{y}: %{{y:.4f}}<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
-        fig.update_xaxes(title_text=_label(x, objectives, maximize), row=1, col=col)
-        fig.update_yaxes(title_text=_label(y, objectives, maximize), row=1, col=col)
-    n_front = int(on.sum())
-    fig.update_layout(
-        title=f"Pareto front: {n_front} of {len(table)} checkpoints",
-        template="plotly_white",
-        height=420,
-        width=max(460, 420 * len(pairs)),
-    )
-    return fig
-
-
-def _on_front(table: pd.DataFrame) -> pd.Series:
-    """The ``pareto`` column as booleans (all False when the table has none)."""
-    return table["pareto"].astype(bool) if "pareto" in table else pd.Series(False, index=table.index)
-
-
-def pareto_3d_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool]):
-    """Plotly 3-D scatter of the first three objectives, front in red (``None`` for fewer than three).
-
-    Same ``table`` columns and hover text as :func:`pareto_figure`.
-    """
-    import plotly.graph_objects as go
-
-    if len(objectives) < 3:
-        return None
-    x, y, z = objectives[:3]
-    on = _on_front(table)
-    fig = go.Figure()
-    for mask, name, color, size in ((~on, "checkpoints", "rgba(120,120,120,0.45)", 3), (on, "Pareto front", "crimson", 6)):
-        part = table[mask]
-        fig.add_trace(
-            go.Scatter3d(
-                x=part[x],
-                y=part[y],
-                z=part[z],
-                mode="markers",
-                name=name,
-                marker={"color": color, "size": size},
-                customdata=np.stack([part["trial_id"].astype(str), part["epoch"].astype(str)], axis=1) if len(part) else None,
-                hovertemplate=f"trial %{{customdata[0]}}<br>epoch %{{customdata[1]}}<br>{x}: %{{x:.4f}}<br>{y}: %{{y:.4f}}<br>{z}: %{{z:.4f}}<extra></extra>",
-            )
-        )
-    fig.update_layout(
-        title="3-D view",
-        template="plotly_white",
-        height=520,
-        scene={"xaxis_title": _label(x, objectives, maximize), "yaxis_title": _label(y, objectives, maximize), "zaxis_title": _label(z, objectives, maximize)},
-    )
-    return fig
-
-
-def hypervolume_figure(curve: pd.DataFrame):
-    """Plotly step plot of :func:`hypervolume_curve`: normalised hypervolume against trial-epochs."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure(
-        go.Scatter(
-            x=curve["trial_epochs"],
-            y=curve["hypervolume"],
-            mode="lines+markers",
-            line={"shape": "hv", "color": "steelblue"},
-            marker={"size": 4},
-            customdata=np.stack([curve["trial_id"].astype(str), curve["epoch"].astype(str)], axis=1) if len(curve) else None,
-            hovertemplate="after %{x} trial-epochs<br>last: trial %{customdata[0]}, epoch %{customdata[1]}<br>hypervolume %{y:.4f}<extra></extra>",
-            name="hypervolume",
-        )
-    )
-    fig.update_layout(
-        title="Normalised hypervolume over trial-epochs",
-        template="plotly_white",
-        height=320,
-        xaxis_title="trial-epochs",
-        yaxis_title="hypervolume",
-        yaxis_rangemode="tozero",
-    )
-    return fig
-
-
 def report_figures(result: ParetoResult) -> list:
     """The report's figures: pairwise plots, the 3-D view (three or more objectives), hypervolume over trial-epochs."""
     figures = [
@@ -549,24 +400,3 @@ def report_html(result: ParetoResult, title: str) -> str:
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
-
-
-def pareto_png(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool], path: str | Path) -> Path:
-    """The same pairwise plot as :func:`pareto_figure`, as a PNG (matplotlib, no display needed)."""
-    from matplotlib.figure import Figure
-
-    pairs = _pairs(objectives)
-    fig = Figure(figsize=(4.2 * len(pairs), 4.0), dpi=110, layout="constrained")
-    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
-    on = table["pareto"].astype(bool).to_numpy() if "pareto" in table else np.zeros(len(table), bool)
-    for ax, (x, y) in zip(axes, pairs):
-        ax.scatter(table[x][~on], table[y][~on], s=12, c="0.55", alpha=0.5, label="checkpoints", linewidths=0)
-        ax.scatter(table[x][on], table[y][on], s=30, c="crimson", label="Pareto front", edgecolors="white", linewidths=0.5)
-        ax.set_xlabel(_label(x, objectives, maximize))
-        ax.set_ylabel(_label(y, objectives, maximize))
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="best", fontsize="small")
-    fig.suptitle(f"Pareto front: {int(on.sum())} of {len(table)} checkpoints")
-    path = Path(path)
-    fig.savefig(path)
-    return path

@@ -30,9 +30,9 @@ from mg_tune.data import build_split
 from mg_tune.guidance.pruning import load_state
 from mg_tune.data.card import DatasetCard, dataset_card
 from mg_tune.models import StagedModel, build_model
-from mg_tune.textfiles import decode_problem, read_utf8
+from mg_tune.textfiles import decode_problem, first_line, read_utf8
 
-__all__ = ["CONFIG_FILE", "MODEL_FILE", "Rebuilt", "first_line", "read_checkpoint", "read_package", "rebuild"]
+__all__ = ["CONFIG_FILE", "MODEL_FILE", "Rebuilt", "read_checkpoint", "read_package", "rebuild"]
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -40,10 +40,6 @@ DATASET_FILE = "dataset.json"
 
 Rebuilt = tuple[dict[str, torch.Tensor], TrainConfig, DatasetCard | None]
 """``(state_dict, config, dataset card or None)``: what :func:`rebuild` needs."""
-
-
-def first_line(text: str) -> str:
-    return str(text).strip().splitlines()[0] if str(text).strip() else ""
 
 
 def _state_dict(value: Any, shown: str) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ text; a file that is not (a binary file, another encoding, random bytes) must
 not surface as a ``UnicodeDecodeError`` traceback. Callers wrap
 :func:`decode_problem` into their own error type (``SpecError``,
 ``DatasetError``), so the message reads ``<file>: not UTF-8 text (byte 0xff at
-offset 1)``.
+offset 1)``. :func:`first_line` cuts any message to the one line an error shows.
 """
 
 from __future__ import annotations
@@ -22,3 +22,8 @@ def decode_problem(exc: UnicodeDecodeError) -> str:
 def read_utf8(path: str | Path) -> str:
     """The file's text; raises ``UnicodeDecodeError`` (see :func:`decode_problem`) or ``OSError``."""
     return Path(path).read_text(encoding="utf-8")
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of ``text`` (stripped), or ``""``."""
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""

@@ -8,6 +8,19 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+SLOW_FIXTURES = frozenset({"ray_local", "ray_cluster", "s3_endpoint", "mlflow_server", "cluster", "browser"})
+"""Fixtures that start Ray, a server or a browser: every test using one (directly or through another fixture) is ``slow``."""
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that starts Ray or a server through a fixture, so ``-m "not slow"`` (``make test-fast``) leaves it out.
+
+    Tests that start one themselves (a search in a subprocess, ``mlflow models serve``) carry ``@pytest.mark.slow``.
+    """
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def ray_local():

@@ -254,6 +254,7 @@ def test_mlflow_pytorch_load_model_from_the_registry_is_mg_tunes_model(store, re
     assert torch.allclose(loaded(x), reference(x), atol=1e-6)
 
 
+@pytest.mark.slow  # starts `mlflow models serve`
 def test_mlflow_models_serve_answers_http_with_the_in_process_predictions(store, registered, tmp_path):
     mlflow.set_tracking_uri(store)
     pyfunc = mlflow.pyfunc.load_model("models:/mm-front@knee")

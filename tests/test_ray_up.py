@@ -60,6 +60,7 @@ def _can_unshare() -> bool:
 
 
 pytestmark = [
+    pytest.mark.slow,  # `ray up` starts a Ray cluster
     pytest.mark.skipif(not SSHD.exists(), reason="needs sshd (Debian's openssh-server; `make test` installs it)"),
     pytest.mark.skipif(not _can_unshare(), reason="needs PID/mount namespaces (unshare) to keep `ray stop` away from the machine's other Ray processes"),
 ]

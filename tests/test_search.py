@@ -105,6 +105,7 @@ def _trial_runs(uri, name):
     return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
 
 
+@pytest.mark.slow  # a search in a subprocess: starts Ray
 def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec_path = tmp_path / "spec.yaml"

@@ -45,6 +45,7 @@ def test_unreachable_backend_store_is_one_line_with_the_password_masked():
     assert "s3cret" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # starts an MLflow server
 def test_basic_auth_server_refuses_anonymous_requests_and_a_node_with_the_credentials_file_logs(tmp_path):
     """The cluster's way: cluster/mlflow-credentials.sh writes ~/.mlflow/credentials from mg-tune.env, MLflow's client reads it."""
     password = "admin-pass-for-test"
@@ -92,6 +93,7 @@ def _auth_config(tmp_path, password) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # starts an MLflow server (that fails)
 def test_a_server_that_cannot_start_says_why(tmp_path):
     config = ServerConfig(backend_store_uri="notadb://x", artifacts_destination=str(tmp_path), port=free_port())
     with pytest.raises(ServerError, match="exited with code"):

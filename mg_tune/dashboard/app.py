@@ -35,7 +35,8 @@ from mlflow.exceptions import MlflowException
 
 from mg_tune.dashboard.data import FILTERS, Snapshot, Source, overlay_artifact
 from mg_tune.mlflow_links import default_mlflow_url, run_link
-from mg_tune.pareto_report import hypervolume_curve, hypervolume_figure, pareto_3d_figure, pareto_figure
+from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure
+from mg_tune.pareto_report import hypervolume_curve
 from mg_tune.tracking import redact_text, redact_uri
 
 __all__ = ["build_app", "export_command"]

@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 
 from mg_tune.data import coco, voc, waterbirds
 from mg_tune.data.base import DatasetInfo
-from mg_tune.data.real import AnnotatedImageDataset, DatasetError, Loader, SplitReport
+from mg_tune.data.errors import DatasetError
+from mg_tune.data.real import AnnotatedImageDataset, Loader, SplitReport
 from mg_tune.data.textbox import TEXTBOX_VARIANTS, build_textbox
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "heldout", "test")

@@ -48,7 +48,8 @@ from pycocotools.coco import COCO
 from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
-from mg_tune.data.real import BadSamples, DatasetError, Loader, Record, carve, pixel_box, require_dir, require_file
+from mg_tune.data.errors import DatasetError
+from mg_tune.data.real import BadSamples, Loader, Record, carve, pixel_box, require_dir, require_file
 from mg_tune.textfiles import decode_problem
 
 ANNOTATION_FILES = {"train2014": "annotations/instances_train2014.json", "val2014": "annotations/instances_val2014.json"}

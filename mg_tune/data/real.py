@@ -58,25 +58,15 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from mg_tune.data.base import DatasetInfo
+from mg_tune.data.errors import DatasetError
 from mg_tune.data.masks import annotated_subset, dilate_box
+from mg_tune.data.remote import local_root  # s3:// roots are mirrored into a node-local cache
 
 BOX_SLACK = 1.0
 """A real-valued box may exceed the image by less than this many pixels (then it is clipped)."""
 
 Box5 = tuple[int, int, int, int, int]
 """``(class_index, x0, y0, x1, y1)``."""
-
-
-class DatasetError(ValueError):
-    """A data set that cannot be used; the message is one line naming the file and the problem."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers and Ray
-        return type(self), (self.path, self.problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,8 +436,6 @@ class Loader:
         """``(info, records)`` of ``split`` for a :class:`mg_tune.config.DataConfig` (``max_samples`` applied)."""
         if data.root is None:
             raise DatasetError("data.root", f"is required for data set {self.name!r}")
-        from mg_tune.data.remote import local_root  # s3:// roots are mirrored into a node-local cache
-
         options = self.options.model_validate(data.options)
         info, records = self.records(str(local_root(data.root)), split, options, data.variant, data.on_bad_sample)
         if data.max_samples is not None:

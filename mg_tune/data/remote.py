@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mg_tune.data.real import DatasetError
+from mg_tune.data.errors import DatasetError
 
 SCHEME = "s3://"
 ENDPOINT_VARIABLES = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")

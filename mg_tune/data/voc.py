@@ -45,7 +45,8 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
-from mg_tune.data.real import BadSamples, DatasetError, Loader, Record, carve, require_dir, require_file
+from mg_tune.data.errors import DatasetError
+from mg_tune.data.real import BadSamples, Loader, Record, carve, require_dir, require_file
 from mg_tune.textfiles import decode_problem, read_utf8
 
 VOC_CLASSES: tuple[str, ...] = (

@@ -53,7 +53,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
-from mg_tune.data.real import BadSamples, DatasetError, Loader, Record, carve, image_size, pixel_box, require_dir, require_file
+from mg_tune.data.errors import DatasetError
+from mg_tune.data.real import BadSamples, Loader, Record, carve, image_size, pixel_box, require_dir, require_file
 from mg_tune.textfiles import decode_problem, read_utf8
 
 SETTINGS: tuple[str, ...] = ("conventional", "reversed")

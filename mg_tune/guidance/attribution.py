@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -52,13 +53,28 @@ from bcos.common import explanation_mode
 from torch import Tensor
 
 from mg_tune.guidance.metrics import resize_maps
-from mg_tune.models.staged import StagedModel
 
 METHODS: tuple[str, ...] = ("ixg", "gradcam", "intgrad", "bcos")
 TARGETS: tuple[str, ...] = ("logit", "log_odds")
 _REQUIRED_FAMILY = {"intgrad": "x_dnn", "bcos": "bcos"}
 INTGRAD_NODES = 64
 """Gauss–Legendre nodes for π̄_j = ∫₀¹ π_j(α) dα (IntGrad of multi-class log-odds)."""
+
+
+class StagedNetwork(Protocol):
+    """What attribution needs of a model: its family and the features at a named stage with the logits.
+
+    ``family``: ``"standard"``, ``"x_dnn"`` or ``"bcos"`` (:func:`check_method`);
+    ``features_and_logits(x, layer)``: the activations ``[N, C, h, w]`` at
+    ``layer`` and the logits ``[N, K]`` of one forward pass. A ``bcos`` model
+    must also be an ``nn.Module`` (``bcos``'s explanation mode). mg-tune's
+    models (:class:`mg_tune.models.StagedModel`) are such networks; the
+    guidance layer never imports them.
+    """
+
+    family: str
+
+    def features_and_logits(self, x: Tensor, layer: str) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass
@@ -69,7 +85,7 @@ class Attribution:
     logits: Tensor
 
 
-def check_method(method: str, model: StagedModel) -> None:
+def check_method(method: str, model: StagedNetwork) -> None:
     """Raise ValueError when ``method`` is unknown or does not fit the model family."""
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; valid methods: {', '.join(METHODS)}")
@@ -81,7 +97,7 @@ def check_method(method: str, model: StagedModel) -> None:
 
 
 def attribute(
-    model: StagedModel,
+    model: StagedNetwork,
     images: Tensor,
     targets: Tensor,
     method: str,

@@ -9,9 +9,11 @@ run, with step = trial-epochs spent::
 
 (:func:`mg_tune.pareto.normalized_hypervolume`: objectives mapped to [0, 1],
 larger is better, reference point 0), so ``HV_s`` never decreases and users
-watch the search converge in MLflow. It is the ``pareto_hypervolume`` of
-:func:`mg_tune.pareto_report.search_pareto` (same bounds) taken after ``s``
-trial-epochs. ``setup`` re-reads the points already in MLflow, so a resumed
+watch the search converge in MLflow. It is computed by the same function as
+the Pareto report's curve (:func:`mg_tune.pareto.hypervolume_over_time`,
+:func:`mg_tune.pareto_report.hypervolume_curve`), whose last value is the
+``pareto_hypervolume`` of :func:`mg_tune.pareto_report.search_pareto` (same
+bounds): ``hypervolume`` is that curve logged while the search runs. ``setup`` re-reads the points already in MLflow, so a resumed
 search continues the count instead of restarting it.
 
 :class:`StoppedTrialFinisher` ends the MLflow run of a trial that Tune
@@ -27,7 +29,8 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from mg_tune.pareto_report import checkpoint_table, mark_pareto
+from mg_tune.pareto import hypervolume_over_time
+from mg_tune.pareto_report import checkpoint_table, feasible_rows
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 
@@ -93,10 +96,13 @@ class HypervolumeTracker(_SearchCallback):
         log_search_metrics(self.search, {HYPERVOLUME_METRIC: self.hypervolume()}, step=len(self.points))
 
     def hypervolume(self) -> float:
-        """``HV_s`` of the points seen so far (constraints applied), as :func:`mg_tune.pareto_report.mark_pareto` computes it."""
+        """``HV_s`` of the points seen so far (constraints applied): the last value of :func:`mg_tune.pareto.hypervolume_over_time`."""
         table = pd.DataFrame(list(self.points.values()), columns=self.metrics, dtype=float)
+        objectives = self.spec.metric_names
         maximize = [mode == "max" for mode in self.spec.modes]
-        return mark_pareto(table, self.spec.metric_names, maximize, self.spec.parsed_constraints).hypervolume
+        feasible = feasible_rows(table, self.spec.parsed_constraints)
+        curve = hypervolume_over_time(table[objectives].to_numpy(dtype=float), [(0.0, 1.0)] * len(objectives), maximize, feasible)
+        return float(curve[-1]) if len(curve) else 0.0
 
 
 class StoppedTrialFinisher(_SearchCallback):

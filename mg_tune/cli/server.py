@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mg_tune.cli import console, fail
+from mg_tune.cli._common import console
+from mg_tune.output import fail
 
 
 def check_backend_store(uri: str) -> None:

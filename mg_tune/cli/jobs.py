@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from mg_tune.cli import console, fail
-from mg_tune.output import Column, check_output_format, message, output_option, print_table
+from mg_tune.cli._common import console
+from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table
 
 ADDRESS_HELP = "the Ray dashboard's URL (default $RAY_ADDRESS), e.g. http://127.0.0.1:8265 forwarded by `ray dashboard cluster/cluster.yaml`"
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 import yaml
 
-from mg_tune.output import Column, check_output_format, message, output_option, print_table
+from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table
 
 if TYPE_CHECKING:
     from mg_tune.config import DataConfig
@@ -23,18 +23,12 @@ if TYPE_CHECKING:
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check the real data sets (VOC, COCO, Waterbirds) on disk.")
 
 
-def _fail(message: str) -> None:
-    from mg_tune.cli import fail
-
-    fail(message)
-
-
 def _options(pairs: list[str]) -> dict:
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            _fail(f"--option {pair!r} must look like key=value")
+            fail(f"--option {pair!r} must look like key=value")
         options[key.strip()] = yaml.safe_load(value)
     return options
 
@@ -61,20 +55,20 @@ def check(
         what = f"data of {dataset}"
     else:
         if dataset not in REAL_LOADERS:
-            _fail(f"DATASET {dataset!r} is not a real data set; valid: {', '.join(REAL_LOADERS)} (or a spec file ending in .yaml)")
+            fail(f"DATASET {dataset!r} is not a real data set; valid: {', '.join(REAL_LOADERS)} (or a spec file ending in .yaml)")
         if root is None:
-            _fail(f"--root is required with DATASET {dataset!r}: the directory holding it (see README 'Using your data')")
+            fail(f"--root is required with DATASET {dataset!r}: the directory holding it (see README 'Using your data')")
         try:
             config = DataConfig(name=dataset, root=root, variant=variant, options=_options(option), on_bad_sample=on_bad_sample or "error")
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            _fail(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
+            fail(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
         what = dataset
     try:
         info, reports = check_dataset(config, images=images)
     except ValueError as exc:  # DatasetError and option errors
-        _fail(str(exc))
+        fail(str(exc))
     print_reports(f"{info.name} at {config.root}", info, reports, output)
     message(f"ok: every annotation of {what} is valid{' (images and segmentation files too)' if images else ''}", output)
 
@@ -89,13 +83,13 @@ def _spec_data(path: str, **flags) -> DataConfig:
 
     given = [f"--{name.replace('_', '-')}" for name, value in flags.items() if value]
     if given:
-        _fail(f"{given[0]} cannot be given with a spec ({path}): its data block decides; edit data: in the spec")
+        fail(f"{given[0]} cannot be given with a spec ({path}): its data block decides; edit data: in the spec")
     try:
         spec, _ = load_spec(path)
     except SpecError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if spec.data.name not in REAL_LOADERS:
-        _fail(f"{path}: data.name: {spec.data.name!r} is generated, not read from disk; data check reads {', '.join(REAL_LOADERS)}")
+        fail(f"{path}: data.name: {spec.data.name!r} is generated, not read from disk; data check reads {', '.join(REAL_LOADERS)}")
     return spec.data
 
 

@@ -1,4 +1,4 @@
-"""The ``mg-tune`` command line (typer).
+"""``mg-tune search|pareto|evaluate|export|dashboard``: a search and what is done with its checkpoints.
 
 Every user error is one line on stderr naming the file/field/value at fault
 and exit code 2; nothing is written before the input has been validated.
@@ -6,25 +6,13 @@ and exit code 2; nothing is written before the input has been validated.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short, stdout_console
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in a CLI
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-objective hyperparameter search for model guidance.")
-console = stdout_console()
-
-
-@app.callback()
-def _quiet() -> None:
-    """Multi-objective hyperparameter search for model guidance."""
-    quiet_libraries()  # every command: Ray's, MLflow's and Optuna's routine lines stay off the console
+from mg_tune.cli._common import console
+from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short
 
 
 def pareto_columns(front, objectives: list[str]) -> list[Column]:
@@ -42,7 +30,6 @@ def print_pareto(front, objectives: list[str], title: str, output: str) -> None:
     print_table(title, pareto_columns(front, objectives), front.to_dict("records"), output)
 
 
-@app.command()
 def search(
     spec_path: Path = typer.Argument(..., help="search spec YAML (see search_spaces/)"),
     name: Optional[str] = typer.Option(None, "--name", help="search name (default: the spec's name)"),
@@ -85,7 +72,6 @@ def search(
         console.print(f"Pareto plot: {outcome.pareto.plot_path}")
 
 
-@app.command()
 def pareto(
     search_name: str = typer.Option(..., "--search", help="search name"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
@@ -128,7 +114,6 @@ def evaluation_columns(table, objectives: list[str]) -> list[Column]:
     return [Column("trial_id", "trial", is_id=True), Column("epoch", format=lambda v: str(int(v))), *(Column(c, label, format=fixed(3)) for c, label in pairs)]
 
 
-@app.command()
 def evaluate(
     search_name: str = typer.Option(..., "--search", help="search name"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
@@ -160,7 +145,6 @@ def evaluate(
     message(TEST_METRICS_HINT, output)
 
 
-@app.command()
 def export(
     search_name: str = typer.Option(..., "--search", help="search name"),
     trial: str = typer.Option(..., "--trial", help="trial id (tag mg_tune.trial_id)"),
@@ -193,7 +177,6 @@ def export(
             message(line)
 
 
-@app.command()
 def dashboard(
     search_name: str = typer.Option(..., "--search", help="search name"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
@@ -216,28 +199,3 @@ def dashboard(
         serve(tracking_uri or default_tracking_uri(), search_name, host=host, port=port, refresh_s=refresh, objectives=names, mlflow_url=mlflow_url, on_ready=ready)
     except ValueError as exc:
         fail(str(exc))
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
-# `mg-tune data ...` (issue 6): checks of the real data sets on disk, see mg_tune/cli_data.py.
-from mg_tune.cli_data import data_app  # noqa: E402
-
-app.add_typer(data_app, name="data")
-
-# `mg-tune server` (issue 7): the cluster's MLflow tracking server, see mg_tune/cli_server.py.
-from mg_tune.cli_server import server  # noqa: E402
-
-app.command()(server)
-
-# `mg-tune submit` and `mg-tune jobs ...` (issue 19): searches as Ray jobs on a cluster, see mg_tune/cli_jobs.py and mg_tune/jobs/.
-from mg_tune.cli_jobs import jobs_app, submit  # noqa: E402
-
-app.command()(submit)
-app.add_typer(jobs_app, name="jobs")

@@ -1,0 +1,183 @@
+"""MLflow tracking of searches, trials and every epoch's checkpoint.
+
+Layout in MLflow
+----------------
+* one **experiment** per search, named ``mg-tune/<name>``;
+* one **parent run** in it (tag ``mg_tune.role=search``) holding the search:
+  the spec as artifact ``spec.yaml``, the flattened spec as params, search
+  metrics (hypervolume vs trial-epochs), the Pareto plot;
+* one **child run** per trial (tags ``mg_tune.role=trial``,
+  ``mg_tune.trial_id``, ``mlflow.parentRunId``): the trial's params, its
+  metrics with ``step=epoch`` (MLflow's charts), the attribution overlays
+  ``overlays/epoch=NNN.png``;
+* one MLflow 3 **LoggedModel** per (trial, epoch) -- the checkpoint. It has
+  ``source_run_id`` = the trial run, tags ``mg_tune.trial_id``,
+  ``mg_tune.epoch``, ``mg_tune.search``, the checkpoint file as its artifact
+  ``checkpoint.pt``, and that epoch's metrics linked to it (``model_id``,
+  ``step=epoch``). It is finalised ``READY`` only after its checkpoint and
+  metrics are stored, so a READY model is a complete (epoch, metrics,
+  checkpoint) record. ``checkpoint.pt`` holds no optimizer state (its
+  weights in the spec's ``checkpoints.dtype``); the trial's newest epoch also
+  holds ``resume.pt`` (:func:`mg_tune.checkpoint.split_for_storage`), deleted
+  from an epoch once the next one is READY. A search's retention policy
+  (:mod:`mg_tune.search.retention`) may delete the ``checkpoint.pt`` of a
+  dominated epoch: its model keeps its metrics and gets the tag
+  ``mg_tune.weights_deleted`` saying why.
+
+Decision: LoggedModels, not run artifacts + metric histories
+------------------------------------------------------------
+Reading every (trial, epoch) point of a search must cost a bounded number of
+requests. With run artifacts, the per-epoch values live only in each run's
+metric history: MLflow's public client reads those with one
+``get_metric_history(run, key)`` per run *and* metric (3,000 requests for
+1,000 trials x 3 objectives); ``search_runs`` only returns the *latest* value
+of each metric, and the bulk history endpoints are UI-internal (``ajax-api``)
+and sample steps. With LoggedModels, ``search_logged_models`` returns each
+model with its tags, params and **all its linked metrics** in pages (the
+SQL store loads a page with a fixed number of queries; no server-side cap on
+the page size, we ask for :data:`PAGE_SIZE`). So a whole search is read with
+
+    1 (experiment) + 1 (parent run) + ceil(trials / PAGE_SIZE) (search_runs)
+      + ceil(trials x epochs / PAGE_SIZE) (search_logged_models)
+
+requests -- 13 instead of 3,002 for 1,000 trials x 10 epochs (measured by
+``bench/pareto_from_mlflow.py``; docs/benchmarks.md) -- and every epoch's metrics sit
+on the very object that holds its checkpoint (the MLflow UI shows them
+together on the model page and under the run's "Logged models"). The cost is
+~4 small requests per logged epoch instead of ~2; epochs take seconds to
+hours, so this is negligible. Consequence: the checkpoint of an epoch is at
+``<model artifact_location>/checkpoint.pt``, not under the run's artifacts;
+use :func:`download_checkpoint` (or ``checkpoint_uri`` in
+:func:`mg_tune.pareto_report.checkpoint_table`).
+
+NaN metrics: MLflow stores a NaN metric linked to a LoggedModel as ``0`` (its
+``is_nan`` flag exists only for run metrics). A NaN value is therefore logged
+on the run only, and reads back as a missing -- i.e. NaN -- model metric.
+
+Idempotency and restarts
+------------------------
+``log_epoch`` is idempotent per epoch: an epoch whose model is READY is
+skipped (first write wins), a PENDING one (crash mid-epoch) is completed.
+The metrics of an epoch are logged with the model's creation timestamp, so a
+retried ``log_batch`` writes identical rows, which MLflow de-duplicates: no
+duplicate points in the run's metric history either. Transient failures
+(connection errors, 5xx / ``TEMPORARILY_UNAVAILABLE``, SQLite "database is
+locked") are retried with bounded exponential backoff (:class:`RetryPolicy`),
+on top of MLflow's own HTTP retries.
+
+Nothing here imports Ray: the search layer passes a :class:`SearchRun`
+(picklable) into trial processes and builds a :class:`TrialLogger` there.
+
+Modules
+-------
+==================  ==========================================================
+``layout``          tag, artifact, experiment and model names; params/tag values
+``uris``            default URI, masking secrets, checking a store before use
+``retry``           :class:`RetryPolicy`, :func:`is_transient`
+``queries``         paging through runs and LoggedModels
+``search_run``      the parent run: :func:`start_search` … :func:`mark_orphans`
+``trial_logger``    :class:`TrialLogger`: a trial's run, epochs and checkpoints
+``checkpoints``     download an epoch's checkpoint; delete its weights
+``requests``        :func:`count_requests` (tests and benches)
+==================  ==========================================================
+
+The public names are re-exported here: ``from mg_tune.tracking import X``.
+"""
+
+import os
+
+# MLflow prints "View run ... at: <tracking URI>/#/..." on every run it ends: that URI may carry a password.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+from mg_tune.tracking.checkpoints import (  # noqa: E402
+    delete_weights,
+    download_checkpoint,
+    download_model_file,
+    download_resume_checkpoint,
+    find_checkpoint_model,
+)
+from mg_tune.tracking.layout import (  # noqa: E402
+    CHECKPOINT_ARTIFACT,
+    EPOCH_TAG,
+    EXPERIMENT_KIND,
+    FAILURE_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    SEARCH_TAG,
+    SPEC_ARTIFACT,
+    STOPPED_EARLY_TAG,
+    TRIAL_TAG,
+    WEIGHTS_DELETED_TAG,
+    epoch_metrics,
+    experiment_name,
+    flatten,
+    model_epoch,
+    overlay_artifact,
+    readable_trial_name,
+)
+from mg_tune.tracking.queries import PAGE_SIZE, iter_logged_models, iter_runs, logged_models_in_slices, model_metrics  # noqa: E402
+from mg_tune.tracking.requests import RequestCounter, count_requests  # noqa: E402
+from mg_tune.tracking.retry import RetryPolicy, is_transient  # noqa: E402
+from mg_tune.tracking.search_run import (  # noqa: E402
+    SearchRun,
+    find_search_run,
+    find_trial_run,
+    finish_search,
+    finish_stopped_trial,
+    log_search_metrics,
+    mark_orphans,
+    set_search_tag,
+    start_search,
+)
+from mg_tune.tracking.trial_logger import TrialLogger  # noqa: E402
+from mg_tune.tracking.uris import check_database, check_tracking_uri, default_tracking_uri, error_line, redact_text, redact_uri  # noqa: E402
+
+__all__ = [
+    "EPOCH_TAG",
+    "FAILURE_TAG",
+    "ROLE_TAG",
+    "SEARCH_TAG",
+    "STOPPED_EARLY_TAG",
+    "TRIAL_TAG",
+    "CHECKPOINT_ARTIFACT",
+    "EXPERIMENT_KIND",
+    "PAGE_SIZE",
+    "PARENT_TAG",
+    "SPEC_ARTIFACT",
+    "WEIGHTS_DELETED_TAG",
+    "RequestCounter",
+    "RetryPolicy",
+    "SearchRun",
+    "TrialLogger",
+    "count_requests",
+    "check_database",
+    "check_tracking_uri",
+    "default_tracking_uri",
+    "delete_weights",
+    "download_checkpoint",
+    "download_model_file",
+    "download_resume_checkpoint",
+    "epoch_metrics",
+    "error_line",
+    "experiment_name",
+    "find_checkpoint_model",
+    "find_search_run",
+    "finish_search",
+    "finish_stopped_trial",
+    "flatten",
+    "is_transient",
+    "iter_logged_models",
+    "iter_runs",
+    "log_search_metrics",
+    "mark_orphans",
+    "overlay_artifact",
+    "model_epoch",
+    "model_metrics",
+    "redact_text",
+    "redact_uri",
+    "start_search",
+    "find_trial_run",
+    "logged_models_in_slices",
+    "readable_trial_name",
+    "set_search_tag",
+]

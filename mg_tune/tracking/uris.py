@@ -1,0 +1,129 @@
+"""Tracking URIs: the default store, secrets masked in URIs and text, checking a store before use."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+from mg_tune.textfiles import first_line
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite file ``mlflow.db`` in the current directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|signature|sig$|credential|auth", re.IGNORECASE)
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+MASK = "***"
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its secrets replaced by ``***``.
+
+    ``scheme://user:password@host`` keeps the user and masks the password; a
+    bare ``scheme://token@host`` masks the whole user part (it is often a
+    token); query parameters whose name looks secret (``password``,
+    ``access_key``, ``token``, ``signature``, ...) are masked. Anything that
+    does not parse as a URI is returned with the same rules applied to the
+    URIs it contains.
+    """
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return MASK
+    if not parts.scheme or not parts.netloc and not parts.query:
+        return uri
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, sep, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{host}" if sep else f"{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_KEY.search(k) for k, _ in pairs):
+            query = "&".join(f"{quote(k, safe='')}={MASK if _SECRET_KEY.search(k) else quote(v, safe='')}" for k, v in pairs)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Apply :func:`redact_uri` to every URI inside ``text`` (used for the spec YAML and params)."""
+    return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
+
+
+def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, in one line, when the tracking store cannot be used; writes nothing.
+
+    An ``http(s)://`` server must answer one experiment search (connection
+    refused, timeouts and 401/403 are reported at once, not after MLflow's
+    minutes of retries); a ``sqlite:///`` file must lie in an existing
+    directory; a PostgreSQL/MySQL store must accept a connection. Other
+    stores are checked by their first request.
+
+    Raises:
+        ValueError: naming the (redacted) URI and the problem.
+    """
+    import requests
+
+    shown = redact_uri(uri)
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            response = requests.post(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", json={"max_results": 1}, timeout=timeout)
+        except requests.RequestException as exc:
+            reason = type(exc).__name__ if isinstance(exc, requests.ConnectionError) else redact_text(str(exc).splitlines()[0])
+            raise ValueError(f"tracking URI {shown}: cannot connect ({reason})") from None
+        if response.status_code in (401, 403):
+            raise ValueError(f"tracking URI {shown}: refused (HTTP {response.status_code}); check the user and password")
+        if response.status_code != 200:
+            raise ValueError(f"tracking URI {shown}: the server answered HTTP {response.status_code}; is it an MLflow tracking server?")
+    elif scheme == "sqlite":
+        db = uri[len("sqlite:///") :].split("?", 1)[0]
+        if db and db != ":memory:" and not Path(db).parent.is_dir():
+            raise ValueError(f"tracking URI {shown}: directory {Path(db).parent} does not exist")
+    elif scheme.split("+")[0] in ("postgresql", "mysql"):
+        check_database(uri, "tracking URI", timeout)
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (of the driver's error for SQLAlchemy's), secrets masked; else its type."""
+    line = first_line(str(getattr(exc, "orig", None) or exc))
+    return redact_text(line) if line else type(exc).__name__
+
+
+def check_database(uri: str, label: str, timeout: float = 10.0) -> None:
+    """Connect once to the database at ``uri`` (SQLAlchemy URL) and close again.
+
+    Raises:
+        ValueError: ``"<label> <redacted uri>: cannot connect (<reason>)"``.
+    """
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout)})
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as exc:  # driver errors: refused, unknown host, authentication, missing driver
+        raise ValueError(f"{label} {redact_uri(uri)}: cannot connect ({error_line(exc)})") from None
+
+
+def _local_artifact_location(tracking_uri: str, name: str) -> str | None:
+    """For a SQLite file store: artifacts next to the database (``<dir>/mlartifacts/<name>``).
+
+    MLflow would otherwise default to ``./mlruns`` of whatever directory the
+    *creating* process runs in (Ray trials run in their own directories).
+    Servers (``http://``) and other stores choose their artifact root themselves.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
+    if not db or db == ":memory:":
+        return None
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return (Path(db).resolve().parent / "mlartifacts" / slug).as_uri()
