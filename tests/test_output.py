@@ -89,7 +89,7 @@ def test_unknown_output_format_is_one_line_exit_2(store):
 
 TINY_SPEC = """\
 name: quiet
-data: {name: textbox, variant: multilabel, train_size: 32, val_size: 16, heldout_size: 16, test_size: 16}
+data: {name: textbox, variant: multilabel, train_size: 32, val_size: 20, heldout_size: 20, test_size: 16}  # splits of 20: no small-split warning
 fixed: {model: smerf_cnn, attribution: ixg, loss: energy, epochs: 1, batch_size: 16, overlay_images: 1}
 space:
   lr: {loguniform: [3.0e-4, 3.0e-3]}
