@@ -32,6 +32,7 @@ import yaml
 from mlflow import MlflowClient
 
 from mg_tune.pareto_report import checkpoint_table
+from mg_tune.search.gate import GATE_ENV
 from mg_tune.search.stopping import STOP_REASON
 from mg_tune.server import free_port
 from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, experiment_name
@@ -41,7 +42,7 @@ from test_cluster import RayNode
 pytestmark = pytest.mark.slow
 
 MG_TUNE = str(Path(sys.executable).with_name("mg-tune"))
-EPOCHS = 4  # a trial is held at epoch 1 or 2: a window of two epochs for the poll to see it
+EPOCHS = 4  # a trial is held at epoch 1 or 2, where the gate (mg_tune.search.gate) stops it while the test holds it
 TRIALS = {"alpha": 2, "beta": 2}
 
 
@@ -134,7 +135,7 @@ def cluster(tmp_path_factory, mlflow_server, s3_credentials):
     token = uuid.uuid4().hex
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, **s3_credentials, "PATH": f"{venv_bin}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri, "MG_TUNE_STORAGE_PATH": str(root / "runs"),
+           "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri, "MG_TUNE_STORAGE_PATH": str(root / "runs"), GATE_ENV: str(root / "gate"),
            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
@@ -162,6 +163,20 @@ def cluster(tmp_path_factory, mlflow_server, s3_credentials):
     finally:
         for node in reversed(nodes):
             stop_node(node)
+
+
+def close_gate(root: Path) -> None:
+    """Every trial now waits after the epoch it logs next (mg_tune.search.gate): none can run past the test."""
+    (root / "gate").mkdir(exist_ok=True)
+    (root / "gate" / "closed").touch()
+
+
+def open_gate(root: Path, trial_id: str | None = None) -> None:
+    """Let ``trial_id`` run on; every trial when None."""
+    if trial_id is None:
+        (root / "gate" / "closed").unlink(missing_ok=True)
+    else:
+        (root / "gate" / f"open-{trial_id}").touch()
 
 
 def hold(client: MlflowClient, name: str) -> object:
@@ -208,6 +223,7 @@ def scenario(cluster, postgres_database):
         (root / f"{name}.yaml").write_text(yaml.safe_dump(job_spec(name, studies[name])))
     seen: dict = {"studies": studies}
     held = {}
+    close_gate(root)
     try:
         # two searches at once; the client returns at once
         for name in TRIALS:
@@ -238,7 +254,9 @@ def scenario(cluster, postgres_database):
 
         # alpha's driver killed while a trial of it is held mid-run, after one finished; resubmitted with --resume
         if not finished(client, "alpha"):
-            release(held.pop("alpha"))
+            released = held.pop("alpha")
+            open_gate(root, released.data.tags[TRIAL_TAG])
+            release(released)
             wait_until("a finished alpha trial", lambda: finished(client, "alpha"))
             held["alpha"] = hold(client, "alpha")
         try:
@@ -246,6 +264,7 @@ def scenario(cluster, postgres_database):
         except ProcessLookupError:  # the driver is gone already (seen once on a machine at load 9): its job fails all the same
             pass
         wait_until("alpha's job to fail", lambda: cluster_jobs(laptop)["alpha"]["status"] == "FAILED", every=1)
+        open_gate(root)  # the resumed searches run to their end
         seen["alpha resubmit"] = laptop.ok("submit", "alpha.yaml", "--resume")
 
         # beta resumed and followed to its end; alpha waited for

@@ -44,6 +44,7 @@ from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, attach
+from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
@@ -113,6 +114,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     def report(epoch: EpochResult) -> None:
         logger.log_epoch(epoch)
         tune.report({**epoch.metrics, "epoch": epoch.epoch})
+        wait_at_gate(trial_id)  # tests only (mg_tune.search.gate)
         shutil.rmtree(epoch_dir(work / "checkpoints", epoch.epoch - 1), ignore_errors=True)  # in MLflow now: no local copy of every epoch
 
     try:
