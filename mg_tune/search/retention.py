@@ -13,11 +13,11 @@ later (q stays, and so does whatever dominates q). ``checkpoints.keep``
 (:class:`mg_tune.search.spec.CheckpointPolicy`) decides where q may come from:
 
 * ``front``: any checkpoint of the search;
-* ``front_per_group`` (default): a checkpoint with the same loss, attribution
+* ``front_per_group`` (what the GPU specs set): a checkpoint with the same loss, attribution
   method, layer and annotation fraction (:data:`~mg_tune.search.spec.FRONT_GROUP_KEYS`).
   A point dominated inside its group is dominated in every union of groups,
   so every front the dashboard's filters can show keeps its weights;
-* ``all``: nothing is deleted.
+* ``all`` (the default): nothing is deleted.
 
 A point with a NaN objective is never dominated (it is kept), and an
 infeasible point never dominates. What is deleted is the LoggedModel's
@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Point:
-    trial: str
-    epoch: int
     objectives: np.ndarray  # oriented: larger is better
     feasible: bool
     group: tuple
@@ -116,7 +114,7 @@ class CheckpointRetention(_SearchCallback):
         feasible = all(c.holds(float(metrics.get(c.metric, np.nan))) for c in self.spec.parsed_constraints)
         group = self._group(params)
         peers = [(k, p) for k, p in self.points.items() if p.group == group]
-        self.points[key] = _Point(key[0], key[1], values, feasible, group)
+        self.points[key] = _Point(values, feasible, group)
         if not peers:
             return
         others = np.stack([p.objectives for _, p in peers])
