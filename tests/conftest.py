@@ -1,9 +1,16 @@
 """Shared fixtures: servers and clusters are started once per test session."""
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from mg_tune.search.gate import GATE_ENV
+
+T = TypeVar("T")
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -22,11 +29,67 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+class Gate:
+    """The trials' gate (:mod:`mg_tune.search.gate`) seen from a test: hold every trial after its next epoch, release one or all.
+
+    Deterministic fault injection: a test closes the gate, waits (:func:`wait_for`) until a trial is held
+    after epoch k, injects its fault there, and opens the gate; no timing decides what the trial has done.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Every trial now waits after the epoch it logs next: none can run past the test."""
+        (self.root / "closed").touch()
+
+    def open(self, trial_id: str | None = None) -> None:
+        """Let ``trial_id`` run on; every trial when None."""
+        if trial_id is None:
+            (self.root / "closed").unlink(missing_ok=True)
+        else:
+            (self.root / f"open-{trial_id}").touch()
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 300.0, every: float = 0.2) -> T:
+    """Poll ``condition`` until it returns something truthy and return that; fail naming ``what`` after ``timeout`` s.
+
+    Only for states the test has made certain (a trial held at the gate, a server that is up), never to hope that
+    a race goes one way.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 @pytest.fixture(scope="session")
-def ray_local():
-    """A new local Ray instance with 2 CPUs (never a cluster another process started), shut down at the end of the session."""
+def gate_dir(tmp_path_factory) -> Path:
+    """The gate of every trial on the session's local Ray (``$MG_TUNE_GATE_DIR`` of its workers); open unless a test closes it."""
+    return tmp_path_factory.mktemp("gate")
+
+
+@pytest.fixture
+def gate(ray_local, gate_dir):
+    """The session Ray's :class:`Gate`, opened again after the test whatever happens in it."""
+    gate = Gate(gate_dir)
+    yield gate
+    gate.open()
+
+
+@pytest.fixture(scope="session")
+def ray_local(gate_dir):
+    """A new local Ray instance with 2 CPUs (never a cluster another process started), shut down at the end of the session.
+
+    Its workers inherit ``$MG_TUNE_GATE_DIR`` (the :func:`gate` fixture) from this process.
+    """
     import ray
 
+    os.environ[GATE_ENV] = str(gate_dir)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

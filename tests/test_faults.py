@@ -2,22 +2,28 @@
 a tracking server that goes away and comes back, a password in the tracking URI.
 
 Every search here is tiny (TextBox, 32 training images, 2-4 epochs) and runs on the session's
-local Ray (`ray_local`); faults are injected from a thread of the test while the search runs.
+local Ray (`ray_local`). Faults are injected deterministically: the test closes the trials' gate
+(`conftest.Gate`, `mg_tune.search.gate`), so every trial is held after epoch 1, injects the fault from a
+thread while they are held, and opens the gate.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
+
+from conftest import wait_for
 
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.cli import app
@@ -71,30 +77,33 @@ def test_a_diverging_trial_fails_once_with_its_reason_and_the_search_goes_on(tmp
     assert states == {1e-3: optuna.trial.TrialState.COMPLETE, 1e30: optuna.trial.TrialState.FAIL}
 
 
-def test_a_killed_worker_restarts_its_trial_from_the_last_checkpoint_without_gaps_or_duplicates(tmp_path, ray_local):
+def held_trials(client: MlflowClient, name: str, count: int) -> list | None:
+    """The ``count`` trial runs of search ``name`` held at the gate after epoch 1 (logged, with their worker pid), or None yet."""
+    runs = [r for r in trial_runs(client, name) if r.data.metrics.get("epoch", 0) >= 1 and "mg_tune.pid" in r.data.tags]
+    return runs if len(runs) >= count else None
+
+
+def test_a_killed_worker_restarts_its_trial_from_the_last_checkpoint_without_gaps_or_duplicates(tmp_path, gate):
     epochs = 4
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     raw = tiny_spec("killed-worker", tmp_path, epochs=epochs, max_failures=2)
     killed: dict[str, int] = {}
 
-    def kill_a_worker_mid_trial() -> None:
-        client = MlflowClient(uri)
-        deadline = time.time() + 300
-        while not killed and time.time() < deadline:
-            for run in trial_runs(client, "killed-worker"):
-                epoch = run.data.metrics.get("epoch", 0)
-                if run.info.status == "RUNNING" and 1 <= epoch < epochs and "mg_tune.pid" in run.data.tags:
-                    pid = int(run.data.tags["mg_tune.pid"])
-                    os.kill(pid, signal.SIGKILL)
-                    killed[run.data.tags[TRIAL_TAG]] = pid
-                    return
-            time.sleep(0.3)
+    def kill_a_worker_held_after_epoch_1() -> None:
+        try:
+            run = wait_for(lambda: held_trials(MlflowClient(uri), "killed-worker", 1), "a trial held after epoch 1")[0]
+            pid = int(run.data.tags["mg_tune.pid"])
+            os.kill(pid, signal.SIGKILL)
+            killed[run.data.tags[TRIAL_TAG]] = pid
+        finally:
+            gate.open()
 
-    killer = threading.Thread(target=kill_a_worker_mid_trial, daemon=True)
+    gate.close()  # every trial stops after epoch 1 until the worker is killed
+    killer = threading.Thread(target=kill_a_worker_held_after_epoch_1, daemon=True)
     killer.start()
     outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
     killer.join()
-    assert len(killed) == 1, "no trial was caught mid-run"
+    assert len(killed) == 1, "no trial was held after epoch 1"
     (trial_id, pid), = killed.items()
     assert outcome.trials == 2 and outcome.errors == 0
     table = checkpoint_table(uri, "killed-worker")
@@ -107,34 +116,62 @@ def test_a_killed_worker_restarts_its_trial_from_the_last_checkpoint_without_gap
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, epochs + 1))
 
 
-def test_a_tracking_server_outage_loses_no_metric_or_checkpoint(tmp_path, ray_local):
+class DeadServer:
+    """The port of a stopped tracking server, held by a socket that accepts each connection and drops it at once.
+
+    A client sees what it sees when a server goes away (its request fails), and the test learns which process tried:
+    :meth:`wait_for_request_from` returns once one of ``pids`` has sent a request into the outage.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.create_server(("127.0.0.1", port))
+        self.socket.settimeout(1.0)
+
+    def wait_for_request_from(self, pids: set[int], timeout: float = 300.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                conn, peer = self.socket.accept()
+            except TimeoutError:
+                continue
+            owner = next((c.pid for c in psutil.net_connections("tcp") if c.laddr and tuple(c.laddr)[:2] == peer[:2]), None)
+            conn.close()
+            if owner in pids:
+                return owner
+        raise AssertionError(f"no request from the trials {sorted(pids)} reached the stopped server within {timeout:.0f} s")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_a_tracking_server_outage_loses_no_metric_or_checkpoint(tmp_path, gate):
     epochs = 3
     config = ServerConfig(backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts_destination=str(tmp_path / "artifacts"), port=free_port())
     server = MlflowServer(config, log_path=tmp_path / "server.log").start()
-    outage: dict[str, float] = {}
+    outage: dict[str, int] = {}
 
-    def stop_and_restart_the_server() -> None:
-        client = MlflowClient(server.uri)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            runs = trial_runs(client, "outage")
-            if any(r.data.metrics.get("epoch", 0) >= 1 for r in runs):
-                outage["running"] = sum(r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) < epochs for r in runs)
-                server.stop()
-                outage["down"] = time.time()
-                time.sleep(5)
-                server.start()
-                outage["up"] = time.time()
-                return
-            time.sleep(0.3)
+    def stop_the_server_while_the_trials_log_epoch_2() -> None:
+        try:
+            held = wait_for(lambda: held_trials(MlflowClient(server.uri), "outage", 2), "both trials held after epoch 1")
+            server.stop()
+            dead = DeadServer(config.port)
+            try:
+                gate.open()  # the trials train epoch 2 and try to log it into the outage
+                outage["failed_request_from"] = dead.wait_for_request_from({int(r.data.tags["mg_tune.pid"]) for r in held})
+            finally:
+                dead.close()
+            server.start()
+        finally:
+            gate.open()
 
-    injector = threading.Thread(target=stop_and_restart_the_server, daemon=True)
+    gate.close()
+    injector = threading.Thread(target=stop_the_server_while_the_trials_log_epoch_2, daemon=True)
     injector.start()
     try:
         raw = tiny_spec("outage", tmp_path, epochs=epochs)
         outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), server.uri)
         injector.join()
-        assert outage.get("running", 0) >= 1, "the server was not stopped while a trial was running"
+        assert "failed_request_from" in outage, "no trial's request met the outage"
         assert outcome.trials == 2 and outcome.errors == 0
         table = checkpoint_table(server.uri, "outage")
         assert len(table) == 2 * epochs and not table.duplicated(["trial_id", "epoch"]).any()

@@ -37,6 +37,7 @@ from mg_tune.search.stopping import STOP_REASON
 from mg_tune.server import free_port
 from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, experiment_name
 
+from conftest import Gate
 from test_cluster import RayNode
 
 pytestmark = pytest.mark.slow
@@ -165,20 +166,6 @@ def cluster(tmp_path_factory, mlflow_server, s3_credentials):
             stop_node(node)
 
 
-def close_gate(root: Path) -> None:
-    """Every trial now waits after the epoch it logs next (mg_tune.search.gate): none can run past the test."""
-    (root / "gate").mkdir(exist_ok=True)
-    (root / "gate" / "closed").touch()
-
-
-def open_gate(root: Path, trial_id: str | None = None) -> None:
-    """Let ``trial_id`` run on; every trial when None."""
-    if trial_id is None:
-        (root / "gate" / "closed").unlink(missing_ok=True)
-    else:
-        (root / "gate" / f"open-{trial_id}").touch()
-
-
 def hold(client: MlflowClient, name: str) -> object:
     """Freeze (SIGSTOP) a trial of search ``name`` that is mid-run, and return its run.
 
@@ -223,7 +210,7 @@ def scenario(cluster, postgres_database):
         (root / f"{name}.yaml").write_text(yaml.safe_dump(job_spec(name, studies[name])))
     seen: dict = {"studies": studies}
     held = {}
-    close_gate(root)
+    Gate(root / "gate").close()
     try:
         # two searches at once; the client returns at once
         for name in TRIALS:
@@ -255,7 +242,7 @@ def scenario(cluster, postgres_database):
         # alpha's driver killed while a trial of it is held mid-run, after one finished; resubmitted with --resume
         if not finished(client, "alpha"):
             released = held.pop("alpha")
-            open_gate(root, released.data.tags[TRIAL_TAG])
+            Gate(root / "gate").open(released.data.tags[TRIAL_TAG])
             release(released)
             wait_until("a finished alpha trial", lambda: finished(client, "alpha"))
             held["alpha"] = hold(client, "alpha")
@@ -264,7 +251,7 @@ def scenario(cluster, postgres_database):
         except ProcessLookupError:  # the driver is gone already (seen once on a machine at load 9): its job fails all the same
             pass
         wait_until("alpha's job to fail", lambda: cluster_jobs(laptop)["alpha"]["status"] == "FAILED", every=1)
-        open_gate(root)  # the resumed searches run to their end
+        Gate(root / "gate").open()  # the resumed searches run to their end
         seen["alpha resubmit"] = laptop.ok("submit", "alpha.yaml", "--resume")
 
         # beta resumed and followed to its end; alpha waited for

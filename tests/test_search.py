@@ -4,13 +4,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
+
+from conftest import wait_for
 
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.pareto_report import checkpoint_table, search_pareto
@@ -105,21 +106,31 @@ def _trial_runs(uri, name):
     return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
 
 
-@pytest.mark.slow  # a search in a subprocess: starts Ray
-def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path):
+def _held(uri, name, exclude, count):
+    """``count`` or more RUNNING trial runs of ``name`` (ids not in ``exclude``) with an epoch logged, i.e. held at the gate; else None."""
+    runs = [r for r in _trial_runs(uri, name) if r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) >= 1 and r.data.tags[TRIAL_TAG] not in exclude]
+    return runs if len(runs) >= count else None
+
+
+def test_resume_after_killing_the_driver_runs_no_trial_twice(tmp_path, gate):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec_path = tmp_path / "spec.yaml"
     study = f"sqlite:///{tmp_path}/optuna.db"
     spec_path.write_text(yaml.safe_dump({**spec_dict("resumable", tmp_path / "runs", trials=6, epochs=3), "study_storage": study}))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}  # with the session's $MG_TUNE_GATE_DIR: the driver's trials obey `gate`
     cli = [sys.executable, "-m", "mg_tune.cli", "search", str(spec_path)]
     MlflowClient(uri).search_experiments()  # create the store now: polling it below must not race the driver's schema migration
+    gate.close()  # every trial is held after each epoch until released: the kill below finds 2 trials finished and 1+ mid-run
     driver = subprocess.Popen(cli, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and sum(r.info.status == "FINISHED" for r in _trial_runs(uri, "resumable")) < 2:
-        time.sleep(2)
+    first = wait_for(lambda: _held(uri, "resumable", set(), 2), "the first two trials held after epoch 1")
+    for run in first:
+        gate.open(run.data.tags[TRIAL_TAG])
+    first_ids = {r.data.tags[TRIAL_TAG] for r in first}
+    wait_for(lambda: sum(r.info.status == "FINISHED" for r in _trial_runs(uri, "resumable")) == 2 and _held(uri, "resumable", first_ids, 1),
+             "the first two trials finished and a third held after epoch 1")
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    gate.open()
     killed = _trial_runs(uri, "resumable")
     finished_before = {r.data.tags[TRIAL_TAG]: r.info.end_time for r in killed if r.info.status == "FINISHED"}
     assert len(finished_before) >= 2, "the search did not get going"
