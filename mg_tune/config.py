@@ -127,7 +127,7 @@ class TrainConfig(_Strict):
     ``lam_reduction`` says what λ multiplies. ``sum`` (default): L_loc is the *sum*
     of the per-image losses over the batch's annotated images, as in the authors'
     train.py (``localization_loss += loss_loc(...)`` per image), so a λ from the
-    papers (:data:`mg_tune.search.spec.PAPER_LAMBDA_GRID`) means the papers'
+    papers (:data:`mg_tune.search.lambda_grid.PAPER_LAMBDA_GRID`) means the papers'
     guidance strength at the same batch size and annotated share. ``mean``: their
     mean, which keeps λ independent of the batch size (λ_mean = λ_sum × number
     of annotated images per batch gives the same step).

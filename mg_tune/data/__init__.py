@@ -6,6 +6,10 @@ Real data sets (``voc``, ``coco``, ``waterbirds``) are never downloaded from the
 read from ``DataConfig.root``, a local directory or an ``s3://bucket/prefix`` that
 :mod:`mg_tune.data.remote` mirrors into a node-local cache; problems with their files raise
 :class:`DatasetError` (a ``ValueError``) whose one-line message names the file.
+
+A real data set is one module of this package that registers its loader
+(:func:`register_loader`, see :mod:`mg_tune.data.voc`); importing this package imports
+every module of it, so :data:`REAL_LOADERS` holds them all.
 """
 
 from __future__ import annotations
@@ -23,8 +27,14 @@ from mg_tune.data.errors import DatasetError
 from mg_tune.data.real import REAL_LOADERS, AnnotatedImageDataset, Loader, SplitReport, register_loader
 from mg_tune.data.textbox import TEXTBOX_VARIANTS, build_textbox
 
-for _module in pkgutil.iter_modules(__path__):  # every other data set module registers its loader when imported
-    importlib.import_module(f"{__name__}.{_module.name}")
+
+def _import_data_set_modules() -> None:
+    """Import every module of this package: a data set module registers its loader when imported (:func:`register_loader`)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_data_set_modules()
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "heldout", "test")
 

@@ -10,7 +10,7 @@ Targets: the categories of the JSON (80 for COCO) sorted by id and mapped to
 contiguous indices ``0..K-1`` (``class_names`` = category names); multi-label
 ``labels``; one box per annotation, COCO ``bbox = [x, y, w, h]`` (0-based,
 real-valued) becoming the covering pixel box ``(floor x, floor y, ceil(x+w),
-ceil(y+h))`` (:func:`mg_tune.data.real.pixel_box`); ``seg_masks`` from the
+ceil(y+h))`` (:func:`mg_tune.data.records.pixel_box`); ``seg_masks`` from the
 polygon or RLE ``segmentation`` of each annotation, rasterised with
 ``pycocotools.mask`` exactly as ``COCO.annToMask`` does (polygons with fewer
 than 3 points cover nothing and are dropped first, since ``frPyObjects`` would
