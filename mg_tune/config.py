@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mg_tune.guidance.attribution import METHODS
 from mg_tune.guidance.losses import LOSSES
 from mg_tune.models import LAYERS, MODEL_NAMES, PRUNABLE_MODELS
+from mg_tune.textfiles import expected_one_of
 
 
 class _Strict(BaseModel):
@@ -47,7 +48,7 @@ class DataConfig(_Strict):
     split is built, never when a config or spec is parsed.
     """
 
-    name: Literal["textbox", "voc", "coco", "waterbirds"] = "textbox"
+    name: str = "textbox"
     variant: str = "spurious"
     root: str | None = None
     train_size: int = Field(1000, gt=0)
@@ -68,11 +69,20 @@ class DataConfig(_Strict):
         """The fields that do not apply to the data set ``name``: :data:`TEXTBOX_ONLY_FIELDS` for a real one, :data:`REAL_ONLY_FIELDS` for TextBox."""
         return REAL_ONLY_FIELDS if self.name == "textbox" else TEXTBOX_ONLY_FIELDS
 
+    @field_validator("name")
+    @classmethod
+    def _registered_name(cls, name: str) -> str:
+        from mg_tune.data import data_set_names
+
+        if name not in data_set_names():
+            raise ValueError(expected_one_of(data_set_names()))
+        return name
+
     @model_validator(mode="before")
     @classmethod
     def _default_variant(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("variant") is None:
-            values = {**values, "variant": DEFAULT_VARIANTS.get(values.get("name", "textbox"), "spurious")}
+            values = {**values, "variant": default_variant(values.get("name", "textbox"))}
         return values
 
     @model_validator(mode="after")
@@ -97,8 +107,12 @@ class DataConfig(_Strict):
         return self
 
 
-DEFAULT_VARIANTS: dict[str, str] = {"textbox": "spurious", "voc": "2007", "coco": "2014", "waterbirds": "conventional"}
-"""``DataConfig.variant`` when none is given."""
+def default_variant(name: Any) -> str:
+    """``DataConfig.variant`` when none is given: ``spurious`` for TextBox, a real data set's first variant (its loader's)."""
+    from mg_tune.data import REAL_LOADERS
+
+    loader = REAL_LOADERS.get(name) if isinstance(name, str) else None
+    return loader.default_variant if loader is not None else "spurious"
 
 TEXTBOX_ONLY_FIELDS: tuple[str, ...] = ("train_size", "val_size", "heldout_size", "test_size")
 """``DataConfig`` fields only the generated TextBox data reads (real splits have the size of the data)."""
@@ -113,7 +127,7 @@ class TrainConfig(_Strict):
     ``lam_reduction`` says what λ multiplies. ``sum`` (default): L_loc is the *sum*
     of the per-image losses over the batch's annotated images, as in the authors'
     train.py (``localization_loss += loss_loc(...)`` per image), so a λ from the
-    papers (:data:`mg_tune.search.spec.PAPER_LAMBDA_GRID`) means the papers'
+    papers (:data:`mg_tune.search.lambda_grid.PAPER_LAMBDA_GRID`) means the papers'
     guidance strength at the same batch size and annotated share. ``mean``: their
     mean, which keeps λ independent of the batch size (λ_mean = λ_sum × number
     of annotated images per batch gives the same step).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,8 +58,7 @@ def pareto_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequ
                     legendgroup=name,
                     showlegend=col == 1,
                     marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}},
-                    customdata=np.stack([part["trial_id"].astype(str), part["epoch"].astype(str)], axis=1) if len(part) else None,
-                    hovertemplate=f"trial %{{customdata[0]}}<br>epoch %{{customdata[1]}}<br>{x}: %{{x:.4f}}<br>{y}: %{{y:.4f}}<extra></extra>",
+                    **_hover(part, (x, y)),
                 ),
                 row=1,
                 col=col,
@@ -73,6 +73,15 @@ def pareto_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequ
         width=max(460, 420 * len(pairs)),
     )
     return fig
+
+
+def _hover(part: pd.DataFrame, axes: Sequence[str]) -> dict[str, Any]:
+    """A checkpoint marker's hover text: its trial, epoch and value on each axis (plotly's x, y, z, in order)."""
+    values = "".join(f"<br>{name}: %{{{coord}:.4f}}" for name, coord in zip(axes, "xyz"))
+    return {
+        "customdata": np.stack([part["trial_id"].astype(str), part["epoch"].astype(str)], axis=1) if len(part) else None,
+        "hovertemplate": f"trial %{{customdata[0]}}<br>epoch %{{customdata[1]}}{values}<extra></extra>",
+    }
 
 
 def _on_front(table: pd.DataFrame) -> pd.Series:
@@ -102,8 +111,7 @@ def pareto_3d_figure(table: pd.DataFrame, objectives: Sequence[str], maximize: S
                 mode="markers",
                 name=name,
                 marker={"color": color, "size": size},
-                customdata=np.stack([part["trial_id"].astype(str), part["epoch"].astype(str)], axis=1) if len(part) else None,
-                hovertemplate=f"trial %{{customdata[0]}}<br>epoch %{{customdata[1]}}<br>{x}: %{{x:.4f}}<br>{y}: %{{y:.4f}}<br>{z}: %{{z:.4f}}<extra></extra>",
+                **_hover(part, (x, y, z)),
             )
         )
     fig.update_layout(

@@ -1,10 +1,7 @@
 """The Pareto front of a search, computed from MLflow alone.
 
-:func:`checkpoint_table` reads every (trial, epoch) checkpoint of a search
-with a bounded number of requests -- the experiment, ``search_runs`` pages
-(trial params and status) and ``search_logged_models`` pages (one READY
-LoggedModel per epoch, with its metrics; see :mod:`mg_tune.tracking`) -- and
-:func:`search_pareto` applies :func:`mg_tune.pareto.pareto_front` and
+:func:`checkpoint_table` (:mod:`mg_tune.checkpoint_table`) reads every (trial, epoch)
+checkpoint of a search with a bounded number of requests, and :func:`search_pareto` applies :func:`mg_tune.pareto.pareto_front` and
 :func:`mg_tune.pareto.normalized_hypervolume` to it, then (``tag=True``)
 writes the result back to MLflow: tags on the front's runs and LoggedModels,
 the hypervolume and the Pareto report (pairwise plots, 3-D view, hypervolume
@@ -31,33 +28,19 @@ import html
 import math
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import LoggedModel, LoggedModelStatus, Metric, Run, RunTag
+from mlflow.entities import Metric, RunTag
 
+from mg_tune.checkpoint_table import ID_COLUMNS, SearchCheckpoints, checkpoint_table, read_search, search_table
 from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure, pareto_png
-from mg_tune.tracking import (
-    CHECKPOINT_ARTIFACT,
-    ROLE_TAG,
-    TRIAL_TAG,
-    WEIGHTS_DELETED_TAG,
-    count_requests,
-    experiment_name,
-    find_search_run,
-    iter_logged_models,
-    logged_models_in_slices,
-    iter_runs,
-    model_epoch,
-    model_metrics,
-    redact_uri,
-)
+from mg_tune.tracking import count_requests
 
 __all__ = [
     "PARETO_EPOCHS_TAG",
@@ -79,7 +62,6 @@ OBJECTIVES_TAG = "pareto_objectives"
 CONSTRAINTS_TAG = "pareto_constraints"
 HYPERVOLUME_METRIC = "pareto_hypervolume"
 PLOT_DIR = "pareto"
-ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri", "created", "weights_deleted"]
 
 
 @dataclass
@@ -95,113 +77,6 @@ class ParetoResult:
     plot_path: Path | None = None
     bounds: list[tuple[float, float]] = field(default_factory=list)
 
-
-@dataclass
-class _Search:
-    client: MlflowClient
-    experiment_id: str
-    parent: Run | None
-    runs: dict[str, Run]
-    models: dict[tuple[str, int], LoggedModel]
-
-
-SLICES = 4
-"""Concurrent time slices of the LoggedModel read from a tracking server (:func:`_logged_models`)."""
-
-
-def _logged_models(client: MlflowClient, experiment_id: str, runs: Iterable[Run], tracking_uri: str) -> Iterable[LoggedModel]:
-    """The experiment's LoggedModels: paged; from a server (``http(s)://``) in :data:`SLICES` concurrent slices.
-
-    The slices cut at quantiles of the trial runs' start times, which split
-    the checkpoints about evenly (a trial's models are created after its
-    run starts). Over HTTP the server's work and this process's parsing then
-    overlap; a local store gains nothing from threads (the GIL), so it reads
-    the plain pages.
-    """
-    starts = sorted(run.info.start_time for run in runs)
-    if not tracking_uri.startswith(("http://", "https://")) or len(starts) < 2 * SLICES:
-        return iter_logged_models(client, experiment_id)
-    cuts = [starts[len(starts) * k // SLICES] for k in range(1, SLICES)]
-    return logged_models_in_slices(client, experiment_id, cuts, workers=SLICES)
-
-
-def _read(tracking_uri: str, search: str) -> _Search:
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name(search))
-    if experiment is None or experiment.lifecycle_stage != "active":
-        raise ValueError(f"no search named {search!r} in {redact_uri(tracking_uri)}")
-    exp_id = experiment.experiment_id
-    runs = {r.info.run_id: r for r in iter_runs(client, exp_id, f"tags.`{ROLE_TAG}` = 'trial'")}
-    models: dict[tuple[str, int], LoggedModel] = {}
-    for model in _logged_models(client, exp_id, runs.values(), tracking_uri):
-        epoch = model_epoch(model)
-        if model.status != LoggedModelStatus.READY or epoch is None or model.source_run_id not in runs:
-            continue
-        key = (model.source_run_id, epoch)
-        old = models.get(key)
-        if old is None or model.creation_timestamp < old.creation_timestamp:  # first write wins
-            models[key] = model
-    return _Search(client, exp_id, find_search_run(client, exp_id), runs, models)
-
-
-def _numeric(column: pd.Series) -> pd.Series:
-    """A param column as numbers when every value parses as one, else unchanged."""
-    converted = pd.to_numeric(column, errors="coerce")
-    return converted if converted.notna().sum() == column.notna().sum() else column
-
-
-def _table(data: _Search) -> pd.DataFrame:
-    rows = []
-    param_keys: set[str] = set()
-    metric_keys: set[str] = set()
-    for (run_id, epoch), model in data.models.items():
-        run = data.runs[run_id]
-        params = {f"params.{k}": v for k, v in run.data.params.items()}
-        metrics = model_metrics(model, epoch)
-        metrics.pop("epoch", None)
-        param_keys.update(params)
-        metric_keys.update(metrics)
-        rows.append(
-            {
-                "run_id": run_id,
-                "trial_id": run.data.tags.get(TRIAL_TAG, run.info.run_name),
-                "epoch": epoch,
-                "model_id": model.model_id,
-                "status": run.info.status,
-                "checkpoint_uri": f"{model.artifact_location.rstrip('/')}/{CHECKPOINT_ARTIFACT}",
-                "created": model.creation_timestamp,
-                "weights_deleted": WEIGHTS_DELETED_TAG in model.tags,
-                **params,
-                **metrics,
-            }
-        )
-    columns = ID_COLUMNS + sorted(param_keys) + sorted(metric_keys)
-    table = pd.DataFrame(rows, columns=columns)
-    for key in param_keys:
-        table[key] = _numeric(table[key])
-    for key in metric_keys:
-        table[key] = table[key].astype(float)
-    table["epoch"] = table["epoch"].astype(int)
-    return table.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
-
-
-def checkpoint_table(tracking_uri: str, search: str) -> pd.DataFrame:
-    """One row per (trial, epoch) checkpoint of search ``search``.
-
-    Columns: ``run_id``, ``trial_id``, ``epoch``, ``model_id`` (the epoch's
-    LoggedModel), ``status`` (the trial run's status), ``checkpoint_uri``,
-    ``created`` (the LoggedModel's creation time, ms since the epoch), ``weights_deleted``
-    (True where the search's retention policy deleted the checkpoint's weights, keeping its metrics),
-    then ``params.<name>`` for the trial params (numeric where they parse),
-    then one float column per metric (NaN where an epoch did not log it or
-    logged NaN). Rows are sorted by trial and epoch. Epochs of failed or
-    still running trials are included: each is a complete checkpoint.
-    Cost: 1 + ceil(trials/1000) + ceil(checkpoints/1000) + 1 (parent run) store requests.
-
-    Raises:
-        ValueError: no search of that name.
-    """
-    return _table(_read(tracking_uri, search))
 
 
 def _front_indices(table: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool]) -> list[int]:
@@ -248,8 +123,8 @@ def search_pareto(
         ValueError: unknown search, mismatched ``maximize``, or an objective
             no checkpoint logged.
     """
-    data = _read(tracking_uri, search)
-    result = mark_pareto(_table(data), objectives, maximize, constraints, bounds, search)
+    data = read_search(tracking_uri, search)
+    result = mark_pareto(search_table(data), objectives, maximize, constraints, bounds, search)
     if tag:
         _write_back(data, result, plot_dir)
     return result
@@ -330,7 +205,7 @@ def feasible_rows(table: pd.DataFrame, constraints: Sequence[Any], search: str =
     return ok
 
 
-def _write_back(data: _Search, result: ParetoResult, plot_dir: str | Path | None) -> None:
+def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | Path | None) -> None:
     client = data.client
     front_epochs: dict[str, list[int]] = {}
     for run_id, epoch in zip(result.front["run_id"], result.front["epoch"]):

@@ -5,11 +5,13 @@ text; a file that is not (a binary file, another encoding, random bytes) must
 not surface as a ``UnicodeDecodeError`` traceback. Callers wrap
 :func:`decode_problem` into their own error type (``SpecError``,
 ``DatasetError``), so the message reads ``<file>: not UTF-8 text (byte 0xff at
-offset 1)``. :func:`first_line` cuts any message to the one line an error shows.
+offset 1)``. :func:`first_line` cuts any message to the one line an error shows;
+:func:`expected_one_of` words a bad name of a registry (a data set, a sampler).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -27,3 +29,10 @@ def read_utf8(path: str | Path) -> str:
 def first_line(text: str) -> str:
     """The first non-blank line of ``text`` (stripped), or ``""``."""
     return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def expected_one_of(names: Sequence[str]) -> str:
+    """``Input should be 'a', 'b' or 'c'``: a registry name's error in pydantic's own words for a ``Literal``."""
+    quoted = [repr(n) for n in names]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f"Input should be {listed}"

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "mg_tune"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("textfiles", "output", "checkpoint", "pareto"),  # leaves: text, console, checkpoint files, Pareto math
+    ("textfiles", "output", "checkpoint", "pareto", "s3"),  # leaves: text, console, checkpoint files, Pareto math, S3 plumbing
     ("guidance",),  # attributions, losses, metrics: pure torch
     ("data",),
     ("models",),
@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rebuild", "mlflow_model", "model_registry"),
     ("tracking",),  # MLflow layout: runs, checkpoints, queries
     ("pareto_plots",),  # figures: tables in, plots out
-    ("pareto_report", "mlflow_links", "evaluate", "export"),
+    ("checkpoint_table", "pareto_report", "mlflow_links", "evaluate", "export"),
     ("search",),  # Ray Tune + Optuna
     ("jobs", "dashboard", "server"),
     ("cli",),
@@ -157,3 +157,12 @@ def test_training_core_imports_no_ray_or_mlflow():
 
 def test_tracking_imports_no_ray():
     assert sorted(m for m, pkgs in EXTERNAL.items() if _part(m) == "tracking" and "ray" in pkgs) == []
+
+
+MAX_MODULE_LINES = 400
+"""A module longer than this holds more than one concern: split it along a seam (docs/architecture.md)."""
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = sorted(f"{path.relative_to(ROOT.parent)} ({n} lines)" for path in MODULES.values() if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES)
+    assert long == [], f"modules over {MAX_MODULE_LINES} lines: {', '.join(long)}"

@@ -8,7 +8,6 @@ GP treats Ray's running trials as pending.
 """
 
 import sys
-import typing
 
 import cloudpickle
 import optuna
@@ -18,10 +17,11 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from mg_tune.search.runner import build_searcher
+from mg_tune.search.samplers import sampler_names
 from mg_tune.search.sampling import build_sampler, define_by_run
 from mg_tune.search.spec import SearchSpec
 
-SAMPLERS = typing.get_args(SearchSpec.model_fields["sampler"].annotation)
+SAMPLERS = sampler_names()  # every sampler a spec can name (the registry the `sampler` field validates against)
 assert {"nsga2", "nsga3", "tpe", "gp", "random", "grid"} <= set(SAMPLERS)
 SPACE = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [0.01, 1.0], "l1": [0.01, 1.0]}}, "lr": {"loguniform": [1e-4, 1e-2]}}
 GRID_SPACE = {**SPACE, "lr": {"choice": [1e-4, 1e-3, 1e-2]}}  # the grid needs a choice list for all but λ

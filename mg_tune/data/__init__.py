@@ -6,24 +6,42 @@ Real data sets (``voc``, ``coco``, ``waterbirds``) are never downloaded from the
 read from ``DataConfig.root``, a local directory or an ``s3://bucket/prefix`` that
 :mod:`mg_tune.data.remote` mirrors into a node-local cache; problems with their files raise
 :class:`DatasetError` (a ``ValueError``) whose one-line message names the file.
+
+A real data set is one module of this package that registers its loader
+(:func:`register_loader`, see :mod:`mg_tune.data.voc`); importing this package imports
+every module of it, so :data:`REAL_LOADERS` holds them all.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Sequence
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from mg_tune.data import coco, voc, waterbirds
+from mg_tune.data import voc, coco, waterbirds  # noqa: F401, I001  (registered first, in the order listings show them)
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.errors import DatasetError
-from mg_tune.data.real import AnnotatedImageDataset, Loader, SplitReport
+from mg_tune.data.real import REAL_LOADERS, AnnotatedImageDataset, Loader, SplitReport, register_loader
 from mg_tune.data.textbox import TEXTBOX_VARIANTS, build_textbox
 
+
+def _import_data_set_modules() -> None:
+    """Import every module of this package: a data set module registers its loader when imported (:func:`register_loader`)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_data_set_modules()
+
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "heldout", "test")
-REAL_LOADERS: dict[str, Loader] = {"voc": voc.LOADER, "coco": coco.LOADER, "waterbirds": waterbirds.LOADER}
-"""The real data sets by ``DataConfig.name``."""
+
+
+def data_set_names() -> tuple[str, ...]:
+    """Every ``DataConfig.name``: ``textbox`` (generated), then the registered real data sets (:data:`REAL_LOADERS`)."""
+    return ("textbox", *REAL_LOADERS)
 
 
 def _check_split(split: str) -> None:
@@ -68,16 +86,19 @@ def unsupported_metrics(data: Any) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     textbox = TEXTBOX_VARIANTS[data.variant].info if data.name == "textbox" and data.variant in TEXTBOX_VARIANTS else None
+    loader = REAL_LOADERS.get(data.name)
     what = f"data.variant {data.variant!r}" if data.name == "textbox" else f"data.name {data.name!r}"
-    if data.name in ("voc", "coco") or (textbox is not None and textbox.multilabel):
+    multilabel = loader.multilabel if loader is not None else textbox is not None and textbox.multilabel
+    groups = loader.groups if loader is not None else textbox is not None and bool(textbox.group_names)
+    if multilabel:
         out["accuracy"] = f"accuracy is reported for single-label data, and {what} is multi-label (f1 and map are)"
-    if data.name != "waterbirds" and not (textbox is not None and textbox.group_names):
+    if not groups:
         out.update(dict.fromkeys(("worst_group_acc", "mean_group_acc"), f"{what} has no groups"))
     if not (textbox is not None and textbox.smerf):
         settings = ", ".join(v for v, cls in TEXTBOX_VARIANTS.items() if cls.info.smerf)
         out.update(dict.fromkeys(SMERF_METRICS, f"SMERF's attribution focus levels need its objects to focus on and avoid, which only the SMERF TextBox settings have ({settings}), not {what}"))
-    if data.name == "waterbirds":
-        out.update(dict.fromkeys(SEGMENTATION_METRICS, "Waterbirds has no segmentation masks"))
+    if loader is not None and loader.seg_loader is None:
+        out.update(dict.fromkeys(SEGMENTATION_METRICS, f"{loader.title or loader.name} has no segmentation masks"))
     return out
 
 
@@ -99,11 +120,14 @@ __all__ = [
     "AnnotatedImageDataset",
     "DatasetError",
     "DatasetInfo",
+    "Loader",
     "REAL_LOADERS",
     "SPLIT_NAMES",
     "TEXTBOX_VARIANTS",
     "build_split",
     "build_textbox",
     "check_dataset",
+    "data_set_names",
+    "register_loader",
     "unsupported_metrics",
 ]

@@ -10,7 +10,7 @@ Targets: the categories of the JSON (80 for COCO) sorted by id and mapped to
 contiguous indices ``0..K-1`` (``class_names`` = category names); multi-label
 ``labels``; one box per annotation, COCO ``bbox = [x, y, w, h]`` (0-based,
 real-valued) becoming the covering pixel box ``(floor x, floor y, ceil(x+w),
-ceil(y+h))`` (:func:`mg_tune.data.real.pixel_box`); ``seg_masks`` from the
+ceil(y+h))`` (:func:`mg_tune.data.records.pixel_box`); ``seg_masks`` from the
 polygon or RLE ``segmentation`` of each annotation, rasterised with
 ``pycocotools.mask`` exactly as ``COCO.annToMask`` does (polygons with fewer
 than 3 points cover nothing and are dropped first, since ``frPyObjects`` would
@@ -49,7 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.errors import DatasetError
-from mg_tune.data.real import BadSamples, Loader, Record, carve, pixel_box, require_dir, require_file
+from mg_tune.data.real import Loader, register_loader
+from mg_tune.data.records import BadSamples, Record, carve, pixel_box, require_dir, require_file
 from mg_tune.textfiles import decode_problem
 
 ANNOTATION_FILES = {"train2014": "annotations/instances_train2014.json", "val2014": "annotations/instances_val2014.json"}
@@ -208,5 +209,5 @@ def split_records(
     return info, val if split == "val" else heldout
 
 
-LOADER = Loader("coco", ("2014",), COCOOptions, split_records, seg_loader=load_segmentation, cache_clear=_index.cache_clear)
+LOADER = register_loader(Loader("coco", ("2014",), COCOOptions, split_records, seg_loader=load_segmentation, cache_clear=_index.cache_clear, multilabel=True, title="COCO"))
 """``build_split`` / ``mg-tune data check`` entry for ``name: coco``."""

@@ -25,228 +25,30 @@ Masks are uint8 0/1 rather than float (80 float masks of 224 px are 16 MB per
 COCO sample); every consumer (trainer losses, metrics, overlays) casts with
 ``.float()`` / ``_prepare`` before arithmetic.
 
-Geometry: masks are rasterised at the image's own resolution, then the image
-and all masks go through **one** ``torchvision.transforms.v2`` call (a
-``tv_tensors.Image`` and a ``tv_tensors.Mask``): ``Resize((S, S))`` (bilinear,
-antialiased, for the image; nearest-exact for masks, :class:`PixelMask`), or on ``train`` with
-``augment`` ``RandomResizedCrop((S, S))`` + ``RandomHorizontalFlip()``, so crops
-and flips stay aligned pixel for pixel.
-
-Boxes everywhere are ``(x0, y0, x1, y1)`` in 0-based pixel coordinates of the
-original image, x0/y0 inclusive and x1/y1 exclusive (:mod:`mg_tune.data.masks`).
-Formats with real-valued coordinates (COCO, CUB) are converted to the smallest
-pixel box covering the rectangle, ``x0 = floor(x)``, ``x1 = ceil(x + w)``; a box
-may exceed the image by less than :data:`BOX_SLACK` pixel (float round-off in
-those files) and is then clipped; anything further is a :class:`DatasetError`.
+The pieces live in their own modules: :mod:`mg_tune.data.records` (the index and the
+checks of what a loader reads: boxes, files, ``on_bad_sample``, carving splits),
+:mod:`mg_tune.data.images` (decoding, and the one geometric transform of an image and
+its masks) and :mod:`mg_tune.data.split_report` (what ``data check`` counts).
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2 import functional as TF
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.errors import DatasetError
+from mg_tune.data.images import PixelMask, build_transform, load_rgb
 from mg_tune.data.masks import annotated_subset, dilate_box
+from mg_tune.data.records import BadSamples, Box5, Record, SegLoader
 from mg_tune.data.remote import local_root  # s3:// roots are mirrored into a node-local cache
-
-BOX_SLACK = 1.0
-"""A real-valued box may exceed the image by less than this many pixels (then it is clipped)."""
-
-Box5 = tuple[int, int, int, int, int]
-"""``(class_index, x0, y0, x1, y1)``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One image of the index: everything but the pixels.
-
-    ``labels`` are the class indices present (for single-label sets the one label);
-    ``boxes`` are ``(k, x0, y0, x1, y1)`` before dilation; ``source`` is the
-    annotation file (for error messages); ``seg`` is a loader-specific handle to the
-    image's segmentation masks (None when it has none). ``difficult`` (VOC objects marked
-    difficult) and ``crowd`` (COCO ``iscrowd`` regions) count what the annotation holds,
-    whatever the options kept of it (``data check`` reports them).
-    """
-
-    image: str
-    width: int
-    height: int
-    labels: tuple[int, ...]
-    boxes: tuple[Box5, ...]
-    source: str
-    group: int = -1
-    seg: Any = None
-    difficult: int = 0
-    crowd: int = 0
-
-
-def pixel_box(
-    x0: float, y0: float, x1: float, y1: float, width: int, height: int, path: str | Path, what: str
-) -> tuple[int, int, int, int]:
-    """Smallest pixel box ``(floor x0, floor y0, ceil x1, ceil y1)`` covering a real rectangle, validated.
-
-    Raises :class:`DatasetError` for non-finite values, a zero-area rectangle, or one
-    lying outside the ``width`` x ``height`` image by :data:`BOX_SLACK` pixel or more.
-    """
-    values = (x0, y0, x1, y1)
-    if not all(math.isfinite(v) for v in values):
-        raise DatasetError(path, f"{what}: box coordinates {values} are not finite numbers")
-    if not (x1 > x0 and y1 > y0):
-        raise DatasetError(path, f"{what}: zero-area box (x0={x0:g}, y0={y0:g}, x1={x1:g}, y1={y1:g})")
-    if x0 <= -BOX_SLACK or y0 <= -BOX_SLACK or x1 >= width + BOX_SLACK or y1 >= height + BOX_SLACK:
-        raise DatasetError(
-            path,
-            f"{what}: box (x0={x0:g}, y0={y0:g}, x1={x1:g}, y1={y1:g}) lies outside the {width}x{height} image",
-        )
-    box = (max(0, math.floor(x0)), max(0, math.floor(y0)), min(width, math.ceil(x1)), min(height, math.ceil(y1)))
-    if not (box[2] > box[0] and box[3] > box[1]):
-        raise DatasetError(path, f"{what}: zero-area box (x0={x0:g}, y0={y0:g}, x1={x1:g}, y1={y1:g}) after clipping")
-    return box
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from the image header only (no decoding); DatasetError if missing or unreadable."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise DatasetError(path, "image file is missing") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(path, f"not a readable image ({exc})") from None
-
-
-def require_dir(path: Path, what: str) -> Path:
-    """``path`` if it is a directory, else DatasetError naming it."""
-    if not path.is_dir():
-        raise DatasetError(path, f"{what} directory is missing")
-    return path
-
-
-def require_file(path: Path, what: str) -> Path:
-    """``path`` if it is a file, else DatasetError naming it."""
-    if not path.is_file():
-        raise DatasetError(path, f"{what} is missing")
-    return path
-
-
-class BadSamples:
-    """``on_bad_sample`` policy: re-raise (``"error"``) or skip, count and warn once (``"skip"``)."""
-
-    def __init__(self, mode: str, dataset: str) -> None:
-        if mode not in ("error", "skip"):
-            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {mode!r}")
-        self.mode = mode
-        self.dataset = dataset
-        self.skipped = 0
-        self.first: str | None = None
-
-    def handle(self, exc: DatasetError) -> None:
-        """Raise ``exc`` in error mode, else count it."""
-        if self.mode == "error":
-            raise exc
-        self.skipped += 1
-        self.first = self.first or str(exc)
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)``, or None when it raised a DatasetError that is skipped."""
-        try:
-            return fn(*args)
-        except DatasetError as exc:
-            self.handle(exc)
-            return None
-
-    def finish(self) -> None:
-        """One warning for everything skipped."""
-        if self.skipped:
-            warnings.warn(
-                f"{self.dataset}: skipped {self.skipped} bad sample(s) (on_bad_sample='skip'); first: {self.first}",
-                stacklevel=3,
-            )
-
-
-def carve(items: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """Split ``items`` into ``(rest, carved)``: ``carved`` is a seeded random ``fraction`` of them.
-
-    ``round(fraction * n)`` items (at least 1 when ``fraction > 0`` and ``n > 1``, and
-    never all of them when ``fraction < 1``) are drawn by the permutation of
-    ``numpy.random.default_rng(seed)``; both parts keep the original order.
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
-    n = len(items)
-    k = int(round(fraction * n))
-    if fraction > 0 and n > 1:
-        k = max(k, 1)
-    if fraction < 1 and n > 1:
-        k = min(k, n - 1)
-    chosen = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
-    rest = [x for i, x in enumerate(items) if i not in chosen]
-    carved_ = [x for i, x in enumerate(items) if i in chosen]
-    return rest, carved_
-
-
-class PixelMask(tv_tensors.Mask):
-    """A ``tv_tensors.Mask`` that is resized with ``NEAREST_EXACT`` instead of v2's legacy ``NEAREST``.
-
-    Legacy nearest (``floor(i * scale)``) shifts a mask by up to half an input pixel
-    against the image's bilinear resize, which samples at pixel centres; nearest-exact
-    (``floor((i + 0.5) * scale)``) samples the same centres, so a mask stays on the
-    pixels it covers in the image. Every other kernel (crop, flip) is the Mask's own.
-    """
-
-
-@TF.register_kernel(TF.resize, PixelMask)
-def _resize_pixel_mask(mask: torch.Tensor, size: list[int] | None, interpolation: Any = None, max_size: int | None = None, antialias: Any = None) -> torch.Tensor:
-    out = TF.resize_mask(mask.as_subclass(torch.Tensor), size, interpolation=InterpolationMode.NEAREST_EXACT, max_size=max_size)
-    return tv_tensors.wrap(out, like=mask)
-
-
-@TF.register_kernel(TF.resized_crop, PixelMask)
-def _resized_crop_pixel_mask(mask: torch.Tensor, top: int, left: int, height: int, width: int, size: list[int], **kwargs: Any) -> torch.Tensor:
-    cropped = TF.crop_mask(mask.as_subclass(torch.Tensor), top, left, height, width)
-    out = TF.resize_mask(cropped, size, interpolation=InterpolationMode.NEAREST_EXACT)
-    return tv_tensors.wrap(out, like=mask)
-
-
-def build_transform(size: int, augment: bool) -> v2.Compose:
-    """The one geometric transform applied to an image and its masks together (see module doc)."""
-    if augment:
-        geometry = [v2.RandomResizedCrop((size, size), antialias=True), v2.RandomHorizontalFlip()]
-    else:
-        geometry = [v2.Resize((size, size), antialias=True)]
-    return v2.Compose([*geometry, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)])
-
-
-def load_rgb(path: str, width: int, height: int) -> torch.Tensor:
-    """Decode ``path`` as uint8 ``[3, H, W]`` RGB; DatasetError if unreadable or not ``width`` x ``height``."""
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetError(path, "image file is missing") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(path, f"not a readable image ({exc})") from None
-    if rgb.size != (width, height):
-        raise DatasetError(path, f"image is {rgb.size[0]}x{rgb.size[1]} but its annotation says {width}x{height}")
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
-
-
-SegLoader = Callable[[Record], dict[int, np.ndarray]]
-"""Per-class bool segmentation masks ``{k: [H, W]}`` of a record (an empty dict if it has none)."""
-
+from mg_tune.data.split_report import SplitReport, split_report, verify_images
 
 class AnnotatedImageDataset(Dataset):
     """Images decoded lazily from an index of :class:`Record`; the sample dict of the module doc.
@@ -345,75 +147,6 @@ class AnnotatedImageDataset(Dataset):
         }
 
 
-@dataclass
-class SplitReport:
-    """Counts of one split, printed by ``mg-tune data check``.
-
-    ``images``, ``boxes`` and the per-class counts are what a search loads (after the
-    options: ``difficult``, ``crowd``, ``empty_images``, ``max_samples``); ``difficult`` and
-    ``crowd`` count the difficult objects and crowd regions the split's annotations hold;
-    ``unlabeled`` the images left without any label (all-negative samples).
-    """
-
-    split: str
-    images: int
-    boxes: int
-    with_seg: int
-    class_counts: list[int]
-    group_counts: dict[int, int] = field(default_factory=dict)
-    box_counts: list[int] = field(default_factory=list)
-    difficult: int = 0
-    crowd: int = 0
-    unlabeled: int = 0
-
-    @property
-    def classes_without_boxes(self) -> list[int]:
-        """Indices of the classes no box of the split belongs to (they cannot be guided here)."""
-        return [k for k, n in enumerate(self.box_counts) if n == 0]
-
-
-def split_report(split: str, records: Iterable[Record], num_classes: int, has_seg: Callable[[Record], bool]) -> SplitReport:
-    """Count images, boxes, images with segmentation, images and boxes per class, groups, difficult, crowd, unlabeled."""
-    records = list(records)
-    counts, box_counts = [0] * num_classes, [0] * num_classes
-    groups: dict[int, int] = {}
-    for r in records:
-        for k in set(r.labels):
-            counts[k] += 1
-        for box in r.boxes:
-            box_counts[box[0]] += 1
-        if r.group >= 0:
-            groups[r.group] = groups.get(r.group, 0) + 1
-    return SplitReport(
-        split=split,
-        images=len(records),
-        boxes=sum(len(r.boxes) for r in records),
-        with_seg=sum(1 for r in records if has_seg(r)),
-        class_counts=counts,
-        group_counts=dict(sorted(groups.items())),
-        box_counts=box_counts,
-        difficult=sum(r.difficult for r in records),
-        crowd=sum(r.crowd for r in records),
-        unlabeled=sum(1 for r in records if not r.labels),
-    )
-
-
-def verify_images(records: Iterable[Record], bad: BadSamples, seg_loader: SegLoader | None) -> list[Record]:
-    """Records whose image header matches the annotated size and whose segmentation masks load."""
-    kept = []
-    for r in records:
-        try:
-            w, h = image_size(r.image)
-            if (w, h) != (r.width, r.height):
-                raise DatasetError(r.image, f"image is {w}x{h} but {r.source} says {r.width}x{r.height}")
-            if seg_loader is not None and r.seg is not None:
-                seg_loader(r)
-        except DatasetError as exc:
-            bad.handle(exc)
-            continue
-        kept.append(r)
-    return kept
-
 
 RecordsFn = Callable[[str, str, Any, str, str], tuple[DatasetInfo, list[Record]]]
 """``(root, split, options, variant, on_bad_sample) -> (info, records)``."""
@@ -421,7 +154,12 @@ RecordsFn = Callable[[str, str, Any, str, str], tuple[DatasetInfo, list[Record]]
 
 @dataclass(frozen=True)
 class Loader:
-    """One real data set: its variants, its ``options`` model, its index and segmentation readers."""
+    """One real data set: its variants (the first is the default), its ``options`` model, its index and segmentation readers.
+
+    ``multilabel`` and ``groups`` say which metrics the data set can measure
+    (:func:`mg_tune.data.unsupported_metrics`; without ``seg_loader`` it has no
+    segmentation masks); ``title`` names it in messages (default: ``name``).
+    """
 
     name: str
     variants: tuple[str, ...]
@@ -431,6 +169,13 @@ class Loader:
     inverted_variants: tuple[str, ...] = ()
     cache_clear: Callable[[], None] = lambda: None
     """Forget the parsed indexes (they are cached per process, keyed by root and options)."""
+    multilabel: bool = False
+    groups: bool = False
+    title: str = ""
+
+    @property
+    def default_variant(self) -> str:
+        return self.variants[0]
 
     def split(self, data: Any, split: str) -> tuple[DatasetInfo, list[Record]]:
         """``(info, records)`` of ``split`` for a :class:`mg_tune.config.DataConfig` (``max_samples`` applied)."""
@@ -469,3 +214,20 @@ class Loader:
                 bad.finish()
             reports.append(split_report(split, records, info.num_classes, lambda r: r.seg is not None))
         return info, reports
+
+
+REAL_LOADERS: dict[str, Loader] = {}
+"""The real data sets by ``DataConfig.name``, in registration order (:func:`register_loader`)."""
+
+
+def register_loader(loader: Loader) -> Loader:
+    """Make ``loader`` a data set ``DataConfig.name`` can name; returns it (``LOADER = register_loader(Loader(...))``).
+
+    Adding a data set is one module in ``mg_tune/data/`` that calls this at import:
+    :mod:`mg_tune.data` imports every module of the package, and the config's and spec's
+    ``data.name``, ``data check`` and the loaders of a search read :data:`REAL_LOADERS`.
+    """
+    if loader.name in REAL_LOADERS or loader.name == "textbox":
+        raise ValueError(f"data set {loader.name!r} is registered twice")
+    REAL_LOADERS[loader.name] = loader
+    return loader

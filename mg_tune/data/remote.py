@@ -18,7 +18,8 @@ remembered, so the four splits of a trial list the bucket once. Local files
 whose object was deleted from S3 are left in place.
 
 Endpoint: the ``endpoint_url`` argument, else ``$MLFLOW_S3_ENDPOINT_URL``, else
-``$AWS_ENDPOINT_URL``, else AWS. Credentials come from boto3's usual chain.
+``$AWS_ENDPOINT_URL``, else AWS (:func:`mg_tune.s3.endpoint`). Credentials come from
+boto3's usual chain.
 A bucket, prefix or credential problem raises :class:`DatasetError` with one
 line naming the URI.
 
@@ -30,21 +31,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from mg_tune import s3
 from mg_tune.data.errors import DatasetError
+from mg_tune.s3 import endpoint
 
-SCHEME = "s3://"
-ENDPOINT_VARIABLES = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 DOWNLOAD_THREADS = 8
-MULTIPART_BYTES = 64 * 2**20
-CHUNK_BYTES = 2**20
 
 _synced: dict[tuple[str, str | None], Path] = {}
 _synced_lock = threading.Lock()
@@ -59,17 +56,16 @@ class SyncStats:
     bytes: int
 
 
-def is_remote(root: str | os.PathLike[str]) -> bool:
-    """Whether ``root`` is an ``s3://`` URI."""
-    return str(root).startswith(SCHEME)
+is_remote = s3.is_s3
+"""Whether a root is an ``s3://`` URI."""
 
 
 def split_uri(uri: str) -> tuple[str, str]:
     """``(bucket, prefix)`` of ``s3://bucket/prefix`` (prefix without surrounding slashes; may be empty)."""
-    bucket, _, prefix = uri[len(SCHEME) :].partition("/")
+    bucket, prefix = s3.split_uri(uri)
     if not bucket:
         raise DatasetError(uri, "S3 URI has no bucket (expected s3://bucket/prefix)")
-    return bucket, prefix.strip("/")
+    return bucket, prefix
 
 
 def cache_dir() -> Path:
@@ -84,13 +80,6 @@ def cache_path(uri: str) -> Path:
     if any(p in (".", "..") for p in parts):
         raise DatasetError(uri, "S3 prefix may not contain '.' or '..' components")
     return cache_dir().joinpath("datasets", bucket, *parts)
-
-
-def endpoint(endpoint_url: str | None = None) -> str | None:
-    """``endpoint_url``, else the first of ``$MLFLOW_S3_ENDPOINT_URL`` / ``$AWS_ENDPOINT_URL`` that is set."""
-    if endpoint_url:
-        return endpoint_url
-    return next((os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v)), None)
 
 
 def local_root(root: str | os.PathLike[str], endpoint_url: str | None = None) -> Path:
@@ -138,34 +127,6 @@ def node_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def _problem(exc: Exception) -> str:
-    """A short description of a boto3/botocore error."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and response.get("Error"):
-        err = response["Error"]
-        code = err.get("Code", "")
-        if code in ("NoSuchBucket", "404"):
-            return "no such bucket"
-        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"access denied ({code}; check the AWS credentials)"
-        return f"S3 error {code}: {err.get('Message', '')}".strip()
-    name = type(exc).__name__
-    if name == "NoCredentialsError":
-        return "no AWS credentials found (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)"
-    return f"cannot read from S3 ({name}: {exc})"
-
-
-def _objects(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int, float]]:
-    """``(relative path, size, mtime)`` of every object under ``prefix/`` (directory markers skipped)."""
-    start = f"{prefix}/" if prefix else ""
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start):
-        for obj in page.get("Contents", []):
-            rel = obj["Key"][len(start) :]
-            if not rel or rel.endswith("/"):
-                continue
-            yield rel, int(obj["Size"]), obj["LastModified"].timestamp()
-
-
 def _fresh(path: Path, size: int, mtime: float) -> bool:
     """The cached file has the object's size and modification time (whole seconds)."""
     try:
@@ -177,17 +138,13 @@ def _fresh(path: Path, size: int, mtime: float) -> bool:
 
 def sync_s3(uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = None) -> SyncStats:
     """Mirror ``s3://bucket/prefix`` into ``dest`` (see module doc); raises DatasetError naming ``uri``."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, prefix = split_uri(uri)
     dest = Path(dest)
-    config = Config(max_pool_connections=DOWNLOAD_THREADS, retries={"max_attempts": 3, "mode": "standard"})
+    errors = s3.boto_errors()
     try:
-        client = boto3.session.Session().client("s3", endpoint_url=endpoint(endpoint_url), config=config)  # fresh credentials
-    except (BotoCoreError, ClientError, ValueError) as exc:
-        raise DatasetError(uri, _problem(exc)) from None
+        client = s3.client(endpoint_url, max_pool_connections=DOWNLOAD_THREADS, max_attempts=3)  # fresh credentials
+    except (*errors, ValueError) as exc:
+        raise DatasetError(uri, s3.describe_error(exc)) from None
 
     def fetch(item: tuple[str, int, float]) -> int:
         rel, size, mtime = item
@@ -198,13 +155,7 @@ def sync_s3(uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = N
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
-            key = f"{prefix}/{rel}" if prefix else rel
-            if size > MULTIPART_BYTES:  # managed transfer: parallel ranged GETs (after a HEAD)
-                client.download_file(bucket, key, str(tmp))
-            else:  # one GET per file
-                body = client.get_object(Bucket=bucket, Key=key)["Body"]
-                with open(tmp, "wb") as f:
-                    shutil.copyfileobj(body, f, CHUNK_BYTES)
+            s3.download(client, bucket, s3.key(prefix, rel), tmp, size)
             os.utime(tmp, (mtime, mtime))
             os.replace(tmp, target)
         finally:
@@ -213,7 +164,7 @@ def sync_s3(uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = N
 
     with node_lock(dest.with_name(f".{dest.name}.lock")):
         try:
-            listing = list(_objects(client, bucket, prefix))
+            listing = list(s3.list_objects(client, bucket, prefix))
             if not listing:
                 raise DatasetError(uri, "no objects under this S3 prefix")
             stale = [item for item in listing if not _fresh(dest.joinpath(*PurePosixPath(item[0]).parts), item[1], item[2])]
@@ -222,6 +173,6 @@ def sync_s3(uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = N
                     sizes = list(pool.map(fetch, stale))
             else:
                 sizes = []
-        except (BotoCoreError, ClientError) as exc:
-            raise DatasetError(uri, _problem(exc)) from None
+        except errors as exc:
+            raise DatasetError(uri, s3.describe_error(exc)) from None
     return SyncStats(listed=len(listing), downloaded=len(sizes), bytes=sum(sizes))

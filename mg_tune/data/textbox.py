@@ -14,6 +14,9 @@ background and never overlap (at least ``GAP`` pixels apart):
 Boxes follow ``mg_tune.data.masks`` conventions: ``(x0, y0, x1, y1)``, x = column, y = row,
 x1/y1 exclusive.
 
+Scenes (objects, placement, rendering) are :mod:`mg_tune.data.textbox_scene`; the SMERF
+reasoning table is :mod:`mg_tune.data.smerf_rules`.
+
 Variants (``TEXTBOX_VARIANTS``): ``"multilabel"`` (4 classes A, B, Box1, Box2),
 ``"spurious"`` (Waterbirds-like colour shortcut) and the seven reasoning settings of
 SMERF Table 1 (``"simple_fr"``, ``"simple_nr"``, ``"complex_fr"``, ``"complex_cr1"``..``"complex_cr4"``).
@@ -21,150 +24,38 @@ SMERF Table 1 (``"simple_fr"``, ``"simple_nr"``, ``"complex_fr"``, ``"complex_cr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+import functools
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mg_tune.data.base import DatasetInfo
-from mg_tune.data.masks import Box, annotated_subset, box_mask, class_box_masks, dilate_box
+from mg_tune.data.masks import annotated_subset, box_mask, class_box_masks, dilate_box
+from mg_tune.data.smerf_rules import BOX1, BOX2, SMERF_RULES, TEXT, Reasoning, bucket_contents, smerf_reasoning
+from mg_tune.data.textbox_scene import (
+    BLACK,
+    GAP,
+    GLYPHS_5X7,
+    IMAGE_SIZE,
+    OBJECT_PIXELS,
+    WHITE,
+    Color,
+    Scene,
+    SceneObject,
+    glyph,
+    scatter,
+)
 from mg_tune.data.textures import texture
 
-IMAGE_SIZE = 64
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "heldout": 2, "test": 3}
-GAP = 2
-"""Minimum number of background pixels between any two objects."""
-_MAX_PLACEMENT_TRIES = 1000
 
-Color = tuple[float, float, float]
-WHITE: Color = (1.0, 1.0, 1.0)
-BLACK: Color = (0.0, 0.0, 0.0)
-
-GLYPHS_5X7: dict[str, tuple[str, ...]] = {
-    "A": (
-        ".###.",
-        "#...#",
-        "#...#",
-        "#####",
-        "#...#",
-        "#...#",
-        "#...#",
-    ),
-    "B": (
-        "####.",
-        "#...#",
-        "#...#",
-        "####.",
-        "#...#",
-        "#...#",
-        "####.",
-    ),
-}
-"""Embedded bitmap font: 7 rows of 5 columns per letter, '#' = stroke pixel."""
-
-
-def glyph(letter: str, scale: int) -> np.ndarray:
-    """Stroke mask of ``letter`` as a read-only bool array ``[7*scale, 5*scale]`` (nearest-neighbour upscaling)."""
-    rows = np.array([[c == "#" for c in row] for row in GLYPHS_5X7[letter]])
-    pixels = rows.repeat(scale, axis=0).repeat(scale, axis=1)
-    pixels.flags.writeable = False
-    return pixels
-
-
-def _solid(side: int) -> np.ndarray:
-    pixels = np.ones((side, side), dtype=bool)
-    pixels.flags.writeable = False
-    return pixels
-
-
-OBJECT_PIXELS: dict[str, np.ndarray] = {
-    "A": glyph("A", 3),
-    "B": glyph("B", 3),
-    "Box1": _solid(10),
-    "Box2": _solid(4),
-}
-"""Segmentation mask (``[h, w]`` bool) of each object kind; its shape is the object's box size."""
-
-
-@dataclass(frozen=True, eq=False)
-class SceneObject:
-    """One drawn object.
-
-    ``pixels`` is the segmentation mask inside ``box`` (shape ``[y1-y0, x1-x0]``), painted
-    with ``color``; if ``fill`` is set, the whole box is first painted with ``fill``.
-    """
-
-    name: str
-    box: Box
-    pixels: np.ndarray
-    color: Color = WHITE
-    fill: Color | None = None
-
-    def seg_mask(self, size: int = IMAGE_SIZE) -> np.ndarray:
-        """Full-image bool segmentation mask ``[size, size]``."""
-        x0, y0, x1, y1 = self.box
-        mask = np.zeros((size, size), dtype=bool)
-        mask[y0:y1, x0:x1] = self.pixels
-        return mask
-
-
-@dataclass(frozen=True, eq=False)
-class Scene:
-    """Everything about one sample before rendering.
-
-    ``labels`` is the multi-/one-hot label vector; ``class_objects`` lists pairs
-    ``(class k, object index)``: the object's box belongs to ``M_k`` (masks) and its pixels
-    to the class's segmentation mask; ``avoid`` lists object indices forming the secondary
-    ("objects to avoid") mask; ``bucket`` is the SMERF bucket id (None outside SMERF).
-    """
-
-    background: np.ndarray
-    objects: tuple[SceneObject, ...]
-    labels: tuple[int, ...]
-    class_objects: tuple[tuple[int, int], ...]
-    avoid: tuple[int, ...] = ()
-    group: int = -1
-    bucket: int | None = None
-
-    def render(self) -> np.ndarray:
-        """Paint objects, in order, over the background; returns float32 ``[3, H, W]`` in [0, 1]."""
-        image = self.background.astype(np.float32, copy=True)
-        for obj in self.objects:
-            x0, y0, x1, y1 = obj.box
-            region = image[:, y0:y1, x0:x1]
-            if obj.fill is not None:
-                region[:] = np.asarray(obj.fill, dtype=np.float32)[:, None, None]
-            region[:, obj.pixels] = np.asarray(obj.color, dtype=np.float32)[:, None]
-        return image
-
-
-def _apart(a: Box, b: Box, gap: int) -> bool:
-    """True iff boxes ``a`` and ``b`` are separated by at least ``gap`` pixels along x or y."""
-    return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
-
-
-def scatter(rng: np.random.Generator, kinds: Sequence[str], size: int = IMAGE_SIZE) -> tuple[SceneObject, ...]:
-    """Place one object per kind (keys of ``OBJECT_PIXELS``) uniformly at random, pairwise ``GAP`` apart.
-
-    Rejection sampling: each object's top-left corner is redrawn until it clears all
-    previously placed objects (SMERF App. A.1: locations "constrained to avoid overlapping").
-    """
-    objects: list[SceneObject] = []
-    for kind in kinds:
-        pixels = OBJECT_PIXELS[kind]
-        h, w = pixels.shape
-        for _ in range(_MAX_PLACEMENT_TRIES):
-            x0, y0 = (int(v) for v in rng.integers(0, [size - w + 1, size - h + 1]))
-            box = (x0, y0, x0 + w, y0 + h)
-            if all(_apart(box, other.box, GAP) for other in objects):
-                objects.append(SceneObject(kind, box, pixels))
-                break
-        else:
-            raise RuntimeError(f"could not place {list(kinds)} without overlap in a {size}x{size} image")
-    return tuple(objects)
+__all__ = [  # the scene and SMERF names are re-exported: mg_tune.data.textbox is where users import them from
+    "BLACK", "BOX1", "BOX2", "GAP", "GLYPHS_5X7", "IMAGE_SIZE", "OBJECT_PIXELS", "SMERF_RULES", "SPLITS", "TEXT",
+    "TEXTBOX_VARIANTS", "WHITE", "Color", "Reasoning", "Scene", "SceneObject", "TextBoxDataset", "MultiLabelTextBox",
+    "SpuriousTextBox", "SmerfTextBox", "bucket_contents", "build_textbox", "glyph", "scatter", "smerf_reasoning",
+]
 
 
 def _one_hot(label: int, num_classes: int) -> tuple[int, ...]:
@@ -387,118 +278,6 @@ class SpuriousTextBox(TextBoxDataset):
         return sample
 
 
-# --- SMERF reasoning settings (Table 1) -------------------------------------------------
-
-TEXT, BOX1, BOX2 = "T", "B1", "B2"
-"""Object names of SMERF Table 1: Text, Box1 (10x10), Box2 (4x4)."""
-
-
-def bucket_contents(bucket: int) -> tuple[str | None, bool, bool]:
-    """Objects of SMERF bucket ``1..12`` as ``(text, has_box1, has_box2)`` (SMERF Fig. 5 / Table 1).
-
-    ``bucket = 1 + 3*b + t`` with ``t`` indexing text (None, "A", "B") and ``b`` the boxes
-    (0: none, 1: Box2 only, 2: Box1 only, 3: both); e.g. buckets 10-12 hold both boxes and
-    buckets 1, 4, 7, 10 hold no text.
-    """
-    if not 1 <= bucket <= 12:
-        raise ValueError(f"bucket must lie in 1..12, got bucket={bucket}")
-    b, t = divmod(bucket - 1, 3)
-    return (None, "A", "B")[t], b in (2, 3), b in (1, 3)
-
-
-class Reasoning(NamedTuple):
-    """Label of a bucket and its objects to focus on / avoid (SMERF Table 1 rows)."""
-
-    label: int
-    focus: frozenset[str]
-    avoid: frozenset[str]
-
-
-SmerfRule = Callable[[str | None, bool, bool], Reasoning | None]
-
-
-def _present(text: str | None, box1: bool, box2: bool) -> frozenset[str]:
-    return frozenset(n for n, on in ((TEXT, text is not None), (BOX1, box1), (BOX2, box2)) if on)
-
-
-def _reason(label: int, focus: set[str], text: str | None, box1: bool, box2: bool) -> Reasoning:
-    """Reasoning whose objects to avoid are all present objects not focused on."""
-    return Reasoning(label, frozenset(focus), _present(text, box1, box2) - focus)
-
-
-def _by_text(text: str | None, focus: set[str], box1: bool, box2: bool) -> Reasoning | None:
-    """Label by the letter (Table 1: "if T=A: 0; if T=B: 1"); None (undefined) without text."""
-    return None if text is None else _reason(int(text == "B"), focus, text, box1, box2)
-
-
-def _simple_fr(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
-    """Simple-FR: "if B1: 1; otherwise: 0"."""
-    return _reason(int(box1), {BOX1} if box1 else set(), text, box1, box2)
-
-
-def _simple_nr(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
-    """Simple-NR: "if T=A: 0; if T=B: 1"."""
-    return _by_text(text, {TEXT}, box1, box2)
-
-
-def _complex_fr(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
-    """Complex-FR: "if B1 & B2: 1; otherwise: 0".
-
-    Table 1 avoids only Text: a lone box in buckets 4-9 is neither focus nor avoid (its
-    presence matters jointly with the other box). Buckets 8 and 9, missing from Table 1's
-    avoid row, are read as "T" like buckets 2, 3, 5, 6 (as in SMERF's reference code).
-    """
-    both = box1 and box2
-    avoid = frozenset({TEXT}) if text is not None else frozenset()
-    return Reasoning(int(both), frozenset({BOX1, BOX2}) if both else frozenset(), avoid)
-
-
-def _complex_cr1(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
-    """Complex-CR1: "if B2 & B1: 1; if B2 & NO B1: 0; if NO B2 & T=A: 0; if NO B2 & T=B: 1"."""
-    if box2:
-        return _reason(1, {BOX1, BOX2}, text, box1, box2) if box1 else _reason(0, {BOX2}, text, box1, box2)
-    return _by_text(text, {TEXT}, box1, box2)
-
-
-def _complex_cr2(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
-    """Complex-CR2: "if B1 & B2: 1; if B1 & NO B2: 0; if NO B1 & T=A: 0; if NO B1 & T=B: 1"."""
-    if box1:
-        return _reason(1, {BOX1, BOX2}, text, box1, box2) if box2 else _reason(0, {BOX1}, text, box1, box2)
-    return _by_text(text, {TEXT}, box1, box2)
-
-
-def _complex_cr3(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
-    """Complex-CR3: "if B2 & T=A: 0; if B2 & T=B: 1; if NO B2 & B1: 1; if NO B2 & NO B1: 0"."""
-    if box2:
-        return _by_text(text, {BOX2, TEXT}, box1, box2)
-    return _reason(int(box1), {BOX1} if box1 else set(), text, box1, box2)
-
-
-def _complex_cr4(text: str | None, box1: bool, box2: bool) -> Reasoning | None:
-    """Complex-CR4: "if B1 & T=A: 0; if B1 & T=B: 1; if NO B1 & B2: 1; if NO B1 & NO B2: 0"."""
-    if box1:
-        return _by_text(text, {BOX1, TEXT}, box1, box2)
-    return _reason(int(box2), {BOX2} if box2 else set(), text, box1, box2)
-
-
-SMERF_RULES: dict[str, SmerfRule] = {
-    "simple_fr": _simple_fr,
-    "simple_nr": _simple_nr,
-    "complex_fr": _complex_fr,
-    "complex_cr1": _complex_cr1,
-    "complex_cr2": _complex_cr2,
-    "complex_cr3": _complex_cr3,
-    "complex_cr4": _complex_cr4,
-}
-"""SMERF Table 1 "Reasoning" rows: (text, box1, box2) -> Reasoning, or None for undefined buckets."""
-
-
-def smerf_reasoning(setting: str, bucket: int) -> Reasoning | None:
-    """Table 1 entry (label, objects to focus, objects to avoid) of ``bucket`` in ``setting``; None if undefined."""
-    if setting not in SMERF_RULES:
-        raise ValueError(f"setting must be one of {sorted(SMERF_RULES)}, got setting={setting!r}")
-    return SMERF_RULES[setting](*bucket_contents(bucket))
-
 
 class SmerfTextBox(TextBoxDataset):
     """(c) A SMERF reasoning setting (SMERF Sec. 3.2, Table 1; App. A.1).
@@ -515,28 +294,27 @@ class SmerfTextBox(TextBoxDataset):
     setting: ClassVar[str]
     CLASS_NAMES = ("negative", "positive")
 
+    buckets: ClassVar[np.ndarray]
+    """The buckets the setting defines (1..12, Table 1)."""
+    bucket_labels: ClassVar[np.ndarray]
+
     def __init_subclass__(cls, setting: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.setting = setting
         cls.info = DatasetInfo(f"textbox_{setting}", cls.CLASS_NAMES, multilabel=False, smerf=True)
+        table = {b: smerf_reasoning(setting, b) for b in range(1, 13)}
+        cls.buckets = np.array([b for b, r in table.items() if r is not None])
+        cls.bucket_labels = np.array([table[b].label for b in cls.buckets])
 
-    def __init__(
-        self,
-        split: str,
-        size: int,
-        seed: int = 0,
-        annotation_fraction: float = 1.0,
-        dilation: float = 0.0,
-    ) -> None:
-        super().__init__(split, size, seed, annotation_fraction, dilation)
-        table = {b: smerf_reasoning(self.setting, b) for b in range(1, 13)}
-        self.buckets = np.array([b for b, r in table.items() if r is not None])
-        labels = np.array([table[b].label for b in self.buckets])
-        if split == "train":
+    @functools.cached_property
+    def bucket_probs(self) -> np.ndarray:
+        """Probability of drawing each of :attr:`buckets` on this split: class-balanced on train, uniform elsewhere."""
+        labels = self.bucket_labels
+        if self.split == "train":
             weights = np.array([1.0 / np.sum(labels == y) for y in labels])
         else:
             weights = np.ones(len(self.buckets))
-        self.bucket_probs = weights / weights.sum()
+        return weights / weights.sum()
 
     def bucket(self, i: int) -> int:
         """SMERF bucket id (1..12) of sample ``i``."""

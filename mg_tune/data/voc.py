@@ -46,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.errors import DatasetError
-from mg_tune.data.real import BadSamples, Loader, Record, carve, require_dir, require_file
+from mg_tune.data.real import Loader, register_loader
+from mg_tune.data.records import BadSamples, Record, carve, require_dir, require_file
 from mg_tune.textfiles import decode_problem, read_utf8
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -227,5 +228,5 @@ def split_records(
     return INFO, val if split == "val" else heldout
 
 
-LOADER = Loader("voc", ("2007",), VOCOptions, split_records, seg_loader=load_segmentation, cache_clear=_index.cache_clear)
+LOADER = register_loader(Loader("voc", ("2007",), VOCOptions, split_records, seg_loader=load_segmentation, cache_clear=_index.cache_clear, multilabel=True, title="VOC"))
 """``build_split`` / ``mg-tune data check`` entry for ``name: voc``."""

@@ -54,7 +54,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.errors import DatasetError
-from mg_tune.data.real import BadSamples, Loader, Record, carve, image_size, pixel_box, require_dir, require_file
+from mg_tune.data.images import image_size
+from mg_tune.data.real import Loader, register_loader
+from mg_tune.data.records import BadSamples, Record, carve, pixel_box, require_dir, require_file
 from mg_tune.textfiles import decode_problem, read_utf8
 
 SETTINGS: tuple[str, ...] = ("conventional", "reversed")
@@ -204,5 +206,5 @@ def split_records(
     return info, val if split == "val" else heldout
 
 
-LOADER = Loader("waterbirds", SETTINGS, WaterbirdsOptions, split_records, inverted_variants=("reversed",), cache_clear=_index.cache_clear)
+LOADER = register_loader(Loader("waterbirds", SETTINGS, WaterbirdsOptions, split_records, inverted_variants=("reversed",), cache_clear=_index.cache_clear, groups=True, title="Waterbirds"))
 """``build_split`` / ``mg-tune data check`` entry for ``name: waterbirds``."""

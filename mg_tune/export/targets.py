@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mg_tune import s3
 from mg_tune.checkpoint import CHECKPOINT_FILE
 from mg_tune.export.package import EXPORT_FILES, METRICS_FILE
 from mg_tune.rebuild import CONFIG_FILE, MODEL_FILE
 from mg_tune.tracking import redact_uri
-
-ENDPOINT_VARIABLES = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 
 
 def _exported_model_id(text: str) -> str | None:
@@ -110,47 +109,38 @@ class _S3Location:
 
     @classmethod
     def parse(cls, uri: str, endpoint_url: str | None) -> _S3Location:
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        bucket, prefix = s3.split_uri(uri)
         if not bucket:
             raise ValueError(f"{uri} names no bucket; use s3://bucket/prefix")
-        endpoint = endpoint_url or next((os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v)), None)
-        return cls(bucket, prefix.strip("/"), endpoint)
+        return cls(bucket, prefix, s3.endpoint(endpoint_url))
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return s3.key(self.prefix, name)
 
     def client(self) -> Any:
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint_url)
+        return s3.client(self.endpoint_url)
 
     @contextlib.contextmanager
     def errors(self, doing: str) -> Iterator[None]:
         """Turn boto errors into one-line ``ValueError``s naming the URI."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             yield
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise ValueError(f"cannot {doing} {self.uri}: {error.get('Code', '?')} {error.get('Message', '')}".rstrip()) from None
-        except BotoCoreError as exc:
-            raise ValueError(f"cannot {doing} {self.uri}: {exc}") from None
+        except s3.boto_errors() as exc:
+            raise ValueError(f"cannot {doing} {self.uri}: {s3.error_detail(exc)}") from None
 
     def download(self, folder: Path) -> Path:
         """Download the package (or, for a ``.pt`` key, the single checkpoint) into ``folder``; return the local path."""
-        s3 = self.client()
+        client = self.client()
         with self.errors("read"):
             if self.prefix.endswith(".pt"):
                 local = folder / CHECKPOINT_FILE
-                s3.download_file(self.bucket, self.prefix, str(local))
+                s3.download(client, self.bucket, self.prefix, local)
                 return local
-            for name in (CONFIG_FILE, MODEL_FILE):
-                s3.download_file(self.bucket, self.key(name), str(folder / name))
+            s3.download_files(client, self.bucket, self.prefix, (CONFIG_FILE, MODEL_FILE), folder)
         return folder
 
 
@@ -167,13 +157,13 @@ class _S3Target:
     def check(self, model_id: str) -> None:
         """Refuse a prefix holding objects other than an export of ``model_id`` (also checks access)."""
         location = self.location
-        s3 = location.client()
+        client = location.client()
         with location.errors("write"):
-            listed = s3.list_objects_v2(Bucket=location.bucket, Prefix=location.key(""), MaxKeys=100)
+            listed = client.list_objects_v2(Bucket=location.bucket, Prefix=location.key(""), MaxKeys=100)
             names = [item["Key"].removeprefix(location.key("")) for item in listed.get("Contents", [])]
             found = None
             if METRICS_FILE in names:
-                found = _exported_model_id(s3.get_object(Bucket=location.bucket, Key=location.key(METRICS_FILE))["Body"].read().decode("utf-8", "replace"))
+                found = _exported_model_id(client.get_object(Bucket=location.bucket, Key=location.key(METRICS_FILE))["Body"].read().decode("utf-8", "replace"))
         _refuse_foreign(self.uri, names, found, model_id)
 
     @contextlib.contextmanager
@@ -183,15 +173,14 @@ class _S3Target:
 
     def publish(self, staged: Path) -> None:
         """Upload every file, ``metrics.json`` last (its presence marks a complete package)."""
-        s3 = self.location.client()
-        with self.location.errors("write"):
-            for name in EXPORT_FILES:
-                s3.upload_file(str(staged / name), self.location.bucket, self.location.key(name))
+        location = self.location
+        with location.errors("write"):
+            s3.upload_files(location.client(), staged, EXPORT_FILES, location.bucket, location.prefix)
 
 
 def _target(target: str | os.PathLike[str], s3_endpoint_url: str | None) -> _LocalTarget | _S3Target:
     text = os.fspath(target)
-    if text.startswith("s3://"):
+    if s3.is_s3(text):
         return _S3Target(_S3Location.parse(text, s3_endpoint_url))
     if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text):
         raise ValueError(f"target {redact_uri(text)}: only local directories and s3://bucket/prefix are supported")

@@ -32,7 +32,7 @@ from typing import Any
 
 from ray import tune
 
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.checkpoint_table import checkpoint_table
 from mg_tune.search.callbacks import attach, attached
 from mg_tune.tracking import SearchRun
 

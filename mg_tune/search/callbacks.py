@@ -30,7 +30,8 @@ import pandas as pd
 from ray import tune
 
 from mg_tune.pareto import hypervolume_over_time
-from mg_tune.pareto_report import checkpoint_table, feasible_rows
+from mg_tune.checkpoint_table import checkpoint_table
+from mg_tune.pareto_report import feasible_rows
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 

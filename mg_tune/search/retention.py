@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from mlflow import MlflowClient
 
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.checkpoint_table import checkpoint_table
 from mg_tune.search.callbacks import _SearchCallback
 from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec
 from mg_tune.tracking import EPOCH_TAG, TRIAL_TAG, RetryPolicy, delete_weights, iter_logged_models

@@ -6,7 +6,7 @@ the hyperparameters to search (``space``) and how (``sampler``, ``trials``,
 (``objectives``, all maximised unless ``direction: min``, and optional
 ``constraints`` that a checkpoint must meet to be on the Pareto front).
 
-Samplers (:func:`mg_tune.search.sampling.build_sampler`): ``nsga2``, ``nsga3``,
+Samplers (registered in :mod:`mg_tune.search.samplers`): ``nsga2``, ``nsga3``,
 ``tpe``, ``gp`` (Gaussian-process Bayesian optimisation, log-EHVI; for
 expensive trials and budgets of tens of trials), ``random`` and ``grid``.
 
@@ -20,6 +20,8 @@ completes, each constraint's violation on the trial's last reported metrics
 (:meth:`mg_tune.pareto.Constraint.violation`; ``Trial.set_constraint``), which
 NSGA-II/III (constrained domination), TPE (c-TPE) and GP (constrained log-EHVI)
 use. An infeasible trial is tracked like any other (runs and checkpoints stay).
+
+The field models are :mod:`mg_tune.search.spec_fields`, the λ grids :mod:`mg_tune.search.lambda_grid`.
 
 Search-space entries::
 
@@ -66,192 +68,44 @@ fixed, never searched.
 
 from __future__ import annotations
 
-import builtins
-import itertools
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.data import SEGMENTATION_METRICS, unsupported_metrics
 from mg_tune.guidance.losses import LOSSES
 from mg_tune.pareto import Constraint
-from mg_tune.textfiles import decode_problem, read_utf8
-
-PAPER_LAMBDA_GRID: dict[str, tuple[float, ...]] = {
-    "l1": (1e-3, 5e-3, 1e-2),
-    "energy": (5e-4, 1e-3, 5e-3),
-    "rrr": (5e-6, 1e-5, 5e-5),
-    "ppce": (1e-4, 5e-4, 1e-3),
-    "energy_star": (0.5,),
-}
-"""λ_loc grids of the main paper as listed by the reproducibility study (Table 5), in the
-papers' units: λ multiplies Σ over the batch's annotated images of L_loc (``lam_reduction: sum``)."""
-
-METRIC_NAMES: tuple[str, ...] = (
-    "f1", "map", "accuracy", "epg", "iou", "seg_epg", "x_seg_epg", "pafl", "safl",
-    "worst_group_acc", "mean_group_acc",
+from mg_tune.search.lambda_grid import PAPER_LAMBDA_GRID, default_lambda_range, grid_points
+from mg_tune.search.samplers import SAMPLERS
+from mg_tune.search.spec_fields import (  # re-exported: mg_tune.search.spec is where they are imported from
+    FRONT_GROUP_KEYS,
+    METRIC_NAMES,
+    Budget,
+    CheckpointPolicy,
+    Distribution,
+    Objective,
+    Resources,
+    SchedulerSpec,
+    StrictModel,
+    parse_constraint,
 )
-SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "grid")
+from mg_tune.textfiles import decode_problem, expected_one_of, read_utf8
+
+__all__ = [
+    "DATA_SEARCHABLE", "FRONT_GROUP_KEYS", "METRIC_NAMES", "PAPER_LAMBDA_GRID", "SAMPLERS", "SEARCHABLE", "Budget",
+    "CheckpointPolicy", "Distribution", "Objective", "Resources", "SchedulerSpec", "SearchSpec", "SpecError",
+    "default_lambda_range", "format_validation_error", "load_spec", "parse_constraint",
+]
+
 SEARCHABLE: tuple[str, ...] = tuple(n for n in TrainConfig.model_fields if n not in ("data", "device", "weights", "init_checkpoint", "lam_reduction", "iou_threshold"))
 DATA_SEARCHABLE: tuple[str, ...] = ("annotation_fraction", "dilation", "mask_kind")
 
 
-def default_lambda_range(loss: str) -> tuple[float, float]:
-    """One decade around the paper's grid: [min/√10, max·√10]."""
-    grid = PAPER_LAMBDA_GRID.get(loss, (1e-3, 1e-1))
-    return min(grid) / math.sqrt(10), max(grid) * math.sqrt(10)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Distribution(_Strict):
-    """Exactly one of the keys below."""
-
-    loguniform: tuple[float, float] | None = None
-    uniform: tuple[float, float] | None = None
-    int: tuple[builtins.int, builtins.int] | None = None  # `int` alone would mean this field in the class body
-    choice: list[Any] | None = None
-    loguniform_by_loss: dict[str, tuple[float, float]] | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "Distribution":
-        kinds = [k for k in ("loguniform", "uniform", "int", "choice", "loguniform_by_loss") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError(f"give exactly one of loguniform, uniform, int, choice, loguniform_by_loss (got {kinds or 'none'})")
-        for kind in ("loguniform", "uniform", "int"):
-            bounds = getattr(self, kind)
-            if bounds is not None and not bounds[0] < bounds[1]:
-                raise ValueError(f"{kind} needs low < high, got {list(bounds)}")
-        for bounds in [self.loguniform] + list((self.loguniform_by_loss or {}).values()):
-            if bounds is not None and bounds[0] <= 0:
-                raise ValueError(f"loguniform needs positive bounds, got {list(bounds)}")
-        if self.choice is not None and not self.choice:
-            raise ValueError("choice needs at least one value")
-        if self.loguniform_by_loss:
-            unknown = sorted(set(self.loguniform_by_loss) - set(LOSSES))
-            if unknown:
-                raise ValueError(f"unknown loss {unknown[0]!r} in loguniform_by_loss; valid losses: {', '.join(LOSSES)}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("loguniform", "uniform", "int", "choice", "loguniform_by_loss") if getattr(self, k) is not None)
-
-
-class Objective(_Strict):
-    name: str
-    direction: Literal["max", "min"] = "max"
-
-    @field_validator("name")
-    @classmethod
-    def _is_metric(cls, name: str) -> str:
-        if name not in METRIC_NAMES:
-            raise ValueError(f"objective {name!r} is not a metric; valid metrics: {', '.join(METRIC_NAMES)}")
-        return name
-
-
-def parse_constraint(text: str) -> Constraint:
-    """A spec constraint string, checked to bound a known metric."""
-    constraint = Constraint.parse(text)
-    if constraint.metric not in METRIC_NAMES:
-        raise ValueError(f"constraint {text!r}: {constraint.metric!r} is not a metric; valid metrics: {', '.join(METRIC_NAMES)}")
-    return constraint
-
-
-class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
-
-
-class SchedulerSpec(_Strict):
-    """Early stopping (``scheduler:``): ``mo_asha`` (:class:`mg_tune.search.schedulers.MOASHAScheduler`).
-
-    ``grace_period``: the first rung (epochs); ``reduction_factor``: η, about
-    1/η of the trials reaching a rung go on; ``max_t``: the epochs of a full
-    trial (default: ``epochs``, fixed or the upper bound of a searched range).
-    ``scheduler: mo_asha`` is short for ``{name: mo_asha}``.
-    """
-
-    name: Literal["mo_asha"]
-    grace_period: int = Field(1, gt=0)
-    reduction_factor: float = Field(3.0, gt=1)
-    max_t: int | None = Field(None, gt=0)
-
-
-class CheckpointPolicy(_Strict):
-    """What a search keeps of its checkpoints (``checkpoints:``; :mod:`mg_tune.search.retention`).
-
-    ``keep``: ``all`` (the default) keeps every (trial, epoch) checkpoint;
-    ``front`` deletes the weights of a checkpoint once another checkpoint of
-    the search that meets the constraints dominates it on the spec's
-    objectives (it can never return to the front: points are only added);
-    ``front_per_group`` deletes them only when the dominating checkpoint
-    shares its loss, attribution method, layer and annotation fraction, so
-    every front the dashboard's filters can show keeps its weights. Metrics
-    of every checkpoint always stay. ``dtype``: the precision stored weights
-    are cast to (``float16`` / ``bfloat16`` halve the bytes). Optimizer state
-    is kept for each trial's newest epoch only, whatever the policy.
-
-    Why ``all`` by default: like Ray Tune's ``CheckpointConfig`` and MLflow,
-    nothing a search logged disappears unless the spec says so (a later
-    ``pareto --objectives`` over other metrics or ``evaluate --all`` needs
-    every checkpoint), and without optimizer state a checkpoint is already
-    about a third of what it was with Adam. The GPU specs that ship
-    (``voc.yaml``, ``coco.yaml``, the Waterbirds protocols) set
-    ``front_per_group``: at the papers' scale ``all`` stores ~1 TB.
-    """
-
-    keep: Literal["all", "front", "front_per_group"] = "all"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-
-
-FRONT_GROUP_KEYS = ("loss", "attribution", "layer", "annotation_fraction")
-"""What ``keep: front_per_group`` groups checkpoints by: the dashboard's filters."""
-
-
-class Budget(_Strict):
-    """When a search stops launching and running trials (``budget:``); give either or both.
-
-    ``trial_epochs``: ``B``, a bound on the trial-epochs spent, ``s`` = the
-    number of distinct (trial, epoch) results reported by all trials so far,
-    counted from MLflow, so a ``--resume`` continues the count. When the
-    result that makes ``s = B`` arrives, no trial is launched any more and
-    every trial still running stops, that result's trial included
-    (:class:`mg_tune.search.budget.TrialEpochBudget`). A running trial can
-    have logged one epoch the driver has not counted yet, so with ``c`` =
-    ``concurrency`` the search records at most ``B + c - 1`` trial-epochs.
-
-    ``time_s``: ``T`` seconds of the driver's wall time, Ray Tune's own
-    ``TuneConfig(time_budget_s=T)``; a ``--resume`` starts a new ``T``.
-
-    Either way the search then ends as usual: the stopped trials end
-    TERMINATED in Ray (its ``stop_all``), their MLflow runs KILLED with tag
-    ``mg_tune.failure_reason`` "stopped when the search's budget (...) was
-    spent"; every checkpoint stays, and the Pareto front is computed from all
-    of them and printed.
-    """
-
-    trial_epochs: int | None = Field(None, gt=0)
-    time_s: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _some(self) -> "Budget":
-        if self.trial_epochs is None and self.time_s is None:
-            raise ValueError("give trial_epochs, time_s or both")
-        return self
-
-    def __str__(self) -> str:
-        parts = [f"trial_epochs={self.trial_epochs}" if self.trial_epochs is not None else "", f"time_s={self.time_s:g}" if self.time_s is not None else ""]
-        return ", ".join(p for p in parts if p)
-
-
-class SearchSpec(_Strict):
+class SearchSpec(StrictModel):
     """A whole search; see the module docstring."""
 
     name: str = "search"
@@ -260,7 +114,7 @@ class SearchSpec(_Strict):
     space: dict[str, Distribution] = Field(default_factory=dict)
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(name=n) for n in ("f1", "epg", "iou")])
     constraints: list[str] = Field(default_factory=list)
-    sampler: Literal["nsga2", "nsga3", "tpe", "gp", "random", "grid"] = "nsga2"
+    sampler: str = "nsga2"
     trials: int = Field(8, gt=0)
     concurrency: int = Field(2, gt=0)
     resources: Resources = Field(default_factory=Resources)
@@ -275,6 +129,13 @@ class SearchSpec(_Strict):
     lam_grid: dict[str, list[float]] = Field(default_factory=dict)
     checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
     budget: Budget | None = None
+
+    @field_validator("sampler")
+    @classmethod
+    def _registered_sampler(cls, name: str) -> str:
+        if name not in SAMPLERS:
+            raise ValueError(expected_one_of(list(SAMPLERS)))
+        return name
 
     @field_validator("scheduler", mode="before")
     @classmethod
@@ -454,19 +315,8 @@ class SearchSpec(_Strict):
         return TrainConfig(data=DataConfig.model_validate(data.model_dump()), **values)
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every combination for the ``grid`` sampler; λ takes ``lam_grid`` or else the paper's grid of each loss."""
-        names = [n for n in self.space if n != "lam"]
-        for n in names:
-            if self.space[n].kind != "choice":
-                raise ValueError(f"the paper grid needs a choice list for every searched hyperparameter but lam; space.{n} is {self.space[n].kind}")
-        points = []
-        for combo in itertools.product(*(self.space[n].choice for n in names)):
-            point = dict(zip(names, combo))
-            loss = point.get("loss", self.losses()[0])
-            lams = self.lam_grid.get(loss, PAPER_LAMBDA_GRID.get(loss, (self.fixed.get("lam", 0.0),))) if "lam" in self.space else (None,)
-            for lam in lams:
-                points.append(point | ({"lam": lam} if lam is not None else {}))
-        return points
+        """Every combination for the ``grid`` sampler; λ takes ``lam_grid`` or else the paper's grid of each loss (:func:`mg_tune.search.lambda_grid.grid_points`)."""
+        return grid_points(self.space, self.losses()[0], self.lam_grid, self.fixed.get("lam", 0.0))
 
 
 def _first_message(exc: ValueError, sep: str = ": ") -> str:

@@ -1,4 +1,4 @@
-"""Retrying MLflow calls: which failures are transient, and bounded exponential backoff."""
+"""Retrying MLflow calls: which failures are transient (:func:`is_transient`), and bounded exponential backoff (tenacity)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import tenacity
 from mlflow.exceptions import MlflowException
 
 
@@ -65,13 +66,17 @@ class RetryPolicy:
     maximum: float = 20.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        for attempt in range(self.attempts):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                if attempt + 1 >= self.attempts or not is_transient(exc):
-                    raise
-                self.sleep(min(self.maximum, self.initial * 2**attempt) * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        """Seconds to wait after failure ``k = state.attempt_number - 1``: ``min(maximum, initial·2^k)·U(0.5, 1)``."""
+        return min(self.maximum, self.initial * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
 
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, retried while it raises a transient error; the last error is re-raised as it is."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=self.wait,
+            retry=tenacity.retry_if_exception(is_transient),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(fn, *args, **kwargs)

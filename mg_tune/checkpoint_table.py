@@ -1,0 +1,147 @@
+"""Every (trial, epoch) checkpoint of a search as one table, read from MLflow alone.
+
+:func:`checkpoint_table` reads a search with a bounded number of requests -- the
+experiment, ``search_runs`` pages (trial params and status) and
+``search_logged_models`` pages (one READY LoggedModel per epoch, with its metrics; see
+:mod:`mg_tune.tracking`). :mod:`mg_tune.pareto_report` computes the front of that table;
+the search's callbacks, budget and retention read it while a search runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModel, LoggedModelStatus, Run
+
+from mg_tune.tracking import (
+    CHECKPOINT_ARTIFACT,
+    ROLE_TAG,
+    TRIAL_TAG,
+    WEIGHTS_DELETED_TAG,
+    experiment_name,
+    find_search_run,
+    iter_logged_models,
+    iter_runs,
+    logged_models_in_slices,
+    model_epoch,
+    model_metrics,
+    redact_uri,
+)
+
+ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_uri", "created", "weights_deleted"]
+
+
+@dataclass
+class SearchCheckpoints:
+    """What :func:`read_search` read: the trial runs, the parent run and the first READY LoggedModel of each (run, epoch)."""
+
+    client: MlflowClient
+    experiment_id: str
+    parent: Run | None
+    runs: dict[str, Run]
+    models: dict[tuple[str, int], LoggedModel]
+
+
+SLICES = 4
+"""Concurrent time slices of the LoggedModel read from a tracking server (:func:`_logged_models`)."""
+
+
+def _logged_models(client: MlflowClient, experiment_id: str, runs: Iterable[Run], tracking_uri: str) -> Iterable[LoggedModel]:
+    """The experiment's LoggedModels: paged; from a server (``http(s)://``) in :data:`SLICES` concurrent slices.
+
+    The slices cut at quantiles of the trial runs' start times, which split
+    the checkpoints about evenly (a trial's models are created after its
+    run starts). Over HTTP the server's work and this process's parsing then
+    overlap; a local store gains nothing from threads (the GIL), so it reads
+    the plain pages.
+    """
+    starts = sorted(run.info.start_time for run in runs)
+    if not tracking_uri.startswith(("http://", "https://")) or len(starts) < 2 * SLICES:
+        return iter_logged_models(client, experiment_id)
+    cuts = [starts[len(starts) * k // SLICES] for k in range(1, SLICES)]
+    return logged_models_in_slices(client, experiment_id, cuts, workers=SLICES)
+
+
+def read_search(tracking_uri: str, search: str) -> SearchCheckpoints:
+    """The search's trial runs and checkpoints (ValueError when there is no such search)."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(search))
+    if experiment is None or experiment.lifecycle_stage != "active":
+        raise ValueError(f"no search named {search!r} in {redact_uri(tracking_uri)}")
+    exp_id = experiment.experiment_id
+    runs = {r.info.run_id: r for r in iter_runs(client, exp_id, f"tags.`{ROLE_TAG}` = 'trial'")}
+    models: dict[tuple[str, int], LoggedModel] = {}
+    for model in _logged_models(client, exp_id, runs.values(), tracking_uri):
+        epoch = model_epoch(model)
+        if model.status != LoggedModelStatus.READY or epoch is None or model.source_run_id not in runs:
+            continue
+        key = (model.source_run_id, epoch)
+        old = models.get(key)
+        if old is None or model.creation_timestamp < old.creation_timestamp:  # first write wins
+            models[key] = model
+    return SearchCheckpoints(client, exp_id, find_search_run(client, exp_id), runs, models)
+
+
+def _numeric(column: pd.Series) -> pd.Series:
+    """A param column as numbers when every value parses as one, else unchanged."""
+    converted = pd.to_numeric(column, errors="coerce")
+    return converted if converted.notna().sum() == column.notna().sum() else column
+
+
+def search_table(data: SearchCheckpoints) -> pd.DataFrame:
+    """The rows of :func:`checkpoint_table` from what :func:`read_search` read."""
+    rows = []
+    param_keys: set[str] = set()
+    metric_keys: set[str] = set()
+    for (run_id, epoch), model in data.models.items():
+        run = data.runs[run_id]
+        params = {f"params.{k}": v for k, v in run.data.params.items()}
+        metrics = model_metrics(model, epoch)
+        metrics.pop("epoch", None)
+        param_keys.update(params)
+        metric_keys.update(metrics)
+        rows.append(
+            {
+                "run_id": run_id,
+                "trial_id": run.data.tags.get(TRIAL_TAG, run.info.run_name),
+                "epoch": epoch,
+                "model_id": model.model_id,
+                "status": run.info.status,
+                "checkpoint_uri": f"{model.artifact_location.rstrip('/')}/{CHECKPOINT_ARTIFACT}",
+                "created": model.creation_timestamp,
+                "weights_deleted": WEIGHTS_DELETED_TAG in model.tags,
+                **params,
+                **metrics,
+            }
+        )
+    columns = ID_COLUMNS + sorted(param_keys) + sorted(metric_keys)
+    table = pd.DataFrame(rows, columns=columns)
+    for key in param_keys:
+        table[key] = _numeric(table[key])
+    for key in metric_keys:
+        table[key] = table[key].astype(float)
+    table["epoch"] = table["epoch"].astype(int)
+    return table.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def checkpoint_table(tracking_uri: str, search: str) -> pd.DataFrame:
+    """One row per (trial, epoch) checkpoint of search ``search``.
+
+    Columns: ``run_id``, ``trial_id``, ``epoch``, ``model_id`` (the epoch's
+    LoggedModel), ``status`` (the trial run's status), ``checkpoint_uri``,
+    ``created`` (the LoggedModel's creation time, ms since the epoch), ``weights_deleted``
+    (True where the search's retention policy deleted the checkpoint's weights, keeping its metrics),
+    then ``params.<name>`` for the trial params (numeric where they parse),
+    then one float column per metric (NaN where an epoch did not log it or
+    logged NaN). Rows are sorted by trial and epoch. Epochs of failed or
+    still running trials are included: each is a complete checkpoint.
+    Cost: 1 + ceil(trials/1000) + ceil(checkpoints/1000) + 1 (parent run) store requests.
+
+    Raises:
+        ValueError: no search of that name.
+    """
+    return search_table(read_search(tracking_uri, search))
+

@@ -1,0 +1,80 @@
+"""Decoding a real data set's images, and the one geometric transform of an image and its masks.
+
+Masks are rasterised at the image's own resolution, then the image and all masks go
+through **one** ``torchvision.transforms.v2`` call (a ``tv_tensors.Image`` and a
+:class:`PixelMask`): ``Resize((S, S))`` (bilinear, antialiased, for the image;
+nearest-exact for masks), or on ``train`` with ``augment`` ``RandomResizedCrop((S, S))`` +
+``RandomHorizontalFlip()``, so crops and flips stay aligned pixel for pixel
+(:func:`build_transform`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+from mg_tune.data.errors import DatasetError
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` from the image header only (no decoding); DatasetError if missing or unreadable."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise DatasetError(path, "image file is missing") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(path, f"not a readable image ({exc})") from None
+
+
+
+class PixelMask(tv_tensors.Mask):
+    """A ``tv_tensors.Mask`` that is resized with ``NEAREST_EXACT`` instead of v2's legacy ``NEAREST``.
+
+    Legacy nearest (``floor(i * scale)``) shifts a mask by up to half an input pixel
+    against the image's bilinear resize, which samples at pixel centres; nearest-exact
+    (``floor((i + 0.5) * scale)``) samples the same centres, so a mask stays on the
+    pixels it covers in the image. Every other kernel (crop, flip) is the Mask's own.
+    """
+
+
+@TF.register_kernel(TF.resize, PixelMask)
+def _resize_pixel_mask(mask: torch.Tensor, size: list[int] | None, interpolation: Any = None, max_size: int | None = None, antialias: Any = None) -> torch.Tensor:
+    out = TF.resize_mask(mask.as_subclass(torch.Tensor), size, interpolation=InterpolationMode.NEAREST_EXACT, max_size=max_size)
+    return tv_tensors.wrap(out, like=mask)
+
+
+@TF.register_kernel(TF.resized_crop, PixelMask)
+def _resized_crop_pixel_mask(mask: torch.Tensor, top: int, left: int, height: int, width: int, size: list[int], **kwargs: Any) -> torch.Tensor:
+    cropped = TF.crop_mask(mask.as_subclass(torch.Tensor), top, left, height, width)
+    out = TF.resize_mask(cropped, size, interpolation=InterpolationMode.NEAREST_EXACT)
+    return tv_tensors.wrap(out, like=mask)
+
+
+def build_transform(size: int, augment: bool) -> v2.Compose:
+    """The one geometric transform applied to an image and its masks together (see module doc)."""
+    if augment:
+        geometry = [v2.RandomResizedCrop((size, size), antialias=True), v2.RandomHorizontalFlip()]
+    else:
+        geometry = [v2.Resize((size, size), antialias=True)]
+    return v2.Compose([*geometry, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)])
+
+
+def load_rgb(path: str, width: int, height: int) -> torch.Tensor:
+    """Decode ``path`` as uint8 ``[3, H, W]`` RGB; DatasetError if unreadable or not ``width`` x ``height``."""
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(path, "image file is missing") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(path, f"not a readable image ({exc})") from None
+    if rgb.size != (width, height):
+        raise DatasetError(path, f"image is {rgb.size[0]}x{rgb.size[1]} but its annotation says {width}x{height}")
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
