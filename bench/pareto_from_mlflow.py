@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="writer processes for the fill (SQLite serialises writers: 2 were slower than 1 here)")
     parser.add_argument("--server", action="store_true", help="also read over HTTP from an mlflow server")
     parser.add_argument("--server-workers", type=int, nargs="+", default=[ServerConfig.workers], help=f"worker processes of that server, one server per value (mg-tune server's default: {ServerConfig.workers}; mlflow server's own: 4)")
-    parser.add_argument("--keep", type=Path, help="keep the filled stores in this folder (n<trials>/mlflow.db) and reuse them on the next run instead of filling again")
+    parser.add_argument("--keep", type=Path, help="keep the filled stores in this folder (n<trials>/e<epochs>/mlflow.db) and reuse them on the next run instead of filling again")
     args = parser.parse_args()
 
     print(f"# Pareto from MLflow: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
