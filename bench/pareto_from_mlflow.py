@@ -27,10 +27,18 @@ Both must find the same front. ``--sizes`` runs several search sizes to
 show the scaling: mg-tune's requests grow only by one per 1,000 runs or
 checkpoints (a page), the naive count by 3 per trial. With ``--server`` the
 reads also go over HTTP to an ``mlflow server`` (127.0.0.1) on the same
-store, which is how a cluster reads them.
+store, which is how a cluster reads them: one server per
+``--server-workers`` value (default: ``mg-tune server``'s worker count).
+Times are medians of ``--repeats`` reads; for mg-tune's reader it also
+prints the CPU seconds one read costs in the server's processes ("srv cpu",
+the server and its workers) and in this process ("cli cpu"): on a loaded
+machine wall times swing, CPU seconds much less. ``--keep DIR`` keeps the
+filled stores and reuses them next time (filling 10,000 checkpoints takes
+4-7 minutes); ``--skip-naive`` times mg-tune's reader only.
 
     python bench/pareto_from_mlflow.py                      # 1,000 trials x 10 epochs
     python bench/pareto_from_mlflow.py --sizes 100 1000 --server
+    python bench/pareto_from_mlflow.py --server --server-workers 1 4 --skip-naive --keep /tmp/pbench
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import os
 import platform
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -144,29 +153,59 @@ def naive_front(uri: str, name: str) -> tuple[set[tuple[str, int]], int]:
     return {keys[i] for i in pareto_front(points, [True] * len(OBJECTIVES))}, len(keys)
 
 
-def measure(uri: str, name: str, repeats: int) -> dict:
-    """Best-of-``repeats`` seconds and request counts for both readers; asserts they agree."""
-    best_fast, best_naive = float("inf"), float("inf")
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its children so far; 0 without a process."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(uri: str, name: str, repeats: int, naive: bool = True, server_pid: int | None = None) -> dict:
+    """Median-of-``repeats`` seconds and request counts for both readers; asserts they agree.
+
+    ``fast_server_cpu`` / ``fast_client_cpu``: median CPU seconds of one mg-tune read in the
+    server's processes (``server_pid`` and its workers) and in this process.
+    """
+    fast, naive_s, server_cpu, client_cpu = [], [], [], []
+    front, rows, naive_count = None, None, None
     for _ in range(repeats):
         with count_requests() as fast_count:
-            t0 = time.perf_counter()
+            s0, c0, t0 = _tree_cpu(server_pid), time.process_time(), time.perf_counter()
             result = search_pareto(uri, name, OBJECTIVES, [True, True, True], tag=False)
-            best_fast = min(best_fast, time.perf_counter() - t0)
-        with count_requests() as naive_count:
-            t0 = time.perf_counter()
-            front, rows = naive_front(uri, name)
-            best_naive = min(best_naive, time.perf_counter() - t0)
+            fast.append(time.perf_counter() - t0)
+            server_cpu.append(_tree_cpu(server_pid) - s0)
+            client_cpu.append(time.process_time() - c0)
+        if naive:
+            with count_requests() as naive_count:
+                t0 = time.perf_counter()
+                front, rows = naive_front(uri, name)
+                naive_s.append(time.perf_counter() - t0)
     fast_front = set(zip(result.front.run_id, result.front.epoch.astype(int)))
-    assert fast_front == front and rows == len(result.table), "the two readers disagree"
+    if naive:
+        assert fast_front == front and rows == len(result.table), "the two readers disagree"
+    nan = float("nan")
     return {
         "rows": len(result.table),
         "front": len(fast_front),
-        "fast_s": best_fast,
-        "naive_s": best_naive,
+        "fast_s": statistics.median(fast),
+        "fast_all": fast,
+        "fast_server_cpu": statistics.median(server_cpu),
+        "fast_client_cpu": statistics.median(client_cpu),
+        "naive_s": statistics.median(naive_s) if naive else nan,
         "fast_req": fast_count.store,
-        "naive_req": naive_count.store,
+        "naive_req": naive_count.store if naive else 0,
         "fast_http": fast_count.http,
-        "naive_http": naive_count.http,
+        "naive_http": naive_count.http if naive else 0,
         "fast_calls": dict(fast_count.calls),
     }
 
@@ -175,39 +214,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000], help="numbers of trials (one store each)")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many reads")
+    parser.add_argument("--repeats", type=int, default=3, help="timings are the median of this many reads")
+    parser.add_argument("--skip-naive", action="store_true", help="time only mg-tune's reader (the naive one takes minutes through a server)")
     parser.add_argument("--workers", type=int, default=1, help="writer processes for the fill (SQLite serialises writers: 2 were slower than 1 here)")
     parser.add_argument("--server", action="store_true", help="also read over HTTP from an mlflow server")
-    parser.add_argument("--server-workers", type=int, default=1, help="worker processes of that server (mg-tune server's default: 1)")
+    parser.add_argument("--server-workers", type=int, nargs="+", default=[ServerConfig.workers], help=f"worker processes of that server, one server per value (mg-tune server's default: {ServerConfig.workers}; mlflow server's own: 4)")
+    parser.add_argument("--keep", type=Path, help="keep the filled stores in this folder (n<trials>/e<epochs>/mlflow.db) and reuse them on the next run instead of filling again")
     args = parser.parse_args()
 
     print(f"# Pareto from MLflow: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    header = f"{'via':6} {'trials':>6} {'ckpts':>6} {'front':>5} | {'mg-tune req':>11} {'s':>7} | {'naive req':>9} {'s':>7} | {'req ratio':>9} {'time ratio':>10}"
+    header = (
+        f"{'via':7} {'trials':>6} {'ckpts':>6} {'front':>5} | {'mg-tune req':>11} {'s':>7} {'srv cpu':>7} {'cli cpu':>7} | "
+        f"{'naive req':>9} {'s':>7} | {'req ratio':>9} {'time ratio':>10}"
+    )
     lines = [header, "-" * len(header)]
     with tempfile.TemporaryDirectory() as tmp:
         for trials in args.sizes:
-            folder = Path(tmp) / f"n{trials}"
-            folder.mkdir()
-            uri = f"sqlite:///{folder / 'mlflow.db'}"
-            fill_s = fill(folder / "mlflow.db", "bench", trials, args.epochs, args.workers)
-            print(f"filled {trials} trials x {args.epochs} epochs in {fill_s:.1f} s ({args.workers} writer processes)", flush=True)
-            targets = [("sqlite", uri)]
-            server = MlflowServer(ServerConfig(uri, (folder / "artifacts").as_uri(), port=free_port(), workers=args.server_workers)).start() if args.server else None
-            if server is not None:
-                targets.append(("http", server.uri))
-            try:
-                for via, target in targets:
-                    m = measure(target, "bench", args.repeats)
-                    req = (m["fast_http"], m["naive_http"]) if via == "http" else (m["fast_req"], m["naive_req"])
-                    lines.append(
-                        f"{via:6} {trials:>6} {m['rows']:>6} {m['front']:>5} | {req[0]:>11} {m['fast_s']:>7.2f} | "
-                        f"{req[1]:>9} {m['naive_s']:>7.2f} | {req[1] / req[0]:>8.0f}x {m['naive_s'] / m['fast_s']:>9.1f}x"
-                    )
-                    print(lines[-1], f"  mg-tune calls: {m['fast_calls']}", flush=True)
-            finally:
-                if server is not None:
-                    server.stop()
-            shutil.rmtree(folder, ignore_errors=True)
+            folder = (args.keep or Path(tmp)) / f"n{trials}" / (f"e{args.epochs}" if args.keep else "")
+            db = folder / "mlflow.db"
+            uri = f"sqlite:///{db}"
+            if args.keep and db.exists():
+                print(f"reusing {db}", flush=True)
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                fill_s = fill(db, "bench", trials, args.epochs, args.workers)
+                print(f"filled {trials} trials x {args.epochs} epochs in {fill_s:.1f} s ({args.workers} writer processes)", flush=True)
+            targets: list[tuple[str, int | None]] = [("sqlite", None)] + ([("http", w) for w in args.server_workers] if args.server else [])
+            for via, workers in targets:
+                server = None if workers is None else MlflowServer(ServerConfig(uri, (folder / "artifacts").as_uri(), port=free_port(), workers=workers)).start()
+                try:
+                    target = uri if server is None else server.uri
+                    m = measure(target, "bench", args.repeats, naive=not args.skip_naive, server_pid=None if server is None else server.process.pid)
+                finally:
+                    if server is not None:
+                        server.stop()
+                req = (m["fast_http"], m["naive_http"]) if via == "http" else (m["fast_req"], m["naive_req"])
+                label = via if workers is None else f"http/{workers}"
+                naive = f"{'-':>9} {'-':>7} | {'-':>9} {'-':>10}" if args.skip_naive else (
+                    f"{req[1]:>9} {m['naive_s']:>7.2f} | {req[1] / req[0]:>8.0f}x {m['naive_s'] / m['fast_s']:>9.1f}x"
+                )
+                lines.append(
+                    f"{label:7} {trials:>6} {m['rows']:>6} {m['front']:>5} | {req[0]:>11} {m['fast_s']:>7.2f} {m['fast_server_cpu']:>7.2f} {m['fast_client_cpu']:>7.2f} | {naive}"
+                )
+                print(lines[-1], f"  mg-tune calls: {m['fast_calls']}; reads: {[round(t, 2) for t in m['fast_all']]} s; load average {os.getloadavg()[0]:.1f}", flush=True)
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
     print()
     print("\n".join(lines))
 
