@@ -22,6 +22,25 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+CREDENTIAL_ENV = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSFILE",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+)
+"""Where ``mg_tune.tracking.move_credentials`` puts a password it takes out of a URI (in this process's environment)."""
+
+
+@pytest.fixture(autouse=True)
+def credentials_stay_in_their_test():
+    """A test whose command moved a password into the environment (``mg-tune search`` in-process) leaves it there: undo that."""
+    saved = {key: os.environ.get(key) for key in CREDENTIAL_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A new local Ray instance with 2 CPUs (never a cluster another process started), shut down at the end of the session."""
