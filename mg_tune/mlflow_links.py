@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from mlflow import MlflowClient
 
-from mg_tune.tracking import experiment_name, redact_uri
+from mg_tune.tracking import experiment_name
 
 __all__ = ["default_mlflow_url", "models_link", "registered_model_link", "run_link", "runs_link", "where_to_look"]
 
@@ -23,8 +23,11 @@ _VIEW = {"workflowType": "machine_learning"}
 
 
 def default_mlflow_url(tracking_uri: str) -> str:
-    """The tracking server itself when it is one (http/https), else where ``mlflow ui`` listens by default."""
-    return redact_uri(tracking_uri) if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    """The tracking server itself when it is one (http/https), else where ``mlflow ui`` listens by default.
+
+    ``tracking_uri`` is one without a password (:func:`mg_tune.tracking.move_credentials`), as every command passes it.
+    """
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
 
 
 def _link(base: str, route: str, **query: str) -> str:
@@ -58,7 +61,7 @@ def registered_model_link(base: str, name: str) -> str:
 def where_to_look(tracking_uri: str, search: str, registered: str | None = None, mlflow_url: str | None = None) -> list[str]:
     """Lines a command prints after a search, ``pareto`` or ``export``: how to open the UI and the deep links."""
     base = mlflow_url or default_mlflow_url(tracking_uri)
-    lines = [] if tracking_uri.startswith(("http://", "https://")) else [f"MLflow UI:     mlflow ui --backend-store-uri {redact_uri(tracking_uri)}   (then open the links below)"]
+    lines = [] if tracking_uri.startswith(("http://", "https://")) else [f"MLflow UI:     mlflow ui --backend-store-uri {tracking_uri}   (then open the links below)"]
     experiment = MlflowClient(tracking_uri).get_experiment_by_name(experiment_name(search))
     if experiment is not None:
         lines.append(f"MLflow runs:   {runs_link(base, experiment.experiment_id)}")

@@ -11,7 +11,10 @@ Defaults are the safe and small ones: it binds ``127.0.0.1`` (a cluster head
 passes ``--host`` with its private address), runs one worker with MLflow's
 job runner off (~0.5 GB RSS instead of ~2 GB, STACK.md), and with
 ``auth=True`` runs MLflow's ``basic-auth`` app, whose admin password comes
-from ``MLFLOW_AUTH_ADMIN_PASSWORD`` in the environment, never from a flag.
+from ``MLFLOW_AUTH_ADMIN_PASSWORD`` in the environment, never from a flag. A
+password in the backend store's URI moves to the server's environment
+(``PGPASSFILE``; :func:`mg_tune.tracking.move_credentials`), so it is not
+on the ``mlflow server`` command line either.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from mg_tune.tracking import redact_uri
+from mg_tune.tracking import move_credentials
 
 AUTH_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 AUTH_SECRET_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
@@ -85,7 +88,11 @@ class MlflowServer:
     """
 
     def __init__(self, config: ServerConfig, env: dict[str, str] | None = None, log_path: str | Path | None = None) -> None:
-        self.config = config
+        self.config = replace(  # a password in a store's URI goes to the server's environment (PGPASSFILE, AWS_*), not its command line
+            config,
+            backend_store_uri=move_credentials(config.backend_store_uri, "backend store"),
+            artifacts_destination=move_credentials(config.artifacts_destination, "artifacts destination"),
+        )
         self.env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
@@ -114,7 +121,7 @@ class MlflowServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 where = f"; see {self.log_path}" if self.log_path else ""
-                raise ServerError(f"mlflow server for {redact_uri(self.config.backend_store_uri)} exited with code {self.process.returncode}{where}")
+                raise ServerError(f"mlflow server for {self.config.backend_store_uri} exited with code {self.process.returncode}{where}")
             try:
                 with urllib.request.urlopen(health, timeout=2):
                     return

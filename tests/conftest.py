@@ -67,6 +67,25 @@ def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 300.
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+CREDENTIAL_ENV = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSFILE",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+)
+"""Where ``mg_tune.tracking.move_credentials`` puts a password it takes out of a URI (in this process's environment)."""
+
+
+@pytest.fixture(autouse=True)
+def credentials_stay_in_their_test():
+    """A test whose command moved a password into the environment (``mg-tune search`` in-process) leaves it there: undo that."""
+    saved = {key: os.environ.get(key) for key in CREDENTIAL_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def gate_dir(tmp_path_factory) -> Path:
     """The gate of every trial on the session's local Ray (``$MG_TUNE_GATE_DIR`` of its workers); open unless a test closes it."""

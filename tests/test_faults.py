@@ -2,19 +2,25 @@
 a tracking server that goes away and comes back, a password in the tracking URI.
 
 Every search here is tiny (TextBox, 32 training images, 2-4 epochs) and runs on the session's
-local Ray (`ray_local`). Faults are injected deterministically: the test closes the trials' gate
-(`conftest.Gate`, `mg_tune.search.gate`), so every trial is held after epoch 1, injects the fault from a
-thread while they are held, and opens the gate.
+local Ray (`ray_local`), but the one with a password (a Ray of its own, which inherits the
+credentials moved out of the URI). Faults are injected deterministically: the test closes the trials'
+gate (`conftest.Gate`, `mg_tune.search.gate`), so every trial is held after epoch 1, injects the fault
+from a thread while they are held, and opens the gate.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import optuna
 import psutil
@@ -183,7 +189,9 @@ def test_a_tracking_server_outage_loses_no_metric_or_checkpoint(tmp_path, gate):
         server.stop()
 
 
-def test_a_password_in_the_tracking_uri_is_never_logged_stored_or_printed(tmp_path, ray_local):
+@pytest.mark.slow  # a search in a subprocess: starts Ray
+def test_a_password_in_the_tracking_uri_is_never_logged_stored_or_printed(tmp_path):
+    """The laptop way: ``mg-tune search`` starts its own Ray, whose workers inherit the credentials moved out of the URI."""
     password = "Pw-never-LOGGED-4711"
     auth_ini = tmp_path / "basic_auth.ini"
     auth_ini.write_text(
@@ -193,46 +201,57 @@ def test_a_password_in_the_tracking_uri_is_never_logged_stored_or_printed(tmp_pa
     )
     config = ServerConfig(backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts_destination=str(tmp_path / "artifacts"), port=free_port(), auth=True)
     env = {AUTH_PASSWORD_ENV: password, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini)}
-    with MlflowServer(config, env=env, log_path=tmp_path / "server.log") as server:
-        uri = server.uri.replace("http://", f"http://admin:{password}@")
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(tiny_spec("secret", tmp_path, epochs=1, tracking_uri=uri)))
-        result = runner.invoke(app, ["search", str(spec_path)])
-        assert result.exit_code == 0, result.output
-        assert f"admin:***@127.0.0.1:{config.port}" in result.output and password not in result.output
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name(experiment_name("secret"))
-        runs = client.search_runs([experiment.experiment_id], "")
-        assert len(runs) == 3  # the search and its two trials
-        parent = next(r for r in runs if r.data.tags[ROLE_TAG] == "search")
-        assert parent.data.params["tracking_uri"] == f"http://admin:***@127.0.0.1:{config.port}"
-        for run in runs:
-            assert password not in repr(run.data.params) + repr(run.data.tags)
-        spec_text = Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path))).read_text()
-        assert "admin:***@" in spec_text and password not in spec_text
-    # nothing on disk holds it either: MLflow's database and artifacts, Ray Tune's state, Ray's logs
-    session_logs = Path(ray_local._private.worker._global_node.get_session_dir_path()) / "logs"
-    leaks = [
-        str(path)
-        for root in (tmp_path / "mlflow.db", tmp_path / "artifacts", tmp_path / "runs", session_logs)
-        for path in ([root] if root.is_file() else root.rglob("*"))
-        if path.is_file() and password.encode() in path.read_bytes()
-    ]
-    assert leaks == []
+    ray_tmp = Path(tempfile.mkdtemp(prefix="mgt-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
+    try:
+        with MlflowServer(config, env=env, log_path=tmp_path / "server.log") as server:
+            uri = server.uri.replace("http://", f"http://admin:{password}@")
+            spec_path = tmp_path / "spec.yaml"
+            spec_path.write_text(yaml.safe_dump(tiny_spec("secret", tmp_path, epochs=1, tracking_uri=uri)))
+            cli_env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "COLUMNS")} | {"RAY_TMPDIR": str(ray_tmp)}
+            done = subprocess.run([sys.executable, "-m", "mg_tune.cli", "search", str(spec_path)], env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            assert f"http://127.0.0.1:{config.port}/#/experiments/" in done.stdout and password not in done.stdout + done.stderr
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name(experiment_name("secret"))
+            runs = client.search_runs([experiment.experiment_id], "")
+            assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)  # the search and its two trials
+            parent = next(r for r in runs if r.data.tags[ROLE_TAG] == "search")
+            assert parent.data.params["tracking_uri"] == f"http://127.0.0.1:{config.port}"  # the URI as kept: the password moved out
+            for run in runs:
+                assert password not in repr(run.data.params) + repr(run.data.tags)
+            spec_text = Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path))).read_text()
+            assert f"tracking_uri: http://127.0.0.1:{config.port}" in spec_text and password not in spec_text
+        # nothing on disk holds it either: MLflow's database and artifacts, Ray Tune's state, everything of Ray's (logs, session)
+        leaks = [
+            str(path)
+            for root in (tmp_path / "mlflow.db", tmp_path / "artifacts", tmp_path / "runs", ray_tmp)
+            for path in ([root] if root.is_file() else root.rglob("*"))
+            if path.is_file() and password.encode() in path.read_bytes()
+        ]
+        assert leaks == []
+        assert list(ray_tmp.rglob("logs")), "Ray's logs were not where the test looked"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_the_study_storage_pickles_without_its_password(postgres_database):
+def test_the_study_storage_pickles_without_its_password(postgres_database, monkeypatch, tmp_path):
     import pickle
 
     from mg_tune.search.runner import study_storage
     from mg_tune.search.spec import SearchSpec
+    from mg_tune.tracking import credentials
 
-    url = postgres_database().replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")  # trust auth ignores it
+    monkeypatch.setattr(credentials, "_PASSFILE", None)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    admin = postgres_database()
+    url = admin.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")  # trust auth ignores it
     storage = study_storage(SearchSpec(name="pickled", study_storage=url))
+    assert storage.url == admin  # the password went to $PGPASSFILE, keyed by host, port, database and user
+    where = urlsplit(admin)
+    assert f"{where.hostname}:{where.port or '*'}:{where.path[1:]}:postgres:s3cret-pw" in Path(os.environ["PGPASSFILE"]).read_text().splitlines()
     frozen = pickle.dumps(storage)
-    assert b"s3cret-pw" not in frozen and b"postgres:***@" in frozen
-    thawed = pickle.loads(frozen)  # this driver opened the same study_storage: the URL comes back whole
-    assert thawed.url == url
+    assert b"s3cret-pw" not in frozen
+    thawed = pickle.loads(frozen)  # any process: the URL is whole, the password is where libpq looks
     study = optuna.create_study(study_name="pickled", storage=thawed, directions=["maximize"])
     study.add_trial(optuna.trial.create_trial(values=[0.5]))
-    assert len(optuna.load_study(study_name="pickled", storage=url).trials) == 1
+    assert len(optuna.load_study(study_name="pickled", storage=admin).trials) == 1

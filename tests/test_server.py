@@ -30,6 +30,13 @@ def test_server_binds_localhost_by_default_and_keeps_secrets_off_its_command_lin
     assert not any("password" in part.lower() for part in cmd)
 
 
+def test_a_password_in_the_backend_store_uri_goes_to_the_servers_environment_not_its_command_line():
+    server = MlflowServer(ServerConfig(backend_store_uri="postgresql://mlflow:s3cret@db:5432/mlflow"))
+    cmd = server.config.command()
+    assert cmd[cmd.index("--backend-store-uri") + 1] == "postgresql://mlflow@db:5432/mlflow" and not any("s3cret" in part for part in cmd)
+    assert "db:5432:mlflow:mlflow:s3cret" in Path(server.env["PGPASSFILE"]).read_text().splitlines()
+
+
 def test_auth_without_an_admin_password_is_refused_in_one_line(monkeypatch):
     monkeypatch.delenv(AUTH_PASSWORD_ENV, raising=False)
     result = runner.invoke(app, ["server", "--auth", "--port", str(free_port())])
@@ -37,11 +44,11 @@ def test_auth_without_an_admin_password_is_refused_in_one_line(monkeypatch):
     assert f"${AUTH_PASSWORD_ENV}" in result.output and "Traceback" not in result.output
 
 
-def test_unreachable_backend_store_is_one_line_with_the_password_masked():
+def test_unreachable_backend_store_is_one_line_without_the_password():
     uri = "postgresql://mlflow:s3cret@127.0.0.1:1/mlflow"
     result = runner.invoke(app, ["server", "--backend-store-uri", uri, "--port", str(free_port())])
     assert result.exit_code == 2
-    assert "postgresql://mlflow:***@127.0.0.1:1/mlflow" in result.output and "cannot connect" in result.output
+    assert "postgresql://mlflow@127.0.0.1:1/mlflow" in result.output and "cannot connect" in result.output  # the password went to $PGPASSFILE
     assert "s3cret" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
@@ -112,10 +119,10 @@ def test_experiment_path_joins_the_name_before_the_query(storage, expected):
     assert experiment_path(SearchSpec(name="s1", storage_path=storage)) == expected
 
 
-def test_unreachable_study_storage_is_one_line_with_the_password_masked():
+def test_unreachable_study_storage_is_one_line_without_the_password():
     spec = SearchSpec(name="s1", study_storage="postgresql://optuna:hunter2@127.0.0.1:1/optuna")
     with pytest.raises(ValueError) as error:
         study_storage(spec)
     message = str(error.value)
-    assert message.startswith("study_storage postgresql://optuna:***@127.0.0.1:1/optuna: cannot open")
+    assert message.startswith("study_storage postgresql://optuna@127.0.0.1:1/optuna: cannot open")
     assert "hunter2" not in message and "\n" not in message

@@ -66,6 +66,7 @@ def test_redact_uri_hides_passwords_and_keys():
     assert redact_uri("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
     assert "secret" not in redact_uri("postgresql+psycopg2://admin:secret@10.0.0.1:5432/mlflow")
     assert redact_uri("https://ghp_abcdef@github.com/x") == "https://***@github.com/x"
+    assert redact_uri("postgresql+psycopg://mlflow@10.0.0.1:5432/mlflow") == "postgresql+psycopg://mlflow@10.0.0.1:5432/mlflow"  # a user name, not a token
     assert redact_uri("s3://bucket/p?endpoint=h&aws_secret_access_key=zz") == "s3://bucket/p?endpoint=h&aws_secret_access_key=***"
     assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"

@@ -11,7 +11,7 @@ One module per group of commands; this package only assembles them into
 ``data``            ``data check``: the real data sets on disk
 ``server``          ``server``: the cluster's MLflow tracking server
 ``jobs``            ``submit``, ``jobs list|logs|stop``: searches as Ray jobs
-``_common``         what the command modules share (the console)
+``_common``         what the command modules share (the console, the tracking URI of ``--tracking-uri``)
 ==================  ==========================================================
 """
 

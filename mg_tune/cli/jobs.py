@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mg_tune.cli._common import console
+from mg_tune.cli._common import console, tracking_uri_option
 from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table
 
 ADDRESS_HELP = "the Ray dashboard's URL (default $RAY_ADDRESS), e.g. http://127.0.0.1:8265 forwarded by `ray dashboard cluster/cluster.yaml`"
@@ -64,7 +64,7 @@ def list_jobs(
     """One row per search on the cluster: its newest job, status, trials, Pareto front and hypervolume (from MLflow)."""
     from mg_tune.jobs.client import connect, search_jobs
     from mg_tune.jobs.listing import search_rows
-    from mg_tune.tracking import check_tracking_uri, default_tracking_uri
+    from mg_tune.tracking import check_tracking_uri
 
     check_output_format(output)
     try:
@@ -72,7 +72,7 @@ def list_jobs(
         jobs = search_jobs(client)
     except ValueError as exc:
         fail(str(exc))
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri_option(tracking_uri)
     try:
         check_tracking_uri(uri, timeout=5)
     except ValueError as exc:

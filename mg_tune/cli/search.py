@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from mg_tune.cli._common import console
+from mg_tune.cli._common import console, tracking_uri_option
 from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short
 
 
@@ -66,7 +66,7 @@ def search(
         return
     print_pareto(outcome.pareto.front, spec.metric_names, f"Pareto front of search {spec.name!r} ({len(outcome.pareto.table)} checkpoints, {outcome.trials} trials, {outcome.errors} failed)", "table")
     console.print(f"hypervolume: {outcome.pareto.hypervolume:.4f}")
-    for line in where_to_look(uri, spec.name):
+    for line in where_to_look(outcome.search.tracking_uri, spec.name):  # without the password run_search moved out
         message(line)
     if outcome.pareto.plot_path is not None:
         console.print(f"Pareto plot: {outcome.pareto.plot_path}")
@@ -85,11 +85,10 @@ def pareto(
     from mg_tune.mlflow_links import where_to_look
     from mg_tune.model_registry import KNEE_ALIAS, register_front
     from mg_tune.pareto_report import search_pareto
-    from mg_tune.tracking import default_tracking_uri
 
     check_output_format(output)
     names = [o.strip() for o in objectives.split(",") if o.strip()]
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri_option(tracking_uri)
     try:
         result = search_pareto(uri, search_name, names, [True] * len(names))
         registered = register_front(uri, search_name, result.front, names, [True] * len(names), register) if register else None
@@ -129,13 +128,12 @@ def evaluate(
 ) -> None:
     """Evaluate the Pareto checkpoints of a search on the test split; log test_* metrics to MLflow."""
     from mg_tune.evaluate import TEST_METRICS_HINT, evaluate_pareto
-    from mg_tune.tracking import default_tracking_uri
 
     check_output_format(output)
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     try:
         table = evaluate_pareto(
-            tracking_uri or default_tracking_uri(), search_name, names, [True] * len(names),
+            tracking_uri_option(tracking_uri), search_name, names, [True] * len(names),
             pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
         )
     except ValueError as exc:
@@ -158,9 +156,8 @@ def export(
     """Export one checkpoint as a model package (model.pt, config.json, dataset.json, metrics.json, MODEL_CARD.md)."""
     from mg_tune.export import export_checkpoint
     from mg_tune.mlflow_links import where_to_look
-    from mg_tune.tracking import default_tracking_uri
 
-    tracking_uri = tracking_uri or default_tracking_uri()
+    tracking_uri = tracking_uri_option(tracking_uri)
     try:
         uri = export_checkpoint(
             tracking_uri, search_name, trial, epoch, to,
@@ -188,7 +185,6 @@ def dashboard(
 ) -> None:
     """Serve the Pareto explorer of a search: plots, filters, checkpoint details; reads MLflow only."""
     from mg_tune.dashboard import serve
-    from mg_tune.tracking import default_tracking_uri
 
     names = [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None
 
@@ -196,6 +192,6 @@ def dashboard(
         console.print(f"Pareto explorer of search {search_name!r}: {url}   (Ctrl+C to stop)", highlight=False, markup=False)
 
     try:
-        serve(tracking_uri or default_tracking_uri(), search_name, host=host, port=port, refresh_s=refresh, objectives=names, mlflow_url=mlflow_url, on_ready=ready)
+        serve(tracking_uri_option(tracking_uri), search_name, host=host, port=port, refresh_s=refresh, objectives=names, mlflow_url=mlflow_url, on_ready=ready)
     except ValueError as exc:
         fail(str(exc))

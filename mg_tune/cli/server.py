@@ -15,7 +15,7 @@ def check_backend_store(uri: str) -> None:
     """Connect once to a database backend store, so a wrong URI fails here in one line.
 
     Raises:
-        ValueError: the database cannot be reached (the message has the URI with its password masked).
+        ValueError: the database cannot be reached (the message names the URI, without a password: see :func:`server`).
     """
     from mg_tune.tracking import check_database
 
@@ -35,9 +35,11 @@ def server(
 ) -> None:
     """Start the MLflow tracking server trials log to, and print the URI to use."""
     from mg_tune.server import MlflowServer, ServerConfig, ServerError
-    from mg_tune.tracking import redact_uri
+    from mg_tune.tracking import move_credentials
 
-    try:
+    try:  # a password leaves the URIs first (for the server's environment): no message below shows it
+        backend_store_uri = move_credentials(backend_store_uri, "--backend-store-uri")
+        artifacts_destination = move_credentials(artifacts_destination, "--artifacts-destination")
         check_backend_store(backend_store_uri)
     except ValueError as exc:
         fail(str(exc))
@@ -50,7 +52,7 @@ def server(
         mlflow_server.start()
     except ServerError as exc:
         fail(str(exc))
-    console.print(f"MLflow tracking server ready ({redact_uri(backend_store_uri)}, artifacts {redact_uri(artifacts_destination)})", highlight=False)
+    console.print(f"MLflow tracking server ready ({backend_store_uri}, artifacts {artifacts_destination})", highlight=False, markup=False)
     console.print(f"export MLFLOW_TRACKING_URI={config.uri}", highlight=False, markup=False)
     signal.signal(signal.SIGTERM, lambda *_: mlflow_server.stop())
     try:

@@ -37,7 +37,6 @@ from mg_tune.dashboard.data import FILTERS, Snapshot, Source, overlay_artifact
 from mg_tune.mlflow_links import default_mlflow_url, run_link
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure
 from mg_tune.pareto_report import hypervolume_curve
-from mg_tune.tracking import redact_text, redact_uri
 
 __all__ = ["build_app", "export_command"]
 
@@ -45,11 +44,11 @@ _BOX = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "8px 12px"
 
 
 def export_command(snapshot: Snapshot, trial_id: str, epoch: int) -> str:
-    """The ``mg-tune export`` command line for one checkpoint (shell-quoted; the tracking URI without secrets)."""
+    """The ``mg-tune export`` command line for one checkpoint (shell-quoted; the tracking URI holds no password: ``mg-tune dashboard`` moved it out)."""
     return shlex.join(
         [
             "mg-tune", "export", "--search", snapshot.search, "--trial", str(trial_id), "--epoch", str(int(epoch)),
-            "--to", f"exported/{snapshot.search}-{trial_id}-epoch{int(epoch)}", "--tracking-uri", redact_uri(snapshot.tracking_uri),
+            "--to", f"exported/{snapshot.search}-{trial_id}-epoch{int(epoch)}", "--tracking-uri", snapshot.tracking_uri,
         ]
     )
 
@@ -60,7 +59,7 @@ def registry_lines(snapshot: Snapshot, model_id: str) -> str:
         [
             f'mg_tune.load_model("models:/{model_id}")',
             "# as an MLflow Model (mlflow.pyfunc.load_model, mlflow models serve), register the front:",
-            shlex.join(["mg-tune", "pareto", "--search", snapshot.search, "--register", snapshot.search, "--tracking-uri", redact_uri(snapshot.tracking_uri)]),
+            shlex.join(["mg-tune", "pareto", "--search", snapshot.search, "--register", snapshot.search, "--tracking-uri", snapshot.tracking_uri]),
             f'mlflow.pyfunc.load_model("models:/{snapshot.search}@knee")  # or @best-f1, @best-epg, @best-iou',
         ]
     )
@@ -168,7 +167,7 @@ def build_app(source: Source, refresh_s: float = 10.0, mlflow_url: str | None = 
         try:
             current = source.refresh()
         except (MlflowException, OSError, ValueError) as exc:
-            message = f"could not read MLflow at {time.strftime('%H:%M:%S')}: {redact_text(str(exc))[:300]}"
+            message = f"could not read MLflow at {time.strftime('%H:%M:%S')}: {str(exc)[:300]}"
             return (dash.no_update, message, *([dash.no_update] * (2 * len(FILTERS))))
         status = _status(current)
         fingerprint = _fingerprint(current)

@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
-from mg_tune.tracking import redact_uri
+from mg_tune.tracking import S3_KEY_ENV, redact_uri
 
 if TYPE_CHECKING:
     from mg_tune.search.spec import SearchSpec
@@ -124,9 +124,11 @@ def check_no_secrets(spec: SearchSpec, spec_path: Path) -> None:
     Raises:
         ValueError: names the field, the password masked.
     """
-    for field in ("tracking_uri", "study_storage"):
+    from mg_tune.search.spec import URI_FIELDS
+
+    for field in URI_FIELDS:
         value = getattr(spec, field)
-        if value and urlsplit(value).password is not None:
+        if value and (urlsplit(value).password is not None or S3_KEY_ENV.keys() & {k for k, _ in parse_qsl(urlsplit(value).query)}):
             raise ValueError(f"{spec_path}: {field}: {redact_uri(value)} holds a password; a submitted search must not carry one (the job reads MLflow's from the cluster's environment, databases' from ~/.pgpass)")
 
 

@@ -33,7 +33,6 @@ from typing import Any
 from ray import tune
 
 from mg_tune.checkpoint_table import checkpoint_table
-from mg_tune.search.callbacks import attach, attached
 from mg_tune.tracking import SearchRun
 
 __all__ = ["TrialEpochBudget"]
@@ -42,14 +41,13 @@ __all__ = ["TrialEpochBudget"]
 class TrialEpochBudget(tune.Stopper):
     """Stops the search once ``trial_epochs`` distinct (trial, epoch) results were reported; see the module docstring.
 
-    Pickles (into Ray's ``tuner.pkl``) with only the search's parent run id,
-    like the search's callbacks (:func:`mg_tune.search.callbacks.attach`), and
-    without its count: the count is read from MLflow again when first needed.
+    Pickles (into Ray's ``tuner.pkl``) with its search (whose tracking URI
+    holds no password) and without its count: the count is read from MLflow
+    again when first needed.
     """
 
     def __init__(self, search: SearchRun, trial_epochs: int) -> None:
-        attach(search)
-        self.search_run_id = search.run_id
+        self.search = search
         self.trial_epochs = trial_epochs
         self._seen: set[tuple[str, int]] | None = None
 
@@ -60,8 +58,7 @@ class TrialEpochBudget(tune.Stopper):
     def seen(self) -> set[tuple[str, int]]:
         """``S``: the distinct (trial id, epoch) results so far."""
         if self._seen is None:
-            search = attached(self.search_run_id)
-            table = checkpoint_table(search.tracking_uri, search.name)
+            table = checkpoint_table(self.search.tracking_uri, self.search.name)
             self._seen = {(trial, int(epoch)) for trial, epoch in zip(table["trial_id"], table["epoch"])}
         return self._seen
 

@@ -35,39 +35,21 @@ from mg_tune.pareto_report import feasible_rows
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 
-__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher", "attach", "attached"]
+__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher"]
 
 HYPERVOLUME_METRIC = "hypervolume"
 
-_DRIVER_SEARCHES: dict[str, SearchRun] = {}
-
-
-def attach(search: SearchRun) -> None:
-    """Make ``search`` (with its tracking URI) known to this driver's callbacks.
-
-    Ray pickles the callbacks into its experiment state on disk (``tuner.pkl``)
-    and the tracking URI may carry a password, so a callback keeps only the
-    parent run id and finds the search here; a resumed driver attaches the
-    search again before ``Tuner.restore(...).fit()``.
-    """
-    _DRIVER_SEARCHES[search.run_id] = search
-
-
-def attached(run_id: str) -> SearchRun:
-    """The search :func:`attach` made known under its parent run id ``run_id``."""
-    return _DRIVER_SEARCHES[run_id]
-
-
 class _SearchCallback(tune.Callback):
-    """A driver-side callback of one search; pickles without the tracking URI (see :func:`attach`)."""
+    """A driver-side callback of one search.
+
+    Ray pickles it, with its :class:`~mg_tune.tracking.SearchRun`, into the
+    experiment state (``tuner.pkl``); the run's tracking URI holds no
+    password (:func:`mg_tune.tracking.move_credentials`), and a resumed
+    driver's restored callback writes to the same parent run.
+    """
 
     def __init__(self, search: SearchRun) -> None:
-        attach(search)
-        self.search_run_id = search.run_id
-
-    @property
-    def search(self) -> SearchRun:
-        return attached(self.search_run_id)
+        self.search = search
 
 
 class HypervolumeTracker(_SearchCallback):

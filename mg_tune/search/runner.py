@@ -43,13 +43,13 @@ from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.pareto_report import ParetoResult, search_pareto
 from mg_tune.search.budget import TrialEpochBudget
-from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher, attach
+from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.split_sizes import warn_small_splits
-from mg_tune.search.spec import SearchSpec
+from mg_tune.search.spec import SearchSpec, move_spec_credentials
 from mg_tune.search.stopping import STOP_REASON, ResumableOptunaSearch, StopRequest, stop_on_sigterm
 from mg_tune.search.warm_start import initial_points
 from mg_tune.tracking import (
@@ -63,8 +63,8 @@ from mg_tune.tracking import (
     find_trial_run,
     finish_search,
     mark_orphans,
+    move_credentials,
     readable_trial_name,
-    redact_uri,
     start_search,
 )
 from mg_tune.train import DivergedError, EpochResult, train
@@ -161,29 +161,6 @@ def experiment_path(spec: SearchSpec) -> str:
     return f"{base.rstrip('/')}/{spec.name}{sep}{query}"
 
 
-_STUDY_URLS: dict[str, str] = {}
-"""Study storage URLs of this driver process, by their redacted form (see :class:`StudyStorage`)."""
-
-
-class StudyStorage(optuna.storages.RDBStorage):
-    """Optuna's RDBStorage that pickles its URL with the password masked.
-
-    Ray pickles the searcher, and so this storage, into its experiment state
-    on disk (``tuner.pkl``, ``searcher-state-*.pkl``). Unpickled in a driver
-    that opened the same ``study_storage`` (:func:`study_storage`, called by
-    :func:`run_search` before ``Tuner.restore``), it gets the real URL back.
-    """
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["url"] = redact_uri(self.url)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state["url"] = _STUDY_URLS.get(state["url"], state["url"])
-        super().__setstate__(state)
-
-
 def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
     """The Optuna study's RDB (``spec.study_storage``, e.g. ``postgresql://…``), or None for in-memory.
 
@@ -191,16 +168,20 @@ def study_storage(spec: SearchSpec) -> optuna.storages.BaseStorage | None:
     second ``mg-tune search`` of the same name, loads the same study (named
     after the search) and samples with every finished trial's results.
 
+    A password in the URL goes to the password file libpq reads
+    (:func:`mg_tune.tracking.move_credentials`), so the storage, which Ray
+    pickles with the searcher into ``tuner.pkl``, holds none.
+
     Raises:
-        ValueError: the database cannot be reached (password masked).
+        ValueError: the database cannot be reached (no password in the message).
     """
     if not spec.study_storage:
         return None
-    _STUDY_URLS[redact_uri(spec.study_storage)] = spec.study_storage
+    url = move_credentials(spec.study_storage, "study_storage")
     try:
-        return StudyStorage(spec.study_storage)
-    except Exception as exc:  # SQLAlchemy/driver errors: one line, the URL redacted
-        raise ValueError(f"study_storage {redact_uri(spec.study_storage)}: cannot open ({error_line(exc)})") from None
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy/driver errors: one line
+        raise ValueError(f"study_storage {url}: cannot open ({error_line(exc)})") from None
 
 
 def fail_lost_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
@@ -265,7 +246,6 @@ def build_tuner(
         tune.with_parameters(run_trial, spec=spec, search=search),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    attach(search)  # the callbacks (new or restored from Ray's state) find the tracking URI here
     path = experiment_path(spec)
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
@@ -313,13 +293,30 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     so a wrong ``root``, file, server or search name fails here with one line,
     not inside every trial. Held-out and validation splits too small for
     their use are warned about once (:mod:`mg_tune.search.split_sizes`).
+
+    Passwords in ``tracking_uri`` and the spec's URIs leave them here
+    (:func:`mg_tune.search.spec.move_spec_credentials`), before Ray starts,
+    so Ray's workers inherit them with the environment; a Ray started
+    elsewhere (``address``, ``$RAY_ADDRESS``, one already initialised in this
+    process) would not see them, so a search with one is refused there.
     """
+    given = (spec, tracking_uri)
+    spec, spec_text = move_spec_credentials(spec, spec_text)
+    tracking_uri = move_credentials(tracking_uri, "tracking URI")
+    if os.environ.get("MLFLOW_TRACKING_URI") == given[1]:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # inherited by Ray's workers: without the password too
     if spec.data.name in REAL_LOADERS:
         _, reports = check_dataset(spec.data, images=False)
         spec.check_segmentation(next(r.with_seg for r in reports if r.split == "val"))
     if spec.fixed.get("init_checkpoint"):
         check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
     check_tracking_uri(tracking_uri)
+    if (spec, tracking_uri) != given and (ray.is_initialized() or ray_address(address) != "local"):
+        where = "the Ray this process started already" if ray.is_initialized() else f"the Ray at {ray_address(address)}"
+        raise ValueError(
+            f"a password in a URI reaches only a Ray this search starts, whose workers inherit the environment; {where} would not see it: "
+            "remove it from the URI and set it where that Ray runs ($MLFLOW_TRACKING_PASSWORD, ~/.pgpass, $AWS_SECRET_ACCESS_KEY)"
+        )
     points = initial_points(spec, tracking_uri)
     study = study_storage(spec)
     search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
@@ -332,10 +329,7 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     status = "FAILED"
     stop = StopRequest()
     try:
-        # Ray pickles the spec into its experiment state on disk (tuner.pkl, searcher state): keep the URIs,
-        # which may carry passwords, out of it; trials get the tracking URI from `search` (Ray's object store).
-        private = spec.model_copy(update={"tracking_uri": None, "study_storage": None})
-        tuner = build_tuner(private, search, resume, study, points)
+        tuner = build_tuner(spec, search, resume, study, points)
         with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
             results = tuner.fit()
         status = "KILLED" if stop.requested else "FINISHED"

@@ -129,6 +129,7 @@ from mg_tune.tracking.search_run import (  # noqa: E402
     set_search_tag,
     start_search,
 )
+from mg_tune.tracking.credentials import S3_KEY_ENV, move_credentials, password_file  # noqa: E402
 from mg_tune.tracking.trial_logger import TrialLogger  # noqa: E402
 from mg_tune.tracking.uris import check_database, check_tracking_uri, default_tracking_uri, error_line, redact_text, redact_uri  # noqa: E402
 
@@ -136,6 +137,7 @@ __all__ = [
     "EPOCH_TAG",
     "FAILURE_TAG",
     "ROLE_TAG",
+    "S3_KEY_ENV",
     "SEARCH_TAG",
     "STOPPED_EARLY_TAG",
     "TRIAL_TAG",
@@ -170,6 +172,8 @@ __all__ = [
     "iter_runs",
     "log_search_metrics",
     "mark_orphans",
+    "move_credentials",
+    "password_file",
     "overlay_artifact",
     "model_epoch",
     "model_metrics",

@@ -1,4 +1,9 @@
-"""Tracking URIs: the default store, secrets masked in URIs and text, checking a store before use."""
+"""Tracking URIs: the default store, secrets masked in URIs and text, checking a store before use.
+
+Passwords leave URIs at the boundary (:func:`mg_tune.tracking.credentials.move_credentials`);
+:func:`redact_uri` remains for text mg-tune does not control (a driver's error message, a
+URI given to a function without passing the boundary).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ def default_tracking_uri() -> str:
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|signature|sig$|credential|auth", re.IGNORECASE)
 _URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 MASK = "***"
+_DATABASE_SCHEMES = ("postgresql", "postgres", "mysql")
 
 
 def redact_uri(uri: str) -> str:
@@ -25,7 +31,8 @@ def redact_uri(uri: str) -> str:
 
     ``scheme://user:password@host`` keeps the user and masks the password; a
     bare ``scheme://token@host`` masks the whole user part (it is often a
-    token); query parameters whose name looks secret (``password``,
+    token), but for a database (``postgresql://user@host/db``, the form a URI
+    has after :func:`~mg_tune.tracking.move_credentials`) it is a user name and stays; query parameters whose name looks secret (``password``,
     ``access_key``, ``token``, ``signature``, ...) are masked. Anything that
     does not parse as a URI is returned with the same rules applied to the
     URIs it contains.
@@ -40,7 +47,8 @@ def redact_uri(uri: str) -> str:
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
         user, sep, _ = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{host}" if sep else f"{MASK}@{host}"
+        database = parts.scheme.split("+")[0].lower() in _DATABASE_SCHEMES  # there a bare user is a role name, not a token
+        netloc = f"{user}:{MASK}@{host}" if sep else netloc if database else f"{MASK}@{host}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
@@ -71,8 +79,12 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
     shown = redact_uri(uri)
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
+        from mlflow.utils.credentials import read_mlflow_creds
+
+        creds = read_mlflow_creds()  # what MLflow's client sends: $MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials
+        auth = (creds.username, creds.password) if creds.username and creds.password else None
         try:
-            response = requests.post(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", json={"max_results": 1}, timeout=timeout)
+            response = requests.post(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", json={"max_results": 1}, timeout=timeout, auth=auth)
         except requests.RequestException as exc:
             reason = type(exc).__name__ if isinstance(exc, requests.ConnectionError) else redact_text(str(exc).splitlines()[0])
             raise ValueError(f"tracking URI {shown}: cannot connect ({reason})") from None
