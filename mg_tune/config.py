@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mg_tune.guidance.attribution import METHODS
+from mg_tune.guidance.attribution import ATTRIBUTIONS
 from mg_tune.guidance.losses import LOSSES
 from mg_tune.models import LAYERS, model_entry, model_names, prunable_models
 
@@ -180,7 +180,7 @@ class TrainConfig(_Strict):
     def _known_names(self) -> "TrainConfig":
         for field, value, valid in (
             ("model", self.model, model_names()),
-            ("attribution", self.attribution, METHODS),
+            ("attribution", self.attribution, tuple(ATTRIBUTIONS)),
             ("layer", self.layer, LAYERS),
             ("loss", self.loss, tuple(LOSSES)),
         ):
