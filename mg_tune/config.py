@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mg_tune.guidance.attribution import METHODS
+from mg_tune.guidance.attribution import ATTRIBUTIONS
 from mg_tune.guidance.losses import LOSSES
-from mg_tune.models import LAYERS, MODEL_NAMES, PRUNABLE_MODELS
+from mg_tune.models import LAYERS, model_entry, model_names, prunable_models
 from mg_tune.textfiles import expected_one_of
 
 
@@ -193,8 +193,8 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _known_names(self) -> "TrainConfig":
         for field, value, valid in (
-            ("model", self.model, MODEL_NAMES),
-            ("attribution", self.attribution, METHODS),
+            ("model", self.model, model_names()),
+            ("attribution", self.attribution, tuple(ATTRIBUTIONS)),
             ("layer", self.layer, LAYERS),
             ("loss", self.loss, tuple(LOSSES)),
         ):
@@ -205,10 +205,10 @@ class TrainConfig(_Strict):
         if self.prune_fraction > 0:
             if self.init_checkpoint is None:
                 raise ValueError("prune_fraction > 0 (CRAYON-Pruning) prunes a trained model: set init_checkpoint")
-            if self.model not in PRUNABLE_MODELS:
-                raise ValueError(f"prune_fraction > 0 needs a model whose head ends in a linear layer: {', '.join(PRUNABLE_MODELS)} (got model={self.model!r})")
-        if self.prune_finetune_epochs > 0 and self.model not in PRUNABLE_MODELS:
-            raise ValueError(f"prune_finetune_epochs > 0 fine-tunes a last linear layer: model must be one of {', '.join(PRUNABLE_MODELS)} (got model={self.model!r})")
+            if not model_entry(self.model).prunable:
+                raise ValueError(f"prune_fraction > 0 needs a model whose head ends in a linear layer: {', '.join(prunable_models())} (got model={self.model!r})")
+        if self.prune_finetune_epochs > 0 and not model_entry(self.model).prunable:
+            raise ValueError(f"prune_finetune_epochs > 0 fine-tunes a last linear layer: model must be one of {', '.join(prunable_models())} (got model={self.model!r})")
         if self.prune_finetune_epochs > self.epochs:
             raise ValueError(f"prune_finetune_epochs={self.prune_finetune_epochs} exceeds epochs={self.epochs}")
         return self

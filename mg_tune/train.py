@@ -54,7 +54,7 @@ from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.data.masks import crayon_relevance
 from mg_tune.evaluation import attribution_target, choose_iou_threshold, evaluate_split, ground_truth_pairs
-from mg_tune.guidance.attribution import attribute, check_method
+from mg_tune.guidance.attribution import ATTRIBUTIONS, attribute, check_method
 from mg_tune.guidance.losses import get_loss, layer_loss
 from mg_tune.guidance.metrics import resize_maps
 from mg_tune.guidance.pruning import load_state, penultimate, rank_and_prune
@@ -195,7 +195,7 @@ class GuidedTrainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=cfg.amp):
             if guided:
                 att = attribute(self.model, images, targets, cfg.attribution, cfg.layer, create_graph=True, target=self.target)
-                logits = self.model(images) if cfg.attribution == "bcos" else att.logits
+                logits = att.logits if ATTRIBUTIONS[cfg.attribution].logits_trainable else self.model(images)
                 per_image = self._localization(att.maps[use].float(), masks[use], images[use], targets[use])
                 loc = per_image.sum() if cfg.lam_reduction == "sum" else per_image.mean()
             else:

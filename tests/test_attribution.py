@@ -3,7 +3,18 @@
 import pytest
 import torch
 
-from mg_tune.guidance.attribution import METHODS, attribute
+from mg_tune.guidance.attribution import (
+    ATTRIBUTIONS,
+    METHODS,
+    AttributionMethod,
+    BcosContribution,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradCam,
+    attribute,
+    check_method,
+    register_attribution,
+)
 from mg_tune.models import LAYERS, build_model
 
 
@@ -137,3 +148,35 @@ def test_log_odds_target_with_many_classes_is_logit_minus_logsumexp_of_the_other
     score = logits[2] - torch.logsumexp(logits[[0, 1, 3]], dim=0)
     (grad,) = torch.autograd.grad(score, x)
     torch.testing.assert_close(maps, (x * grad).sum(1))
+
+
+def test_the_registry_names_every_method_and_the_family_it_needs():
+    assert METHODS == tuple(ATTRIBUTIONS) == ("ixg", "gradcam", "intgrad", "bcos")
+    assert [ATTRIBUTIONS[m] for m in METHODS] == [InputXGradient, LayerGradCam, IntegratedGradients, BcosContribution]
+    assert {m: ATTRIBUTIONS[m].required_family for m in METHODS} == {"ixg": None, "gradcam": None, "intgrad": "x_dnn", "bcos": "bcos"}
+    assert [m for m in METHODS if not ATTRIBUTIONS[m].logits_trainable] == ["bcos"]
+    with pytest.raises(ValueError, match="already registered"):
+        register_attribution(type("Again", (AttributionMethod,), {"name": "ixg"}))
+
+
+@pytest.mark.parametrize(
+    "name,method",
+    [("smerf_cnn", "ixg"), ("smerf_cnn", "gradcam"), ("x_smerf_cnn", "intgrad"), ("bcos_cnn", "bcos")],
+)
+@pytest.mark.parametrize("target_kind", ["logit", "log_odds"])
+def test_the_objects_give_what_the_function_gives(name, method, target_kind):
+    model = build_model(name, 4).eval()
+    x, targets = _images(2), torch.tensor([1, 3])
+    ours = ATTRIBUTIONS[method](model, "mid1").attribute(x, targets, size=(64, 64), target_kind=target_kind)
+    theirs = attribute(model, x, targets, method, "mid1", size=(64, 64), target=target_kind)
+    assert torch.equal(ours.maps, theirs.maps) and torch.equal(ours.logits, theirs.logits)
+
+
+def test_a_method_refuses_a_model_of_another_family_when_built():
+    message = "attribution 'bcos' needs a bcos model \\(family of this model: 'standard'\\)"
+    with pytest.raises(ValueError, match=message):
+        BcosContribution(build_model("smerf_cnn", 2), "input")
+    with pytest.raises(ValueError, match=message):
+        check_method("bcos", build_model("smerf_cnn", 2))
+    with pytest.raises(ValueError, match="unknown attribution target 'probability'"):
+        InputXGradient(build_model("smerf_cnn", 2), "input").attribute(_images(1), torch.tensor([0]), target_kind="probability")

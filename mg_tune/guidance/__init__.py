@@ -1,6 +1,17 @@
 """Model guidance: attributions, localization losses and localization/classification metrics."""
 
-from mg_tune.guidance.attribution import METHODS, Attribution, attribute
+from mg_tune.guidance.attribution import (
+    ATTRIBUTIONS,
+    METHODS,
+    Attribution,
+    AttributionMethod,
+    BcosContribution,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradCam,
+    attribute,
+    register_attribution,
+)
 
 from mg_tune.guidance.losses import (
     LOSSES,
@@ -29,9 +40,16 @@ from mg_tune.guidance.metrics import (
 from mg_tune.guidance.pruning import rank_and_prune
 
 __all__ = [
+    "ATTRIBUTIONS",
     "METHODS",
     "Attribution",
+    "AttributionMethod",
+    "BcosContribution",
+    "InputXGradient",
+    "IntegratedGradients",
+    "LayerGradCam",
     "attribute",
+    "register_attribution",
     "LOSSES",
     "accuracy",
     "attribution_focus",

@@ -7,6 +7,9 @@ dynamic scaling is detached, so Input×Gradient yields exactly these
 contributions and they sum to the logit (minus the constant logit bias).
 Inputs are encoded as the six channels [x, 1 − x] (the package's AddInverse);
 this encoded image is the ``input`` layer.
+
+Registered models: ``bcos_cnn``, ``bcos_resnet18``, ``bcos_resnet50`` (their
+heads are 1×1 B-cos convolutions, so none is prunable).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from bcos.data.transforms import AddInverse
 from bcos.modules import BcosConv2d
 from torch import nn
 
+from mg_tune.models.registry import register_model
 from mg_tune.models.staged import StagedModel
 
 
@@ -52,3 +56,21 @@ def bcos_cnn(num_classes: int, widths: tuple[int, int, int, int] = (32, 64, 64, 
     bias = -math.log(num_classes - 1) if num_classes > 2 else 0.0
     head = _BcosHead(BcosConv2d(widths[-1], num_classes, kernel_size=1), bias)
     return StagedModel(AddInverse(), stages, head, family="bcos", logit_offset=bias)
+
+
+@register_model("bcos_cnn", family="bcos")
+def bcos_cnn_model(num_classes: int) -> StagedModel:
+    """The small B-cos CNN."""
+    return bcos_cnn(num_classes)
+
+
+@register_model("bcos_resnet18", family="bcos")
+def bcos_resnet18_model(num_classes: int) -> StagedModel:
+    """B-cos ResNet-18 from the ``bcos`` package."""
+    return bcos_resnet_model("resnet18", num_classes)
+
+
+@register_model("bcos_resnet50", family="bcos")
+def bcos_resnet50_model(num_classes: int) -> StagedModel:
+    """B-cos ResNet-50 from the ``bcos`` package."""
+    return bcos_resnet_model("resnet50", num_classes)

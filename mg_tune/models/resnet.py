@@ -9,6 +9,9 @@ constant is removed — convolutions and the classifier have no bias and batch
 normalisation only rescales, y = γ·x / sqrt(Var[x] + ε) (no mean subtraction,
 no β). With ReLU, max/avg pooling and these layers the network is positively
 homogeneous in eval mode, so IntGrad with a zero baseline equals IxG.
+
+Registered models: ``resnet18``, ``resnet50``, ``x_resnet18``, ``x_resnet50``;
+all take a local weights file.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from mg_tune.models.registry import register_model
 from mg_tune.models.staged import StagedModel
 
 
@@ -72,3 +76,28 @@ def load_matching(net: nn.Module, state: dict[str, Tensor]) -> list[str]:
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     net.load_state_dict(usable, strict=False)
     return sorted(set(state) - set(usable))
+
+
+
+@register_model("resnet18", family="standard", takes_weights=True, prunable=True)
+def resnet18_model(num_classes: int, weights: str | Path | None = None) -> StagedModel:
+    """torchvision ResNet-18, random init or a local weights file."""
+    return resnet("resnet18", num_classes, weights=weights)
+
+
+@register_model("resnet50", family="standard", takes_weights=True, prunable=True)
+def resnet50_model(num_classes: int, weights: str | Path | None = None) -> StagedModel:
+    """torchvision ResNet-50, random init or a local weights file."""
+    return resnet("resnet50", num_classes, weights=weights)
+
+
+@register_model("x_resnet18", family="x_dnn", takes_weights=True, prunable=True)
+def x_resnet18_model(num_classes: int, weights: str | Path | None = None) -> StagedModel:
+    """Bias-free X-DNN ResNet-18, random init or a local weights file."""
+    return resnet("resnet18", num_classes, x_dnn=True, weights=weights)
+
+
+@register_model("x_resnet50", family="x_dnn", takes_weights=True, prunable=True)
+def x_resnet50_model(num_classes: int, weights: str | Path | None = None) -> StagedModel:
+    """Bias-free X-DNN ResNet-50, random init or a local weights file."""
+    return resnet("resnet50", num_classes, x_dnn=True, weights=weights)

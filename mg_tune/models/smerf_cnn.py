@@ -8,12 +8,15 @@ they are 32, 16, 8 and 4 px wide.
 ``bias=False`` gives the X-DNN variant (Hesse et al. 2021): without biases the
 network is positively homogeneous, f(αx) = α f(x) for α > 0, so Integrated
 Gradients with a zero baseline equals Input×Gradient exactly.
+
+Registered models: ``smerf_cnn`` and ``x_smerf_cnn``.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from mg_tune.models.registry import register_model
 from mg_tune.models.staged import StagedModel
 
 
@@ -37,3 +40,15 @@ def smerf_cnn(
         nn.Linear(hidden, num_classes, bias=bias),
     )
     return StagedModel(nn.Identity(), stages, head, family="standard" if bias else "x_dnn")
+
+
+@register_model("smerf_cnn", family="standard", prunable=True)
+def smerf_cnn_model(num_classes: int) -> StagedModel:
+    """SMERF's small CNN."""
+    return smerf_cnn(num_classes)
+
+
+@register_model("x_smerf_cnn", family="x_dnn", prunable=True)
+def x_smerf_cnn_model(num_classes: int) -> StagedModel:
+    """SMERF's small CNN without biases (X-DNN: IntGrad in one pass)."""
+    return smerf_cnn(num_classes, bias=False)
