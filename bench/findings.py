@@ -8,7 +8,7 @@ Every finding is one or more ``mg-tune search`` specs in ``search_spaces/finding
    (subprocess: the CLI users run), all searches sharing one MLflow store
    ``runs/findings/mlflow.db``; a search already FINISHED there is not rerun;
 2. reads the search's checkpoints back from MLflow
-   (:func:`mg_tune.pareto_report.checkpoint_table`), downloads the final
+   (:func:`mg_tune.front.checkpoint_table`), downloads the final
    epoch's checkpoint of every trial and scores it on the **test split** of the
    spec's data as given (undilated boxes, every image annotated; the IoU
    threshold is chosen on the held-out split);
@@ -52,12 +52,12 @@ from torch.utils.data import DataLoader
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.data import build_split
-from mg_tune.evaluation import attribution_target, evaluate_split, ground_truth_pairs
+from mg_tune.split_eval import attribution_target, evaluate_split, ground_truth_pairs
 from mg_tune.guidance import metrics as M
 from mg_tune.guidance.attribution import attribute
 from mg_tune.guidance.pruning import load_state
 from mg_tune.models import build_model
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.front import checkpoint_table
 from mg_tune.search.spec import load_spec
 from mg_tune.tracking import download_checkpoint, experiment_name, find_search_run
 

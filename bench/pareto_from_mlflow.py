@@ -16,7 +16,7 @@ Then, on the same store, it times and counts tracking-store requests
 (:func:`mg_tune.tracking.count_requests`; against an MLflow server each is
 one HTTP request) of
 
-* **mg-tune**: :func:`mg_tune.pareto_report.search_pareto` with
+* **mg-tune**: :func:`mg_tune.front.search_pareto` with
   ``tag=False`` (experiment + ``search_runs`` pages + ``search_logged_models``
   pages, then the front and hypervolume);
 * **naive**: ``search_runs`` pages, then ``get_metric_history(run, key)``
@@ -60,7 +60,7 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus, Metric, Param
 
 from mg_tune.pareto import pareto_front
-from mg_tune.pareto_report import search_pareto
+from mg_tune.front import search_pareto
 from mg_tune.server import MlflowServer, ServerConfig, free_port
 from mg_tune.tracking import (
     EPOCH_TAG,

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, root: Path, save: Callable[[list[dict[str, Any
     import yaml
     from mlflow import MlflowClient
 
-    from mg_tune.pareto_report import checkpoint_table
+    from mg_tune.front import checkpoint_table
     from mg_tune.search.runner import run_search
     from mg_tune.search.spec import SearchSpec
 

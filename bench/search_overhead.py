@@ -323,14 +323,14 @@ def run_bare(spec: Any, args: argparse.Namespace, root: Path, timing_dir: Path, 
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from mg_tune.search.sampling import build_sampler, define_by_run
+    from mg_tune.search.sampling import build_sampler, DefineByRun
 
     start = time.time()
     trainable = tune.with_resources(
         make_bare_trial(str(timing_dir), args.trial_seconds / args.epochs, args.epochs, "smerf_cnn"),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    searcher = OptunaSearch(define_by_run(spec), metric=spec.metric_names, mode=spec.modes, sampler=build_sampler(spec), seed=spec.seed)
+    searcher = OptunaSearch(DefineByRun(spec), metric=spec.metric_names, mode=spec.modes, sampler=build_sampler(spec), seed=spec.seed)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

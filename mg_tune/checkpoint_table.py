@@ -3,7 +3,7 @@
 :func:`checkpoint_table` reads a search with a bounded number of requests -- the
 experiment, ``search_runs`` pages (trial params and status) and
 ``search_logged_models`` pages (one READY LoggedModel per epoch, with its metrics; see
-:mod:`mg_tune.tracking`). :mod:`mg_tune.pareto_report` computes the front of that table;
+:mod:`mg_tune.tracking`). :mod:`mg_tune.front` computes the front of that table;
 the search's callbacks, budget and retention read it while a search runs.
 """
 

@@ -143,7 +143,7 @@ class TrainConfig(_Strict):
 
     ``iou_threshold``: None (default, the paper's protocol) chooses the IoU
     threshold after every epoch on the held-out split
-    (:func:`mg_tune.evaluation.choose_iou_threshold`); a value in (0, 1) is used
+    (:func:`mg_tune.split_eval.choose_iou_threshold`); a value in (0, 1) is used
     as is for every epoch and every trial, so the reported IoU of all
     checkpoints is measured alike (held-out splits too small to choose one
     reliably; ``mg-tune evaluate`` uses it too). A spec sets it in ``fixed``; it is not searchable.

@@ -63,7 +63,7 @@ from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from mg_tune.config import TrainConfig
 from mg_tune.data.card import DatasetCard
-from mg_tune.evaluation import attribution_target
+from mg_tune.split_eval import attribution_target
 from mg_tune.guidance.attribution import attribute
 from mg_tune.models import StagedModel
 from mg_tune.rebuild import CONFIG_FILE, DATASET_FILE, MODEL_FILE, read_package, rebuild

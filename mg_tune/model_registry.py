@@ -160,7 +160,7 @@ def _version_tags(row: Mapping, objectives: Sequence[str], search: str) -> dict[
 
 
 def register_front(tracking_uri: str, search: str, front: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool], name: str) -> RegisteredFront:
-    """Register the front (rows of :func:`mg_tune.pareto_report.search_pareto`'s ``front``) as versions of ``name``; see the module docstring."""
+    """Register the front (rows of :func:`mg_tune.front.search_pareto`'s ``front``) as versions of ``name``; see the module docstring."""
     client = MlflowClient(tracking_uri)
     if front.empty:
         raise ValueError(f"search {search!r} has no Pareto front to register (no checkpoint with all of {', '.join(objectives)})")

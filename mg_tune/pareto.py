@@ -160,7 +160,7 @@ def hypervolume_over_time(
     incrementally (``front_k = pareto_front(front_{k-1} ∪ {x_k})``), and HV
     recomputed only when ``x_k`` joins it, so ``HV_k`` never decreases; with
     rows in the order a search stored them it is the search's convergence
-    curve (:func:`mg_tune.pareto_report.hypervolume_curve`, the driver's
+    curve (:func:`mg_tune.front.hypervolume_curve`, the driver's
     :class:`mg_tune.search.callbacks.HypervolumeTracker`).
     """
     flags = _as_maximize(maximize)

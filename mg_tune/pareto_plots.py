@@ -1,10 +1,10 @@
 """Figures of a search's checkpoints: pairwise Pareto plots, the 3-D view, hypervolume over trial-epochs, the PNG.
 
 Tables in, figures out (plotly; the PNG with matplotlib): what the Pareto
-report (:func:`mg_tune.pareto_report.report_html`) and the dashboard draw.
-A table is a :func:`mg_tune.pareto_report.checkpoint_table` with its bool
-``pareto`` column (:func:`mg_tune.pareto_report.mark_pareto`); a curve is a
-:func:`mg_tune.pareto_report.hypervolume_curve`.
+report (:func:`mg_tune.front.report_html`) and the dashboard draw.
+A table is a :func:`mg_tune.front.checkpoint_table` with its bool
+``pareto`` column (:func:`mg_tune.front.mark_pareto`); a curve is a
+:func:`mg_tune.front.hypervolume_curve`.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ from mg_tune.data.card import dataset_card
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.data.masks import crayon_relevance
-from mg_tune.evaluation import attribution_target, choose_iou_threshold, evaluate_split, ground_truth_pairs
+from mg_tune.split_eval import attribution_target, choose_iou_threshold, evaluate_split, ground_truth_pairs
 from mg_tune.guidance.attribution import ATTRIBUTIONS, attribute, check_method
 from mg_tune.guidance.losses import get_loss, layer_loss
 from mg_tune.guidance.metrics import resize_maps

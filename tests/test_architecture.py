@@ -22,12 +22,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),
     ("models",),
     ("config",),
-    ("evaluation", "overlay"),
+    ("split_eval", "overlay"),
     ("train",),  # one trial without Ray or MLflow
     ("rebuild", "mlflow_model", "model_registry"),
     ("tracking",),  # MLflow layout: runs, checkpoints, queries
     ("pareto_plots",),  # figures: tables in, plots out
-    ("checkpoint_table", "pareto_report", "mlflow_links", "evaluate", "export"),
+    ("checkpoint_table", "front", "mlflow_links", "checkpoint_eval", "export"),
     ("search",),  # Ray Tune + Optuna
     ("jobs", "dashboard", "server"),
     ("cli",),
@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 """Layers, lowest first: a module may import its own layer (no cycles) and the layers before it, never a later one."""
 
-NO_RAY_OR_MLFLOW = ("guidance", "data", "models", "config", "evaluation", "overlay", "train", "checkpoint", "pareto")
+NO_RAY_OR_MLFLOW = ("guidance", "data", "models", "config", "split_eval", "overlay", "train", "checkpoint", "pareto")
 """The training core (DESIGN.md): usable from a notebook without Ray or MLflow."""
 
 
@@ -140,7 +140,7 @@ def test_imports_only_its_own_layer_or_lower(module):
     [
         ("guidance", {"data", "models", "train", "tracking", "search", "cli"}),
         ("data", {"models", "train", "tracking", "search", "cli"}),
-        ("tracking", {"search", "cli", "pareto_report", "export"}),
+        ("tracking", {"search", "cli", "front", "export"}),
         ("train", {"tracking", "search", "cli"}),
     ],
 )

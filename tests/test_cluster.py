@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 
 import mg_tune
 from mg_tune.export import export_checkpoint
-from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.server import free_port
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.tracking import ROLE_TAG, download_checkpoint, experiment_name

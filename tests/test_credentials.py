@@ -9,7 +9,8 @@ import stat
 import cloudpickle
 import pytest
 
-from mg_tune.search.spec import SearchSpec, move_spec_credentials
+from mg_tune.search.spec import SearchSpec
+from mg_tune.search.spec_credentials import move_spec_credentials
 from mg_tune.tracking import SearchRun, credentials, move_credentials, password_file
 
 PASSWORD = "Pw-in-URI-0815"

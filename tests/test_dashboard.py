@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from mg_tune.checkpoint import save_checkpoint
 from mg_tune.cli import app
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.front import checkpoint_table
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, TrialLogger, experiment_name, find_search_run, iter_logged_models

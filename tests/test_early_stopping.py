@@ -8,7 +8,7 @@ import yaml
 from mlflow import MlflowClient
 from ray.tune.experiment import Trial
 
-from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.search.callbacks import HYPERVOLUME_METRIC, HypervolumeTracker
 from mg_tune.search.runner import build_scheduler, build_searcher, run_search
 from mg_tune.search.sampling import warm_start_points

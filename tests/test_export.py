@@ -17,13 +17,13 @@ from mg_tune.checkpoint import load_checkpoint
 from mg_tune.cli import app
 from mg_tune.config import REAL_ONLY_FIELDS, TEXTBOX_ONLY_FIELDS, DataConfig, TrainConfig
 from mg_tune.data import build_split
-from mg_tune.evaluate import evaluate_pareto
-from mg_tune.evaluation import evaluate_checkpoint, evaluate_split
+from mg_tune.checkpoint_eval import evaluate_pareto
+from mg_tune.split_eval import evaluate_checkpoint, evaluate_split
 from mg_tune.data.card import DatasetCard
 from mg_tune.data.voc import VOC_CLASSES
 from mg_tune.export import EXPORT_FILES, export_checkpoint
 from mg_tune.mlflow_model import PACKAGE_DIR, save_mlflow_model
-from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.tracking import TrialLogger, download_checkpoint, start_search
 from mg_tune.train import train
 from test_datasets import S, write_voc

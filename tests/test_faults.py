@@ -33,7 +33,7 @@ from conftest import wait_for
 
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.cli import app
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.front import checkpoint_table
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec
 from mg_tune.server import AUTH_PASSWORD_ENV, MlflowServer, ServerConfig, free_port

@@ -18,7 +18,7 @@ model) in docs/findings.md, finding (e).
 import pytest
 
 from mg_tune.config import DataConfig, TrainConfig
-from mg_tune.evaluation import evaluate_checkpoint
+from mg_tune.split_eval import evaluate_checkpoint
 from mg_tune.train import train
 
 DATA = DataConfig(variant="spurious", train_size=1000, val_size=100, heldout_size=50, test_size=400, options={"spurious_rate": 0.95})

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from mg_tune.cli import app
 from mg_tune.config import DataConfig, TrainConfig
-from mg_tune.evaluate import TEST_METRICS_HINT, evaluate_pareto
-from mg_tune.evaluation import IOU_THRESHOLDS, CheckpointEvaluator, SplitEvaluation, evaluate_checkpoint, pooled_iou_threshold
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
+from mg_tune.split_eval import IOU_THRESHOLDS, CheckpointEvaluator, SplitEvaluation, evaluate_checkpoint, pooled_iou_threshold
+from mg_tune.front import checkpoint_table
 from mg_tune.search.spec import SpecError, load_spec
 from mg_tune.tracking import TrialLogger, download_checkpoint, start_search
 from mg_tune.train import train

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.front import checkpoint_table
 from mg_tune.search.gate import GATE_ENV
 from mg_tune.search.stopping import STOP_REASON
 from mg_tune.server import free_port

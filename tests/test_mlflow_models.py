@@ -30,13 +30,13 @@ from mg_tune.cli import app
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.data import build_split
 from mg_tune.data.card import DatasetCard, dataset_card
-from mg_tune.evaluation import attribution_target
+from mg_tune.split_eval import attribution_target
 from mg_tune.guidance.attribution import attribute
 from mg_tune.mlflow_links import registered_model_link, run_link
 from mg_tune.mlflow_model import save_mlflow_model
 from mg_tune.model_registry import MLFLOW_MODEL_TAG, knee_index
 from mg_tune.models import build_model
-from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.server import free_port
 from mg_tune.tracking import TrialLogger, download_checkpoint, readable_trial_name, start_search
 from mg_tune.checkpoint import load_checkpoint

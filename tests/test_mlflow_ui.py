@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from mg_tune.cli import app
 from mg_tune.mlflow_links import FRONT_FILTER, models_link, registered_model_link, runs_link
-from mg_tune.pareto_report import search_pareto
+from mg_tune.front import search_pareto
 from mg_tune.tracking import experiment_name
 
 from test_mlflow_models import OBJECTIVES, log_search

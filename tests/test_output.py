@@ -110,7 +110,7 @@ ROUTINE = {
 @pytest.mark.slow  # a search in a subprocess: starts Ray
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
 def test_search_keeps_routine_library_lines_off_the_console_unless_verbose(tmp_path, verbose):
-    from mg_tune.pareto_report import search_pareto
+    from mg_tune.front import search_pareto
 
     (tmp_path / "quiet.yaml").write_text(TINY_SPEC)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

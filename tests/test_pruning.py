@@ -6,7 +6,7 @@ from torch import nn
 
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.config import DataConfig, TrainConfig
-from mg_tune.evaluation import evaluate_checkpoint
+from mg_tune.split_eval import evaluate_checkpoint
 from mg_tune.export import load_model
 from mg_tune.guidance.pruning import load_state, neuron_irrelevance, neuron_irrelevant_shares, neurons_to_prune, penultimate, rank_and_prune
 from mg_tune.models import StagedModel, build_model

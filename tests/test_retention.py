@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from ray.tune.experiment import Trial
 
 from mg_tune.checkpoint import join_resume, load_checkpoint, load_resumable, save_checkpoint, split_for_storage
-from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import (
@@ -224,7 +224,7 @@ def test_a_search_under_a_policy_keeps_its_front_evaluate_export_and_resume(tmp_
 
     import mg_tune
     from mg_tune.cli import app
-    from mg_tune.evaluate import evaluate_pareto
+    from mg_tune.checkpoint_eval import evaluate_pareto
     from mg_tune.export import export_checkpoint
     from mg_tune.search.runner import run_search
 

@@ -18,7 +18,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from mg_tune.search.runner import build_searcher
 from mg_tune.search.samplers import sampler_names
-from mg_tune.search.sampling import build_sampler, define_by_run
+from mg_tune.search.sampling import build_sampler, DefineByRun
 from mg_tune.search.spec import SearchSpec
 
 SAMPLERS = sampler_names()  # every sampler a spec can name (the registry the `sampler` field validates against)
@@ -32,7 +32,7 @@ def spec_for(sampler: str, name: str = "pickle", trials: int = 6, **fields) -> S
 
 
 def run_trials(study: optuna.Study, spec: SearchSpec, n: int) -> None:
-    define = define_by_run(spec)
+    define = DefineByRun(spec)
     for _ in range(n):
         trial = study.ask()
         define(trial)
@@ -52,8 +52,8 @@ def test_sampler_survives_a_cloudpickle_round_trip_before_and_after_suggesting(s
     # The unpickled study (as OptunaSearch.save/restore pickle it) proposes what the original would have.
     twin = cloudpickle.loads(cloudpickle.dumps(study))
     original_next, restored_next = study.ask(), twin.ask()
-    define_by_run(spec)(original_next)
-    define_by_run(spec)(restored_next)
+    DefineByRun(spec)(original_next)
+    DefineByRun(spec)(restored_next)
     assert restored_next.params == original_next.params
 
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from conftest import wait_for
 
 from mg_tune.checkpoint import load_checkpoint
-from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.search.runner import run_search
 from mg_tune.search.split_sizes import SMALL_SPLITS_TAG
 from mg_tune.search.spec import SearchSpec

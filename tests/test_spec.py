@@ -6,7 +6,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
+from mg_tune.search.sampling import build_sampler, DefineByRun, trial_params, warm_start_points
 from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, default_lambda_range, load_spec
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -31,7 +31,7 @@ def test_lambda_range_is_conditional_on_the_sampled_loss():
     )
     study = optuna.create_study(directions=["maximize"] * 3, sampler=optuna.samplers.RandomSampler(seed=0))
     seen = {"energy": [], "rrr": []}
-    define = define_by_run(spec)
+    define = DefineByRun(spec)
     for _ in range(40):
         trial = study.ask()
         define(trial)

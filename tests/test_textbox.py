@@ -293,7 +293,7 @@ def test_argument_validation():
 @pytest.mark.parametrize("variant", ["simple_fr", "multilabel", "spurious"])
 def test_smerf_focus_levels_are_reported_on_smerf_settings_only(variant):
     """PAFL / SAFL (issue 20): measured on the SMERF settings, absent (never 0.0) on the other TextBox variants."""
-    from mg_tune.evaluation import evaluate_split
+    from mg_tune.split_eval import evaluate_split
     from mg_tune.models import build_model
 
     dataset = build_textbox(variant, "val", 16)

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from mg_tune.cli import app
-from mg_tune.pareto_report import checkpoint_table, search_pareto
+from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.runner import build_searcher, build_tuner, run_search
 from mg_tune.search.sampling import trial_params

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from mg_tune.data.textbox import SpuriousTextBox, build_textbox
-from mg_tune.evaluate import evaluate_pareto
-from mg_tune.pareto_report import checkpoint_table
+from mg_tune.checkpoint_eval import evaluate_pareto
+from mg_tune.front import checkpoint_table
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec, load_spec
 

@@ -1,6 +1,6 @@
 """The Pareto explorer page: a plotly Dash app over a :class:`~mg_tune.dashboard.data.Source`.
 
-The page shows the figures of :func:`mg_tune.pareto_report.report_figures`
+The page shows the figures of :func:`mg_tune.front.report_figures`
 (pairwise objective plots, 3-D view, hypervolume over trial-epochs) for the
 checkpoints the filters keep, with their Pareto front, and re-reads MLflow
 every ``refresh_s`` seconds (``dcc.Interval``) so a running search fills in
@@ -36,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from mg_tune.dashboard.data import FILTERS, Snapshot, Source, overlay_artifact
 from mg_tune.mlflow_links import default_mlflow_url, run_link
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure
-from mg_tune.pareto_report import hypervolume_curve
+from mg_tune.front import hypervolume_curve
 
 __all__ = ["build_app", "export_command"]
 

@@ -1,12 +1,12 @@
 """What the Pareto explorer shows, read from MLflow alone: no Ray, nothing written.
 
-A :class:`Snapshot` is one read of a search: :func:`mg_tune.pareto_report.checkpoint_table`
+A :class:`Snapshot` is one read of a search: :func:`mg_tune.front.checkpoint_table`
 (one row per (trial, epoch) checkpoint) plus a text column per filter
 (:data:`FILTERS`: the trial's value of a searched parameter, else the
 spec's fixed value, else the :class:`~mg_tune.config.TrainConfig` default),
 the objectives and constraints of the search, and the parent run.
 :meth:`Snapshot.select` applies the filters and marks the Pareto front of
-the rows left with :func:`mg_tune.pareto_report.mark_pareto`, so with no
+the rows left with :func:`mg_tune.front.mark_pareto`, so with no
 filter the front is the one ``mg-tune pareto`` tags in MLflow.
 
 Objectives: ``--objectives`` if given, else the parent run's tag
@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from mg_tune.pareto_report import CONSTRAINTS_TAG, ID_COLUMNS, OBJECTIVES_TAG, ParetoResult, checkpoint_table, mark_pareto
+from mg_tune.front import CONSTRAINTS_TAG, ID_COLUMNS, OBJECTIVES_TAG, ParetoResult, checkpoint_table, mark_pareto
 from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec, SpecError, load_spec
 from mg_tune.tracking import SPEC_ARTIFACT, experiment_name, find_search_run, overlay_artifact
 

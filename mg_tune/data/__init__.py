@@ -80,7 +80,7 @@ def unsupported_metrics(data: Any) -> dict[str, str]:
     Known from the configuration alone (no file is read): PAFL / SAFL exist on the SMERF
     reasoning settings only, SegEPG / X-SegEPG need segmentation masks (Waterbirds has
     none), accuracy single-label data, the group accuracies groups. The training loop
-    leaves these metrics out (:mod:`mg_tune.evaluation`); a spec naming one as objective
+    leaves these metrics out (:mod:`mg_tune.split_eval`); a spec naming one as objective
     or constraint is refused. Whether a VOC copy has segmentation files is a question for
     the files (``SearchSpec.check_segmentation``).
     """

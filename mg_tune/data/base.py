@@ -14,7 +14,7 @@ class DatasetInfo:
     when the dataset has no groups, in which case samples carry ``group == -1``).
     ``smerf`` marks the SMERF reasoning settings, whose samples carry the objects to focus
     on (``masks``) and to avoid (``secondary_mask``): only there do SMERF's attribution
-    focus levels PAFL / SAFL mean anything (:mod:`mg_tune.evaluation`).
+    focus levels PAFL / SAFL mean anything (:mod:`mg_tune.split_eval`).
     """
 
     name: str

@@ -124,7 +124,7 @@ def check_no_secrets(spec: SearchSpec, spec_path: Path) -> None:
     Raises:
         ValueError: names the field, the password masked.
     """
-    from mg_tune.search.spec import URI_FIELDS
+    from mg_tune.search.spec_credentials import URI_FIELDS
 
     for field in URI_FIELDS:
         value = getattr(spec, field)

@@ -3,7 +3,7 @@
 Ray gives the job (id, status, start, end); MLflow gives the progress: trials finished and
 failed (child runs FINISHED / FAILED), the total (the spec's), and the Pareto front over
 every checkpoint logged so far with its normalised hypervolume
-(:func:`mg_tune.pareto_report.search_pareto`, read-only: nothing is tagged).
+(:func:`mg_tune.front.search_pareto`, read-only: nothing is tagged).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 from mlflow import MlflowClient
 from ray.job_submission import JobDetails
 
-from mg_tune.pareto_report import search_pareto
+from mg_tune.front import search_pareto
 from mg_tune.search.runner import total_trials
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import ROLE_TAG, SPEC_ARTIFACT, experiment_name, find_search_run, iter_runs

@@ -11,8 +11,8 @@ run, with step = trial-epochs spent::
 larger is better, reference point 0), so ``HV_s`` never decreases and users
 watch the search converge in MLflow. It is computed by the same function as
 the Pareto report's curve (:func:`mg_tune.pareto.hypervolume_over_time`,
-:func:`mg_tune.pareto_report.hypervolume_curve`), whose last value is the
-``pareto_hypervolume`` of :func:`mg_tune.pareto_report.search_pareto` (same
+:func:`mg_tune.front.hypervolume_curve`), whose last value is the
+``pareto_hypervolume`` of :func:`mg_tune.front.search_pareto` (same
 bounds): ``hypervolume`` is that curve logged while the search runs. ``setup`` re-reads the points already in MLflow, so a resumed
 search continues the count instead of restarting it.
 
@@ -31,7 +31,7 @@ from ray import tune
 
 from mg_tune.pareto import hypervolume_over_time
 from mg_tune.checkpoint_table import checkpoint_table
-from mg_tune.pareto_report import feasible_rows
+from mg_tune.front import feasible_rows
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
 

@@ -5,7 +5,7 @@ the epoch (metrics, checkpoint, overlay) to its MLflow child run *first* and
 then reports to Tune with the checkpoint, so a trial that dies restarts from
 its last checkpoint (``FailureConfig``) and MLflow never has a gap or a
 duplicate. The Pareto front is then computed from MLflow alone
-(:mod:`mg_tune.pareto_report`).
+(:mod:`mg_tune.front`).
 
 The driver logs the hypervolume after every trial-epoch
 (:class:`~mg_tune.search.callbacks.HypervolumeTracker`); with ``scheduler:
@@ -41,15 +41,16 @@ from mlflow import MlflowClient
 
 from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
-from mg_tune.pareto_report import ParetoResult, search_pareto
+from mg_tune.front import ParetoResult, search_pareto
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
-from mg_tune.search.sampling import build_sampler, define_by_run, trial_params, warm_start_points
+from mg_tune.search.sampling import build_sampler, DefineByRun, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.split_sizes import warn_small_splits
-from mg_tune.search.spec import SearchSpec, move_spec_credentials
+from mg_tune.search.spec import SearchSpec
+from mg_tune.search.spec_credentials import move_spec_credentials
 from mg_tune.search.stopping import STOP_REASON, ResumableOptunaSearch, StopRequest, stop_on_sigterm
 from mg_tune.search.warm_start import initial_points
 from mg_tune.tracking import (
@@ -222,7 +223,7 @@ def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None =
     """OptunaSearch over the spec's objectives and constraints; ``points`` (default: the paper grid's, :func:`warm_start_points`) are suggested first."""
     points = warm_start_points(spec) if points is None else points
     return ResumableOptunaSearch(
-        define_by_run(spec),
+        DefineByRun(spec),
         metric=spec.metric_names,
         mode=spec.modes,
         sampler=build_sampler(spec),
@@ -295,7 +296,7 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     their use are warned about once (:mod:`mg_tune.search.split_sizes`).
 
     Passwords in ``tracking_uri`` and the spec's URIs leave them here
-    (:func:`mg_tune.search.spec.move_spec_credentials`), before Ray starts,
+    (:func:`mg_tune.search.spec_credentials.move_spec_credentials`), before Ray starts,
     so Ray's workers inherit them with the environment; a Ray started
     elsewhere (``address``, ``$RAY_ADDRESS``, one already initialised in this
     process) would not see them, so a search with one is refused there.

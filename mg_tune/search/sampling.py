@@ -17,7 +17,7 @@ from mg_tune.search.spec import SearchSpec
 LAMBDA_PREFIX = "lam_"
 
 
-class define_by_run:
+class DefineByRun:
     """The define-by-run function OptunaSearch calls for every new trial.
 
     A class rather than a closure: Ray Tune pickles the searcher (and so this

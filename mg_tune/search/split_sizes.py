@@ -1,7 +1,7 @@
 """Splits too small for what a search uses them for: one warning per search.
 
 Two splits decide things without being trained on: the held-out split chooses
-the IoU threshold (:mod:`mg_tune.evaluation`) and the validation split measures
+the IoU threshold (:mod:`mg_tune.split_eval`) and the validation split measures
 the objectives that select the Pareto front. A split with fewer than
 ``max(MIN_SPLIT_IMAGES, number of classes)`` images makes those choices noisy
 (a threshold of 0.05 for one epoch, 0.65 for the next; a front decided by one

@@ -3,7 +3,7 @@
 ``warm_start: paper_grid`` (and ``sampler: grid``) enqueue
 :func:`mg_tune.search.sampling.warm_start_points`. ``warm_start: <search>``
 enqueues the hyperparameters of that search's Pareto front, read from MLflow
-alone (:func:`mg_tune.pareto_report.search_pareto`, nothing written back)
+alone (:func:`mg_tune.front.search_pareto`, nothing written back)
 under *this* spec's objectives, directions and constraints:
 
 * every front checkpoint gives its trial's params, in the front's order
@@ -27,7 +27,7 @@ import logging
 import math
 from typing import Any
 
-from mg_tune.pareto_report import search_pareto
+from mg_tune.front import search_pareto
 from mg_tune.search.sampling import optuna_params, warm_start_points
 from mg_tune.search.spec import Distribution, SearchSpec
 

@@ -48,7 +48,7 @@ together on the model page and under the run's "Logged models"). The cost is
 hours, so this is negligible. Consequence: the checkpoint of an epoch is at
 ``<model artifact_location>/checkpoint.pt``, not under the run's artifacts;
 use :func:`download_checkpoint` (or ``checkpoint_uri`` in
-:func:`mg_tune.pareto_report.checkpoint_table`).
+:func:`mg_tune.front.checkpoint_table`).
 
 NaN metrics: MLflow stores a NaN metric linked to a LoggedModel as ``0`` (its
 ``is_nan`` flag exists only for run metrics). A NaN value is therefore logged

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from mg_tune.checkpoint import load_checkpoint, save_checkpoint
 from mg_tune.pareto import normalized_hypervolume
-from mg_tune.pareto_report import checkpoint_table, count_requests, hypervolume_curve, search_pareto
+from mg_tune.front import checkpoint_table, count_requests, hypervolume_curve, search_pareto
 from mg_tune.tracking import TrialLogger, download_checkpoint, iter_logged_models, start_search
 from mg_tune.train import EpochResult
 

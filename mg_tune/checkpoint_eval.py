@@ -1,12 +1,12 @@
 """Test evaluation of a search's Pareto checkpoints, logged back to MLflow (main paper Sec. 4: Pareto models → test).
 
 For every checkpoint on the Pareto front (or every checkpoint), read from
-MLflow alone (:func:`mg_tune.pareto_report.search_pareto`), the checkpoint is
-downloaded and evaluated with :func:`mg_tune.evaluation.evaluate_checkpoint`.
+MLflow alone (:func:`mg_tune.front.search_pareto`), the checkpoint is
+downloaded and evaluated with :func:`mg_tune.split_eval.evaluate_checkpoint`.
 Each metric ``<name>`` is logged as ``<split>_<name>`` (``test_f1``,
 ``test_iou``, ...) with ``step=epoch`` on the trial run *and* linked to the
 epoch's LoggedModel, so it shows next to the validation metrics and the
-checkpoint, and :func:`mg_tune.pareto_report.checkpoint_table` and
+checkpoint, and :func:`mg_tune.front.checkpoint_table` and
 :func:`mg_tune.export.export_checkpoint` read it back. Re-running logs new
 values with a newer timestamp; readers take the latest.
 
@@ -14,7 +14,7 @@ The IoU threshold is never chosen on the split reported
 (:data:`IOU_THRESHOLD_MODES`): ``checkpoint`` (default) uses each checkpoint's
 own, as in training (its config's fixed ``iou_threshold``, else the best on its
 held-out split); ``pooled`` chooses one threshold for all evaluated checkpoints
-on their pooled held-out evaluations (:func:`mg_tune.evaluation.pooled_iou_threshold`),
+on their pooled held-out evaluations (:func:`mg_tune.split_eval.pooled_iou_threshold`),
 which does not jump between checkpoints when the held-out split is small.
 Either way ``<split>_iou_threshold`` records the threshold used.
 """
@@ -32,8 +32,8 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from mg_tune.data import SPLIT_NAMES
-from mg_tune.evaluation import CheckpointEvaluator, evaluate_checkpoint, pooled_iou_threshold
-from mg_tune.pareto_report import search_pareto
+from mg_tune.front import search_pareto
+from mg_tune.split_eval import CheckpointEvaluator, evaluate_checkpoint, pooled_iou_threshold
 from mg_tune.tracking import RetryPolicy, download_checkpoint, epoch_metrics
 
 __all__ = ["IOU_THRESHOLD_MODES", "evaluate_pareto"]
@@ -68,7 +68,7 @@ def evaluate_pareto(
     Checkpoints whose weights the search's retention policy deleted are
     skipped with a warning (their validation metrics stay in MLflow).
 
-    The front is that of :func:`~mg_tune.pareto_report.search_pareto` over
+    The front is that of :func:`~mg_tune.front.search_pareto` over
     ``objectives`` (no tags are written). ``iou_threshold`` is one of
     :data:`IOU_THRESHOLD_MODES`. Results are logged to MLflow as described in
     the module docstring.
