@@ -11,6 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# bench/gpu.py --dry-run in a subprocess (~20 s): every test here is slow
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-bench")

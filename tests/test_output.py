@@ -58,6 +58,7 @@ def run_piped(uri: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([MG_TUNE, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow  # `mg-tune pareto` in a subprocess (imports torch and MLflow: ~10 s each)
 def test_piped_table_prints_whole_trial_ids(store):
     done = run_piped(store, "pareto", "--search", SEARCH)
     assert done.returncode == 0, done.stderr
@@ -68,6 +69,7 @@ def test_piped_table_prints_whole_trial_ids(store):
     assert "hypervolume:" in done.stdout
 
 
+@pytest.mark.slow  # `mg-tune pareto` in a subprocess (imports torch and MLflow: ~10 s each)
 def test_json_and_csv_hold_the_table_rows_and_nothing_else(store):
     as_json = run_piped(store, "pareto", "--search", SEARCH, "--output", "json")
     assert as_json.returncode == 0, as_json.stderr

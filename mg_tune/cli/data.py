@@ -44,12 +44,12 @@ def check(
     output: str = output_option(),
 ) -> None:
     """Validate every annotation of DATASET under --root (or of a spec's data) and print counts per split and class."""
+    check_output_format(output)
     from pydantic import ValidationError
 
     from mg_tune.config import DataConfig
     from mg_tune.data import REAL_LOADERS, check_dataset
 
-    check_output_format(output)
     if dataset.endswith((".yaml", ".yml")):
         config = _spec_data(dataset, root=root, variant=variant, option=option, on_bad_sample=on_bad_sample)
         what = f"data of {dataset}"

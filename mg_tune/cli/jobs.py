@@ -62,11 +62,11 @@ def list_jobs(
     output: str = output_option(),
 ) -> None:
     """One row per search on the cluster: its newest job, status, trials, Pareto front and hypervolume (from MLflow)."""
+    check_output_format(output)
     from mg_tune.jobs.client import connect, search_jobs
     from mg_tune.jobs.listing import search_rows
     from mg_tune.tracking import check_tracking_uri
 
-    check_output_format(output)
     try:
         client = connect(address)
         jobs = search_jobs(client)

@@ -82,11 +82,11 @@ def pareto(
     output: str = output_option(),
 ) -> None:
     """Compute the Pareto front of a search from MLflow alone, tag it and print it (and register it with --register)."""
+    check_output_format(output)
     from mg_tune.mlflow_links import where_to_look
     from mg_tune.model_registry import KNEE_ALIAS, register_front
     from mg_tune.front import search_pareto
 
-    check_output_format(output)
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     uri = tracking_uri_option(tracking_uri)
     try:
@@ -127,9 +127,9 @@ def evaluate(
     output: str = output_option(),
 ) -> None:
     """Evaluate the Pareto checkpoints of a search on the test split; log test_* metrics to MLflow."""
+    check_output_format(output)
     from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
 
-    check_output_format(output)
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     try:
         table = evaluate_pareto(
