@@ -37,7 +37,7 @@ from mg_tune.search.stopping import STOP_REASON
 from mg_tune.server import free_port
 from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, experiment_name
 
-from conftest import Gate
+from conftest import Gate, wait_for
 from test_cluster import RayNode
 
 pytestmark = pytest.mark.slow
@@ -71,16 +71,6 @@ def node_ids(address: str, env: dict) -> dict[str, bool]:
     )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
-
-
-def wait_until(what: str, check, timeout: float = 240, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def trial_runs(client: MlflowClient, name: str) -> list:
@@ -151,9 +141,9 @@ def cluster(tmp_path_factory, mlflow_server, s3_credentials):
         return node
 
     try:
-        wait_until("the head", lambda: len(node_ids(address, env)) == 1, timeout=120, every=2)
+        wait_for(what="the head", condition=lambda: len(node_ids(address, env)) == 1, timeout=120, every=2)
         worker = add_worker("worker.log")
-        ids = wait_until("the worker node", lambda: (found := node_ids(address, env)) and len(found) == 2 and found, timeout=120, every=2)
+        ids = wait_for(what="the worker node", condition=lambda: (found := node_ids(address, env)) and len(found) == 2 and found, timeout=120, every=2)
         laptop_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "RAY_"))}
         laptop_env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PATH": env["PATH"], "COLUMNS": "200"})
         yield {
@@ -174,7 +164,7 @@ def hold(client: MlflowClient, name: str) -> object:
     and the next one is tried).
     """
     while True:
-        run = wait_until(f"a {name} trial mid-run", lambda: next((r for r in trial_runs(client, name) if r.info.status == "RUNNING" and 1 <= r.data.metrics.get("epoch", 0) <= EPOCHS - 2 and alive(int(r.data.tags["mg_tune.pid"]))), None))
+        run = wait_for(what=f"a {name} trial mid-run", condition=lambda: next((r for r in trial_runs(client, name) if r.info.status == "RUNNING" and 1 <= r.data.metrics.get("epoch", 0) <= EPOCHS - 2 and alive(int(r.data.tags["mg_tune.pid"]))), None))
         pid = int(run.data.tags["mg_tune.pid"])
         os.kill(pid, signal.SIGSTOP)
         now = client.get_run(run.info.run_id)
@@ -244,19 +234,19 @@ def scenario(cluster, postgres_database):
             released = held.pop("alpha")
             Gate(root / "gate").open(released.data.tags[TRIAL_TAG])
             release(released)
-            wait_until("a finished alpha trial", lambda: finished(client, "alpha"))
+            wait_for(what="a finished alpha trial", condition=lambda: finished(client, "alpha"))
             held["alpha"] = hold(client, "alpha")
         try:
             os.kill(int(cluster_jobs(laptop)["alpha"]["driver_info"]["pid"]), signal.SIGKILL)
         except ProcessLookupError:  # the driver is gone already (seen once on a machine at load 9): its job fails all the same
             pass
-        wait_until("alpha's job to fail", lambda: cluster_jobs(laptop)["alpha"]["status"] == "FAILED", every=1)
+        wait_for(what="alpha's job to fail", condition=lambda: cluster_jobs(laptop)["alpha"]["status"] == "FAILED", every=1)
         Gate(root / "gate").open()  # the resumed searches run to their end
         seen["alpha resubmit"] = laptop.ok("submit", "alpha.yaml", "--resume")
 
         # beta resumed and followed to its end; alpha waited for
         seen["resume beta"] = laptop.ok("submit", "beta.yaml", "--resume", "--wait", timeout=600)
-        wait_until("alpha's resumed job to end", lambda: cluster_jobs(laptop)["alpha"]["status"] in ("SUCCEEDED", "FAILED"), timeout=600, every=2)
+        wait_for(what="alpha's resumed job to end", condition=lambda: cluster_jobs(laptop)["alpha"]["status"] in ("SUCCEEDED", "FAILED"), timeout=600, every=2)
         seen["final list"] = laptop.ok("jobs", "list", "--tracking-uri", uri)
         seen["final jobs"] = cluster_jobs(laptop)
     finally:
