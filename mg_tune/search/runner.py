@@ -46,7 +46,7 @@ from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
-from mg_tune.search.sampling import build_sampler, DefineByRun, trial_params, warm_start_points
+from mg_tune.search.sampling import DefineByRun, build_sampler, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler
 from mg_tune.search.split_sizes import warn_small_splits
 from mg_tune.search.spec import SearchSpec
@@ -301,10 +301,10 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     elsewhere (``address``, ``$RAY_ADDRESS``, one already initialised in this
     process) would not see them, so a search with one is refused there.
     """
-    given = (spec, tracking_uri)
+    given_spec, given_uri = spec, tracking_uri
     spec, spec_text = move_spec_credentials(spec, spec_text)
     tracking_uri = move_credentials(tracking_uri, "tracking URI")
-    if os.environ.get("MLFLOW_TRACKING_URI") == given[1]:
+    if os.environ.get("MLFLOW_TRACKING_URI") == given_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # inherited by Ray's workers: without the password too
     if spec.data.name in REAL_LOADERS:
         _, reports = check_dataset(spec.data, images=False)
@@ -312,7 +312,8 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     if spec.fixed.get("init_checkpoint"):
         check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
     check_tracking_uri(tracking_uri)
-    if (spec, tracking_uri) != given and (ray.is_initialized() or ray_address(address) != "local"):
+    moved = spec != given_spec or tracking_uri != given_uri
+    if moved and (ray.is_initialized() or ray_address(address) != "local"):
         where = "the Ray this process started already" if ray.is_initialized() else f"the Ray at {ray_address(address)}"
         raise ValueError(
             f"a password in a URI reaches only a Ray this search starts, whose workers inherit the environment; {where} would not see it: "
