@@ -16,7 +16,9 @@ store, each through :func:`mg_tune.search.runner.run_search` unchanged:
   grid; ``LOW,HIGH``: that range for both losses), ``--trials`` trials of the
   same epochs (the grid's budget);
 * **<sampler>+mo_asha** -- the same with ``scheduler: mo_asha`` (grace 1
-  epoch, η = 3) and ``--asha-trials`` trials.
+  epoch, η = 3, ``type: stopping``) and ``--asha-trials`` trials;
+* **<sampler>+mo_asha_promotion** (not in the default ``--methods``) -- the
+  same with ``type: promotion``: trials pause at a rung and resume later.
 
 λ is in the papers' units everywhere (``lam_reduction: sum``: λ multiplies the
 sum of the per-image localization losses of a batch, as the authors' train.py),
@@ -69,7 +71,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 OBJECTIVES = ["f1", "epg", "iou"]
 LOSSES = ["energy", "l1"]
 SAMPLERS = ["random", "tpe", "nsga2", "gp"]
-METHODS = ["grid", *SAMPLERS, *(f"{s}+mo_asha" for s in SAMPLERS)]
+ASHA_TYPES = {"mo_asha": "stopping", "mo_asha_promotion": "promotion"}
+DEFAULT_METHODS = ["grid", *SAMPLERS, *(f"{s}+mo_asha" for s in SAMPLERS)]
+METHODS = [*DEFAULT_METHODS, *(f"{s}+mo_asha_promotion" for s in SAMPLERS)]
 GRID_EPOCHS_FRACTIONS = {"1/4": 1 / 4, "1/6": 1 / 6}
 
 
@@ -101,7 +105,7 @@ def bench_spec(method: str, seed: int, lam_range: str | None, args: argparse.Nam
         "storage_path": str(root / "runs"),
     }
     if scheduler:
-        raw["scheduler"] = {"name": "mo_asha", "grace_period": 1, "reduction_factor": 3}
+        raw["scheduler"] = {"name": "mo_asha", "type": ASHA_TYPES[scheduler], "grace_period": 1, "reduction_factor": 3}
     return raw
 
 
@@ -266,7 +270,7 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
             curves = np.array([[hypervolume_at(r["history"], s) for s in steps] for r in compared if r["method"] == method])
             q1, med, q3 = np.percentile(curves, [25, 50, 75], axis=0)
             sampler, _, asha = method.partition("+")
-            ax.step(steps, med, where="post", color=colors[sampler], ls="--" if asha else "-", lw=1.6 if method == "grid" else 1.3,
+            ax.step(steps, med, where="post", color=colors[sampler], ls={"": "-", "mo_asha": "--"}.get(asha, ":"), lw=1.6 if method == "grid" else 1.3,
                     label=f"{method} (n={len(curves)})")
             ax.fill_between(steps, q1, q3, step="post", color=colors[sampler], alpha=0.08 if asha else 0.12, lw=0)
         for label, frac in GRID_EPOCHS_FRACTIONS.items():
@@ -277,7 +281,7 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("hypervolume of the front (F1, EPG, IoU): median, IQR band")
     axes[-1].legend(fontsize="x-small", ncol=2)
-    fig.suptitle("Spurious TextBox: hypervolume vs compute, grid vs samplers (dashed: + MO-ASHA)")
+    fig.suptitle("Spurious TextBox: hypervolume vs compute, grid vs samplers (dashed: + MO-ASHA stopping, dotted: promotion)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
 
@@ -285,7 +289,7 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS)
     parser.add_argument("--lam-ranges", nargs="+", default=["default", "1e-5,1"],
                         help="λ ranges of the searches: 'default' (mg-tune's: a decade around the paper's grid) or LOW,HIGH (papers' units) for both losses")
     parser.add_argument("--epochs", type=int, default=4)
@@ -297,15 +301,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write all numbers here (rewritten after every search)")
     parser.add_argument("--plot", type=Path, help="write the hypervolume-vs-trial-epochs plot (PNG) here")
-    parser.add_argument("--report-only", type=Path, metavar="JSON", help="print the tables (and --plot) from a previous run's --json; runs nothing")
+    parser.add_argument("--report-only", type=Path, nargs="+", metavar="JSON",
+                        help="print the tables (and --plot) from previous runs' --json (runs concatenated, the first one's args); runs nothing")
     parser.add_argument("--workdir", type=Path, help="keep the Ray storage and MLflow store here (default: a temporary directory, removed)")
     args = parser.parse_args(argv)
     if "grid" not in args.methods:
         parser.error("--methods must include grid (the reference)")
 
     if args.report_only:
-        saved = json.loads(args.report_only.read_text())
-        rows = [{k: (math.inf if v is None and k.startswith("epochs_to") else v) for k, v in r.items()} for r in saved["runs"]]
+        saved_runs = [json.loads(path.read_text()) for path in args.report_only]
+        saved = saved_runs[0]
+        merged = {(r["seed"], r["method"], r["range"]): r for one in reversed(saved_runs) for r in one["runs"]}  # a repeated search: the first file's
+        rows = [{k: (math.inf if v is None and k.startswith("epochs_to") else v) for k, v in r.items()} for r in merged.values()]
         for key in ("seeds", "epochs", "lam_ranges"):
             setattr(args, key, saved["args"][key])
         args.methods = [m for m in METHODS if any(r["method"] == m for r in rows)]

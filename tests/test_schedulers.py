@@ -5,6 +5,7 @@ import math
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
 
 from mg_tune.search.schedulers import MOASHAScheduler, promote
 
@@ -101,3 +102,114 @@ def test_refuses_a_single_tune_metric_and_bad_settings():
         MOASHAScheduler(["f1"], ["max"], reduction_factor=1, max_t=4)
     with pytest.raises(ValueError, match="one mode"):
         MOASHAScheduler(["f1", "epg"], ["max"], max_t=4)
+
+
+# --- type: promotion (ASHA's Algorithm 2 with the same key) ---
+
+P = TrialScheduler.PAUSE
+
+
+class FakeController:
+    """What a scheduler sees of Ray's TuneController: trials with a status, the searcher, stop_trial."""
+
+    def __init__(self, trials, finished=False):
+        from mg_tune.search.schedulers import RunningTrialsLimiter
+
+        self.trials = trials
+        self.limiter = RunningTrialsLimiter(_NullSearcher(), max_concurrent=2)
+        self.finished = finished
+        self.stopped = []
+        ctl = self
+
+        class SearchAlg:
+            searcher = self.limiter
+
+            def is_finished(self):
+                return ctl.finished
+
+        self.search_alg = SearchAlg()
+
+    def get_trials(self):
+        return list(self.trials.values())
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        trial.set_status(Trial.TERMINATED)
+
+
+class _NullSearcher(Searcher):
+    def suggest(self, trial_id):
+        return {"x": 1}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+
+def promoting(eta=3, max_t=4):
+    return MOASHAScheduler(["f1", "epg"], ["max", "max"], grace_period=1, reduction_factor=eta, max_t=max_t, type="promotion")
+
+
+def report(scheduler, ctl, trial, epoch, f1, epg):
+    decision = scheduler.on_trial_result(ctl, trial, {"epoch": epoch, "f1": f1, "epg": epg})
+    trial.set_status(Trial.PAUSED if decision == P else Trial.RUNNING)
+    return decision
+
+
+def test_promotion_pauses_until_a_rung_has_eta_peers_then_resumes_the_best():
+    """η = 3, rungs 1 and 3 (max_t 4). Worked by hand: quota ⌊n/3⌋ is 0 until the third trial arrives."""
+    s = promoting()
+    t = trials("a", "b", "c", "d")
+    ctl = FakeController(t)
+    for trial in t.values():
+        trial.set_status(Trial.RUNNING)
+    assert report(s, ctl, t["a"], 1, 0.5, 0.5) == P  # n=1, quota 0: waits (stopping would continue)
+    assert report(s, ctl, t["b"], 1, 0.4, 0.4) == P  # n=2, quota 0
+    assert ctl.limiter.paused == {"a", "b"}  # the limiter lets new trials take their slots
+    assert ctl.limiter.suggest("e") == {"x": 1} and ctl.limiter.suggest("f") == {"x": 1}
+    assert ctl.limiter.suggest("g") is None  # e and f run: 2 of 2
+    # c dominates a and b: n=3, quota 1, nobody better -> promoted at once
+    assert report(s, ctl, t["c"], 1, 0.9, 0.9) == C
+    assert s.promoted[1] == {"c"}
+    # d=(.45,.6) is dominated by c, trades off with a: n=4, quota 1, c better -> pauses
+    assert report(s, ctl, t["d"], 1, 0.45, 0.6) == P
+    # nothing new is promotable (quota 1, taken by c); c and the pending trials run
+    t["e"] = Trial("__fake", trial_id="e", stub=True)
+    t["e"].set_status(Trial.PENDING)
+    assert s.choose_trial_to_run(ctl) is t["e"]
+    t["e"].set_status(Trial.RUNNING)
+    assert s.choose_trial_to_run(ctl) is None
+    # e and f reach rung 1 dominated by all but each other: n=6, quota 2. a=(.5,.5) and d=(.45,.6) share
+    # front 1 with crowding inf each (two points): one better row (c) each, 1 < 2, so both are promotable
+    # (ties favour the trial, as when stopping); the first recorded (a) goes first, then d
+    assert report(s, ctl, t["e"], 1, 0.1, 0.1) == P
+    t["f"] = Trial("__fake", trial_id="f", stub=True)
+    t["f"].set_status(Trial.RUNNING)
+    assert report(s, ctl, t["f"], 1, 0.2, 0.1) == P
+    assert s.choose_trial_to_run(ctl) is t["a"]
+    assert s.promoted[1] == {"c", "a"} and "a" not in s.paused and "a" not in ctl.limiter.paused
+    t["a"].set_status(Trial.PENDING)
+    assert s.choose_trial_to_run(ctl) is t["d"]
+    assert s.promoted[1] == {"c", "a", "d"} and s.paused == {"b": 1, "e": 1, "f": 1}
+    t["d"].set_status(Trial.PENDING)
+    assert s.choose_trial_to_run(ctl) in (t["a"], t["d"])  # Ray's FIFO among the pending; b, e, f stay paused
+
+
+def test_promotion_ends_the_paused_trials_when_the_searcher_is_finished():
+    s = promoting()
+    t = trials("a", "b")
+    ctl = FakeController(t)
+    assert report(s, ctl, t["a"], 1, 0.5, 0.5) == P
+    assert report(s, ctl, t["b"], 1, 0.4, 0.4) == P
+    assert s.choose_trial_to_run(ctl) is t["a"]  # nothing runs, the searcher waits: the best paused trial goes on
+    t["a"].set_status(Trial.RUNNING)
+    assert report(s, ctl, t["a"], 3, 0.6, 0.6) == P  # alone at rung 3
+    ctl.finished = True
+    t["a"].set_status(Trial.PAUSED)
+    assert s.choose_trial_to_run(ctl) is None
+    assert sorted(ctl.stopped) == ["a", "b"] and s.paused == {} and s.num_stopped == 2
+
+
+def test_stopping_is_still_the_default_and_a_bad_type_is_refused():
+    assert MOASHAScheduler(["f1"], ["max"], max_t=4).type == "stopping"
+    with pytest.raises(ValueError, match="type must be one of stopping, promotion"):
+        MOASHAScheduler(["f1"], ["max"], max_t=4, type="pausing")

@@ -34,7 +34,6 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from mlflow import MlflowClient
@@ -47,7 +46,7 @@ from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import DefineByRun, build_sampler, trial_params, warm_start_points
-from mg_tune.search.schedulers import MOASHAScheduler
+from mg_tune.search.schedulers import MOASHAScheduler, RunningTrialsLimiter
 from mg_tune.search.split_sizes import warn_small_splits
 from mg_tune.search.spec import SearchSpec
 from mg_tune.search.spec_credentials import move_spec_credentials
@@ -216,6 +215,7 @@ def build_scheduler(spec: SearchSpec) -> MOASHAScheduler | None:
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
         max_t=spec.max_t,
+        type=spec.scheduler.type,
     )
 
 
@@ -260,7 +260,7 @@ def build_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(build_searcher(spec, study, points), max_concurrent=spec.concurrency),
+            search_alg=RunningTrialsLimiter(build_searcher(spec, study, points), max_concurrent=spec.concurrency),
             num_samples=total_trials(spec),
             scheduler=scheduler,
             reuse_actors=spec.reuse_actors,  # a process runs trial after trial: ~9 s of start-up per trial saved (bench/search_overhead.py)

@@ -94,10 +94,15 @@ class SchedulerSpec(StrictModel):
     ``grace_period``: the first rung (epochs); ``reduction_factor``: η, about
     1/η of the trials reaching a rung go on; ``max_t``: the epochs of a full
     trial (default: ``epochs``, fixed or the upper bound of a searched range).
+    ``type``: ``stopping`` decides when a trial reaches a rung (continue or
+    stop); ``promotion`` pauses it there and resumes it from its newest
+    checkpoint once it is among the top ``⌊n/η⌋`` of the rung (ASHA's
+    promotion; the trials still paused at the end end as stopped).
     ``scheduler: mo_asha`` is short for ``{name: mo_asha}``.
     """
 
     name: Literal["mo_asha"]
+    type: Literal["stopping", "promotion"] = "stopping"
     grace_period: int = Field(1, gt=0)
     reduction_factor: float = Field(3.0, gt=1)
     max_t: int | None = Field(None, gt=0)

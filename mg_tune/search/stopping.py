@@ -80,7 +80,9 @@ class ResumableOptunaSearch(OptunaSearch):
     A stopped trial's result becomes a new COMPLETE trial with the same parameters and
     distributions, its constraint values and system attributes ``failed_trial`` (the FAIL
     trial's number) and ``retry_history``, as ``optuna.storages.RetryFailedTrialCallback``
-    writes them; other trials are told as usual.
+    writes them; other trials are told as usual. A trial Ray ends while it is PAUSED (a
+    promotion scheduler's end, :mod:`mg_tune.search.schedulers`) is told with its last
+    reported result, as a stopped trial is, instead of Ray's PRUNED without values.
     """
 
     constraints: Sequence[Constraint] = ()  # a searcher pickled before constraints reached Optuna resumes without them
@@ -88,12 +90,23 @@ class ResumableOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, constraints: Sequence[Constraint] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.constraints = list(dict.fromkeys(constraints))
+        self.last_results: dict[str, dict] = {}
 
     def constraint_values(self, result: dict) -> dict[str, float]:
         """``{"f1 >= 0.6": c.violation(result["f1"]), ...}``: what is set on the trial of ``result`` (keys exact, ``repr`` of the bound)."""
         return {f"{c.metric} {c.op} {c.value!r}": c.violation(result.get(c.metric)) for c in self.constraints}
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Remember the newest result: a paused trial that a promotion scheduler ends is completed without one."""
+        if not hasattr(self, "last_results"):  # a searcher pickled before this attribute existed
+            self.last_results = {}
+        self.last_results[trial_id] = result
+        super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        remembered = getattr(self, "last_results", {}).pop(trial_id, None)
+        if not result and not error:  # Ray ends a PAUSED trial without its result: tell its last values, as for a stopped one
+            result = remembered
         if trial_id in self._completed_trials or not result:
             super().on_trial_complete(trial_id, result, error)
             return
