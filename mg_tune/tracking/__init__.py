@@ -70,16 +70,17 @@ Nothing here imports Ray: the search layer passes a :class:`SearchRun`
 
 Modules
 -------
-==================  ==========================================================
-``layout``          tag, artifact, experiment and model names; params/tag values
-``uris``            default URI, masking secrets, checking a store before use
-``retry``           :class:`RetryPolicy`, :func:`is_transient`
-``queries``         paging through runs and LoggedModels
-``search_run``      the parent run: :func:`start_search` … :func:`mark_orphans`
-``trial_logger``    :class:`TrialLogger`: a trial's run, epochs and checkpoints
-``checkpoints``     download an epoch's checkpoint; delete its weights
-``requests``        :func:`count_requests` (tests and benches)
-==================  ==========================================================
+====================  ==========================================================
+``layout``            tag, artifact, experiment and model names; params/tag values
+``uris``              default URI, masking secrets, checking a store before use
+``retry``             :class:`RetryPolicy`, :func:`is_transient`
+``queries``           paging through runs and LoggedModels
+``search_run``        the parent run: :func:`start_search` … :func:`mark_orphans`
+``trial_logger``      :class:`TrialLogger`: a trial's run, epochs and checkpoints
+``checkpoints``       download an epoch's checkpoint; delete its weights
+``checkpoint_index``  a search's compact checkpoint index (parent run artifact)
+``requests``          :func:`count_requests` (tests and benches)
+====================  ==========================================================
 
 The public names are re-exported here: ``from mg_tune.tracking import X``.
 """
@@ -89,6 +90,16 @@ import os
 # MLflow prints "View run ... at: <tracking URI>/#/..." on every run it ends: that URI may carry a password.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
+from mg_tune.tracking.checkpoint_index import (  # noqa: E402
+    INDEX_ARTIFACT,
+    INDEX_TAG,
+    checkpoint_record,
+    clear_index_tag,
+    index_rows,
+    read_index,
+    updating_index_metrics,
+    write_index,
+)
 from mg_tune.tracking.checkpoints import (  # noqa: E402
     delete_weights,
     download_checkpoint,
@@ -143,6 +154,8 @@ __all__ = [
     "TRIAL_TAG",
     "CHECKPOINT_ARTIFACT",
     "EXPERIMENT_KIND",
+    "INDEX_ARTIFACT",
+    "INDEX_TAG",
     "PAGE_SIZE",
     "PARENT_TAG",
     "SPEC_ARTIFACT",
@@ -153,6 +166,12 @@ __all__ = [
     "TrialLogger",
     "count_requests",
     "check_database",
+    "checkpoint_record",
+    "clear_index_tag",
+    "index_rows",
+    "read_index",
+    "updating_index_metrics",
+    "write_index",
     "check_tracking_uri",
     "default_tracking_uri",
     "delete_weights",
