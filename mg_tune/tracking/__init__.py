@@ -5,7 +5,10 @@ Layout in MLflow
 * one **experiment** per search, named ``mg-tune/<name>``;
 * one **parent run** in it (tag ``mg_tune.role=search``) holding the search:
   the spec as artifact ``spec.yaml``, the flattened spec as params, search
-  metrics (hypervolume vs trial-epochs), the Pareto plot;
+  metrics (hypervolume vs trial-epochs), the Pareto plot, and the search's
+  checkpoint index ``checkpoint_index.parquet`` (one row per checkpoint;
+  trusted only while tagged ``mg_tune.checkpoint_index=complete:<rows>``,
+  see :mod:`mg_tune.tracking.checkpoint_index`);
 * one **child run** per trial (tags ``mg_tune.role=trial``,
   ``mg_tune.trial_id``, ``mlflow.parentRunId``): the trial's params, its
   metrics with ``step=epoch`` (MLflow's charts), the attribution overlays
