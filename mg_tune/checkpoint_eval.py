@@ -8,7 +8,9 @@ Each metric ``<name>`` is logged as ``<split>_<name>`` (``test_f1``,
 epoch's LoggedModel, so it shows next to the validation metrics and the
 checkpoint, and :func:`mg_tune.front.checkpoint_table` and
 :func:`mg_tune.export.export_checkpoint` read it back. Re-running logs new
-values with a newer timestamp; readers take the latest.
+values with a newer timestamp; readers take the latest. A search's complete
+checkpoint index (:mod:`mg_tune.tracking.checkpoint_index`) gets the same
+metrics, so it stays complete.
 
 The IoU threshold is never chosen on the split reported
 (:data:`IOU_THRESHOLD_MODES`): ``checkpoint`` (default) uses each checkpoint's
@@ -34,7 +36,7 @@ from mlflow import MlflowClient
 from mg_tune.data import SPLIT_NAMES
 from mg_tune.front import search_pareto
 from mg_tune.split_eval import CheckpointEvaluator, evaluate_checkpoint, pooled_iou_threshold
-from mg_tune.tracking import RetryPolicy, download_checkpoint, epoch_metrics
+from mg_tune.tracking import RetryPolicy, download_checkpoint, epoch_metrics, experiment_name, find_search_run, updating_index_metrics
 
 __all__ = ["IOU_THRESHOLD_MODES", "evaluate_pareto"]
 
@@ -94,10 +96,13 @@ def evaluate_pareto(
         checkpoints = checkpoints[~deleted]
     checkpoints = checkpoints.to_dict("records")
     client = MlflowClient(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="mg-tune-eval-") as tmp:
+    parent = find_search_run(client, client.get_experiment_by_name(experiment_name(search)).experiment_id)
+    with tempfile.TemporaryDirectory(prefix="mg-tune-eval-") as tmp, updating_index_metrics(tracking_uri, parent) as add_to_index:
         paths = [str(download_checkpoint(tracking_uri, row["run_id"], int(row["epoch"]), Path(tmp) / f"{i}.pt")) for i, row in enumerate(checkpoints)]
         threshold = pooled_iou_threshold([CheckpointEvaluator(p, device).split("heldout") for p in paths]) if iou_threshold == "pooled" and paths else None
         rows = [_evaluate_row(client, row, path, list(objectives), split, device, threshold) for row, path in zip(checkpoints, paths)]
+        for row in rows:  # the search's checkpoint index (if complete) gets the same metrics
+            add_to_index(row["run_id"], row["epoch"], {k: v for k, v in row.items() if k.startswith(f"{split}_")})
     columns = ID_COLUMNS + list(objectives)
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
     table = table[columns + sorted(set(table.columns) - set(columns))]

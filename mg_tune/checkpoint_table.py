@@ -1,26 +1,32 @@
 """Every (trial, epoch) checkpoint of a search as one table, read from MLflow alone.
 
 :func:`checkpoint_table` reads a search with a bounded number of requests -- the
-experiment, ``search_runs`` pages (trial params and status) and
+experiment, the parent run, ``search_runs`` pages (trial params and status) and
+either the search's complete checkpoint index (one artifact of the parent run,
+written by the driver when the search ended; :mod:`mg_tune.tracking.checkpoint_index`)
+or, when there is none (a running, crashed, resumed or older search),
 ``search_logged_models`` pages (one READY LoggedModel per epoch, with its metrics; see
-:mod:`mg_tune.tracking`). :mod:`mg_tune.front` computes the front of that table;
+:mod:`mg_tune.tracking`). Both give the same table: the index holds, per
+checkpoint, what the table takes from its LoggedModel (:func:`mg_tune.tracking.checkpoint_record`).
+:mod:`mg_tune.front` computes the front of that table;
 the search's callbacks, budget and retention read it while a search runs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Run
 
 from mg_tune.tracking import (
-    CHECKPOINT_ARTIFACT,
     ROLE_TAG,
     TRIAL_TAG,
-    WEIGHTS_DELETED_TAG,
+    checkpoint_record,
     experiment_name,
     find_search_run,
     iter_logged_models,
@@ -28,6 +34,7 @@ from mg_tune.tracking import (
     logged_models_in_slices,
     model_epoch,
     model_metrics,
+    read_index,
     redact_uri,
 )
 
@@ -36,13 +43,20 @@ ID_COLUMNS = ["run_id", "trial_id", "epoch", "model_id", "status", "checkpoint_u
 
 @dataclass
 class SearchCheckpoints:
-    """What :func:`read_search` read: the trial runs, the parent run and the first READY LoggedModel of each (run, epoch)."""
+    """What :func:`read_search` read: the trial runs, the parent run and one index row per (run, epoch) checkpoint.
+
+    ``models``: the first READY LoggedModel of each (run, epoch) when they
+    were read (no complete index), else empty; ``records``: the index rows
+    (:func:`mg_tune.tracking.checkpoint_record`), from the index or from ``models``.
+    """
 
     client: MlflowClient
     experiment_id: str
     parent: Run | None
     runs: dict[str, Run]
     models: dict[tuple[str, int], LoggedModel]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    from_index: bool = False  # the records came from the search's complete index (``models`` is empty)
 
 
 SLICES = 4
@@ -65,14 +79,22 @@ def _logged_models(client: MlflowClient, experiment_id: str, runs: Iterable[Run]
     return logged_models_in_slices(client, experiment_id, cuts, workers=SLICES)
 
 
-def read_search(tracking_uri: str, search: str) -> SearchCheckpoints:
-    """The search's trial runs and checkpoints (ValueError when there is no such search)."""
+def read_search(tracking_uri: str, search: str, use_index: bool = True) -> SearchCheckpoints:
+    """The search's trial runs and checkpoints (ValueError when there is no such search).
+
+    With ``use_index`` (the default) a complete checkpoint index is read
+    instead of the LoggedModels when the parent run has one.
+    """
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name(search))
     if experiment is None or experiment.lifecycle_stage != "active":
         raise ValueError(f"no search named {search!r} in {redact_uri(tracking_uri)}")
     exp_id = experiment.experiment_id
+    parent = find_search_run(client, exp_id)
+    records = read_index(tracking_uri, parent) if use_index else None
     runs = {r.info.run_id: r for r in iter_runs(client, exp_id, f"tags.`{ROLE_TAG}` = 'trial'")}
+    if records is not None:
+        return SearchCheckpoints(client, exp_id, parent, runs, {}, [r for r in records if r["run_id"] in runs], from_index=True)
     models: dict[tuple[str, int], LoggedModel] = {}
     for model in _logged_models(client, exp_id, runs.values(), tracking_uri):
         epoch = model_epoch(model)
@@ -82,7 +104,8 @@ def read_search(tracking_uri: str, search: str) -> SearchCheckpoints:
         old = models.get(key)
         if old is None or model.creation_timestamp < old.creation_timestamp:  # first write wins
             models[key] = model
-    return SearchCheckpoints(client, exp_id, find_search_run(client, exp_id), runs, models)
+    records = [checkpoint_record(run_id, epoch, model, model_metrics(model, epoch)) for (run_id, epoch), model in models.items()]
+    return SearchCheckpoints(client, exp_id, parent, runs, models, records)
 
 
 def _numeric(column: pd.Series) -> pd.Series:
@@ -96,23 +119,22 @@ def search_table(data: SearchCheckpoints) -> pd.DataFrame:
     rows = []
     param_keys: set[str] = set()
     metric_keys: set[str] = set()
-    for (run_id, epoch), model in data.models.items():
-        run = data.runs[run_id]
+    for record in data.records:
+        run = data.runs[record["run_id"]]
         params = {f"params.{k}": v for k, v in run.data.params.items()}
-        metrics = model_metrics(model, epoch)
-        metrics.pop("epoch", None)
+        metrics = {k: v for k, v in record["metrics"].items() if k != "epoch" and not math.isnan(v)}  # NaN: not logged
         param_keys.update(params)
         metric_keys.update(metrics)
         rows.append(
             {
-                "run_id": run_id,
+                "run_id": record["run_id"],
                 "trial_id": run.data.tags.get(TRIAL_TAG, run.info.run_name),
-                "epoch": epoch,
-                "model_id": model.model_id,
+                "epoch": record["epoch"],
+                "model_id": record["model_id"],
                 "status": run.info.status,
-                "checkpoint_uri": f"{model.artifact_location.rstrip('/')}/{CHECKPOINT_ARTIFACT}",
-                "created": model.creation_timestamp,
-                "weights_deleted": WEIGHTS_DELETED_TAG in model.tags,
+                "checkpoint_uri": record["checkpoint_uri"],
+                "created": record["created"],
+                "weights_deleted": record["weights_deleted"],
                 **params,
                 **metrics,
             }
@@ -127,7 +149,7 @@ def search_table(data: SearchCheckpoints) -> pd.DataFrame:
     return table.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def checkpoint_table(tracking_uri: str, search: str) -> pd.DataFrame:
+def checkpoint_table(tracking_uri: str, search: str, use_index: bool = True) -> pd.DataFrame:
     """One row per (trial, epoch) checkpoint of search ``search``.
 
     Columns: ``run_id``, ``trial_id``, ``epoch``, ``model_id`` (the epoch's
@@ -138,10 +160,14 @@ def checkpoint_table(tracking_uri: str, search: str) -> pd.DataFrame:
     then one float column per metric (NaN where an epoch did not log it or
     logged NaN). Rows are sorted by trial and epoch. Epochs of failed or
     still running trials are included: each is a complete checkpoint.
-    Cost: 1 + ceil(trials/1000) + ceil(checkpoints/1000) + 1 (parent run) store requests.
+    Cost: 1 (experiment) + 1 (parent run) + ceil(trials/1000) store requests,
+    then, for a search with a complete checkpoint index, its download (two
+    HTTP requests through a server), else ceil(checkpoints/1000) requests.
+
+    ``use_index=False`` always reads the LoggedModels (the same table).
 
     Raises:
         ValueError: no search of that name.
     """
-    return search_table(read_search(tracking_uri, search))
+    return search_table(read_search(tracking_uri, search, use_index))
 

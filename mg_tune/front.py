@@ -40,7 +40,7 @@ from mlflow.entities import Metric, RunTag
 from mg_tune.checkpoint_table import ID_COLUMNS, SearchCheckpoints, checkpoint_table, read_search, search_table
 from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure, pareto_png
-from mg_tune.tracking import count_requests
+from mg_tune.tracking import count_requests, iter_logged_models
 
 __all__ = [
     "PARETO_EPOCHS_TAG",
@@ -221,13 +221,16 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
                 if key in tags:
                     client.delete_tag(run_id, key)
     front_models = set(result.front["model_id"])
-    for model in data.models.values():
-        on_front = model.model_id in front_models
-        has_tag = (model.tags or {}).get(PARETO_TAG) == "true"
-        if on_front and not has_tag:
-            client.set_logged_model_tags(model.model_id, {PARETO_TAG: "true"})
-        elif not on_front and PARETO_TAG in (model.tags or {}):
+    models = data.models.values() if not data.from_index else iter_logged_models(client, data.experiment_id, f"tags.`{PARETO_TAG}` = 'true'")
+    tagged = set()
+    for model in models:
+        tags = model.tags or {}
+        if tags.get(PARETO_TAG) == "true":
+            tagged.add(model.model_id)
+        if model.model_id not in front_models and PARETO_TAG in tags:
             client.delete_logged_model_tag(model.model_id, PARETO_TAG)
+    for model_id in sorted(front_models - tagged):
+        client.set_logged_model_tags(model_id, {PARETO_TAG: "true"})
     if data.parent is None:
         return
     parent_id = data.parent.info.run_id

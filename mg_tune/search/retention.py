@@ -22,7 +22,10 @@ later (q stays, and so does whatever dominates q). ``checkpoints.keep``
 A point with a NaN objective is never dominated (it is kept), and an
 infeasible point never dominates. What is deleted is the LoggedModel's
 ``checkpoint.pt`` (:func:`mg_tune.tracking.delete_weights`): its metrics
-stay in MLflow and it is tagged ``mg_tune.weights_deleted`` with the reason.
+stay in MLflow and it is tagged ``mg_tune.weights_deleted`` with the reason,
+and the search's checkpoint index (:mod:`mg_tune.search.checkpoint_index`)
+is told, so its ``weights_deleted`` column follows; ``setup`` clears the
+index's completeness tag first.
 
 Safety: a trial's newest epoch is never deleted while the trial may still
 run (it is where a restarted trial or ``--resume`` continues from); it
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mlflow import MlflowClient
@@ -45,7 +48,10 @@ from mlflow import MlflowClient
 from mg_tune.checkpoint_table import checkpoint_table
 from mg_tune.search.callbacks import _SearchCallback
 from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec
-from mg_tune.tracking import EPOCH_TAG, TRIAL_TAG, RetryPolicy, delete_weights, iter_logged_models
+from mg_tune.tracking import EPOCH_TAG, TRIAL_TAG, RetryPolicy, clear_index_tag, delete_weights, find_search_run, iter_logged_models
+
+if TYPE_CHECKING:
+    from mg_tune.search.checkpoint_index import CheckpointIndexWriter
 
 __all__ = ["CheckpointRetention"]
 
@@ -67,9 +73,10 @@ def _dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class CheckpointRetention(_SearchCallback):
     """Driver-side Ray Tune callback applying ``spec.checkpoints.keep``; see the module docstring."""
 
-    def __init__(self, spec: SearchSpec, search: Any) -> None:
+    def __init__(self, spec: SearchSpec, search: Any, index: CheckpointIndexWriter | None = None) -> None:
         super().__init__(search)
         self.spec = spec
+        self.index = index  # told of every deletion, so the search's checkpoint index says weights_deleted
         self.points: dict[tuple[str, int], _Point] = {}
         self.dominator: dict[tuple[str, int], tuple[str, int]] = {}  # dominated, not yet deleted → one point dominating it
         self.deleted: set[tuple[str, int]] = set()
@@ -81,6 +88,8 @@ class CheckpointRetention(_SearchCallback):
     def setup(self, **info: Any) -> None:
         """Start from what MLflow holds (a resumed driver: every trial may still run, its newest epoch kept)."""
         self.points, self.dominator, self.deleted, self.newest = {}, {}, set(), {}
+        client = MlflowClient(self.search.tracking_uri)
+        clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search.experiment_id))  # deletions change the index
         table = checkpoint_table(self.search.tracking_uri, self.search.name)
         for row in table.to_dict("records"):
             params = {key: row.get(f"params.{key}") for key in FRONT_GROUP_KEYS}
@@ -153,6 +162,9 @@ class CheckpointRetention(_SearchCallback):
                 RetryPolicy().call(self._delete, trial, epoch, reason)
             except Exception as exc:  # a failed deletion must not stop the search; the weights simply stay
                 log.warning("could not delete the weights of trial %s epoch %s: %s", trial, epoch, exc)
+            else:
+                if self.index is not None:
+                    self.index.weights_deleted(trial, epoch)
             self.deleted.add(key)
             del self.dominator[key]
 

@@ -43,6 +43,7 @@ from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.front import ParetoResult, search_pareto
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
+from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import DefineByRun, build_sampler, trial_params, warm_start_points
@@ -92,6 +93,8 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     checkpoint: an epoch is in MLflow before Ray hears of it, so a Ray
     checkpoint could never be further along, and would store every trial's
     newest weights and optimizer state a second time (in ``storage_path``).
+    Each report carries the epoch's row of the search's checkpoint index
+    (:mod:`mg_tune.search.checkpoint_index`).
     A trial that diverged is deterministic: Ray's ``FailureConfig`` retries
     fail at once, untrained.
     """
@@ -112,8 +115,8 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     work = Path(tempfile.mkdtemp(prefix="mg-tune-trial-"))
 
     def report(epoch: EpochResult) -> None:
-        logger.log_epoch(epoch)
-        tune.report({**epoch.metrics, "epoch": epoch.epoch})
+        record = logger.log_epoch(epoch)
+        tune.report({**epoch.metrics, "epoch": epoch.epoch, RESULT_KEY: record})
         wait_at_gate(trial_id)  # tests only (mg_tune.search.gate)
         shutil.rmtree(epoch_dir(work / "checkpoints", epoch.epoch - 1), ignore_errors=True)  # in MLflow now: no local copy of every epoch
 
@@ -252,9 +255,10 @@ def build_tuner(
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     scheduler = build_scheduler(spec)
     budget = spec.budget
-    callbacks: list[tune.Callback] = [HypervolumeTracker(spec, search)]
+    index = CheckpointIndexWriter(search)
+    callbacks: list[tune.Callback] = [index, HypervolumeTracker(spec, search)]
     if spec.checkpoints.keep != "all":
-        callbacks.append(CheckpointRetention(spec, search))
+        callbacks.append(CheckpointRetention(spec, search, index))
     if scheduler is not None:
         callbacks.append(StoppedTrialFinisher(search))
     return tune.Tuner(

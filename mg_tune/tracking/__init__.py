@@ -5,7 +5,10 @@ Layout in MLflow
 * one **experiment** per search, named ``mg-tune/<name>``;
 * one **parent run** in it (tag ``mg_tune.role=search``) holding the search:
   the spec as artifact ``spec.yaml``, the flattened spec as params, search
-  metrics (hypervolume vs trial-epochs), the Pareto plot;
+  metrics (hypervolume vs trial-epochs), the Pareto plot, and the search's
+  checkpoint index ``checkpoint_index.parquet`` (one row per checkpoint;
+  trusted only while tagged ``mg_tune.checkpoint_index=complete:<rows>``,
+  see :mod:`mg_tune.tracking.checkpoint_index`);
 * one **child run** per trial (tags ``mg_tune.role=trial``,
   ``mg_tune.trial_id``, ``mlflow.parentRunId``): the trial's params, its
   metrics with ``step=epoch`` (MLflow's charts), the attribution overlays
@@ -70,16 +73,17 @@ Nothing here imports Ray: the search layer passes a :class:`SearchRun`
 
 Modules
 -------
-==================  ==========================================================
-``layout``          tag, artifact, experiment and model names; params/tag values
-``uris``            default URI, masking secrets, checking a store before use
-``retry``           :class:`RetryPolicy`, :func:`is_transient`
-``queries``         paging through runs and LoggedModels
-``search_run``      the parent run: :func:`start_search` … :func:`mark_orphans`
-``trial_logger``    :class:`TrialLogger`: a trial's run, epochs and checkpoints
-``checkpoints``     download an epoch's checkpoint; delete its weights
-``requests``        :func:`count_requests` (tests and benches)
-==================  ==========================================================
+====================  ==========================================================
+``layout``            tag, artifact, experiment and model names; params/tag values
+``uris``              default URI, masking secrets, checking a store before use
+``retry``             :class:`RetryPolicy`, :func:`is_transient`
+``queries``           paging through runs and LoggedModels
+``search_run``        the parent run: :func:`start_search` … :func:`mark_orphans`
+``trial_logger``      :class:`TrialLogger`: a trial's run, epochs and checkpoints
+``checkpoints``       download an epoch's checkpoint; delete its weights
+``checkpoint_index``  a search's compact checkpoint index (parent run artifact)
+``requests``          :func:`count_requests` (tests and benches)
+====================  ==========================================================
 
 The public names are re-exported here: ``from mg_tune.tracking import X``.
 """
@@ -89,6 +93,16 @@ import os
 # MLflow prints "View run ... at: <tracking URI>/#/..." on every run it ends: that URI may carry a password.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
+from mg_tune.tracking.checkpoint_index import (  # noqa: E402
+    INDEX_ARTIFACT,
+    INDEX_TAG,
+    checkpoint_record,
+    clear_index_tag,
+    index_rows,
+    read_index,
+    updating_index_metrics,
+    write_index,
+)
 from mg_tune.tracking.checkpoints import (  # noqa: E402
     delete_weights,
     download_checkpoint,
@@ -143,6 +157,8 @@ __all__ = [
     "TRIAL_TAG",
     "CHECKPOINT_ARTIFACT",
     "EXPERIMENT_KIND",
+    "INDEX_ARTIFACT",
+    "INDEX_TAG",
     "PAGE_SIZE",
     "PARENT_TAG",
     "SPEC_ARTIFACT",
@@ -153,6 +169,12 @@ __all__ = [
     "TrialLogger",
     "count_requests",
     "check_database",
+    "checkpoint_record",
+    "clear_index_tag",
+    "index_rows",
+    "read_index",
+    "updating_index_metrics",
+    "write_index",
     "check_tracking_uri",
     "default_tracking_uri",
     "delete_weights",

@@ -17,7 +17,8 @@ class RequestCounter:
 
     ``store`` counts outermost public calls on the tracking store (one per
     REST request against a server; one per query batch against a SQL store),
-    ``http`` the HTTP requests actually sent (0 with a SQL store).
+    ``http`` the HTTP requests actually sent (0 with a SQL store), artifact
+    transfers through the server's proxy included.
     """
 
     calls: Counter = field(default_factory=Counter)
@@ -37,7 +38,8 @@ def count_requests() -> Iterator[RequestCounter]:
     """Count MLflow tracking-store calls and HTTP requests made (by any thread) inside the block.
 
     Patches the public methods of MLflow's SQL and REST tracking stores and
-    ``mlflow.utils.rest_utils.http_request`` for the duration; nested store
+    ``http_request`` (of ``mlflow.utils.rest_utils`` and of the proxied
+    artifact repository) for the duration; nested store
     calls (a store method calling another) count once. For tests and benches.
     """
     import mlflow.utils.rest_utils as rest_utils
@@ -82,12 +84,16 @@ def count_requests() -> Iterator[RequestCounter]:
                 continue
             saved.append((cls, name, vars(cls).get(name, _MISSING)))
             setattr(cls, name, wrap(name, static))
+    import mlflow.store.artifact.http_artifact_repo as artifact_http  # imports http_request by name: artifact up- and downloads
+
     original_http = rest_utils.http_request
     rest_utils.http_request = http
+    artifact_http.http_request = http
     try:
         yield counter
     finally:
         rest_utils.http_request = original_http
+        artifact_http.http_request = original_http
         for cls, name, attr in reversed(saved):
             if attr is _MISSING:
                 delattr(cls, name)

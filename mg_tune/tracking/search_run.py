@@ -13,6 +13,7 @@ from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 
 from mg_tune.checkpoint import RESUME_FILE
+from mg_tune.tracking.checkpoint_index import clear_index_tag
 from mg_tune.tracking.checkpoints import _delete_artifact, find_checkpoint_model
 from mg_tune.tracking.layout import (
     EXPERIMENT_KIND,
@@ -57,6 +58,8 @@ def start_search(name: str, spec: dict, spec_text: str, tracking_uri: str, resum
     A new parent run gets tags ``mg_tune.search=<name>``/``mg_tune.role=search``,
     the flattened ``spec`` as params (values redacted and truncated to
     MLflow's limits) and ``spec_text`` (redacted) as artifact ``spec.yaml``.
+    Reopening one clears its checkpoint index's completeness tag
+    (:mod:`mg_tune.tracking.checkpoint_index`) before anything else.
 
     Raises:
         ValueError: the search exists and ``resume`` is false, or its
@@ -83,6 +86,7 @@ def start_search(name: str, spec: dict, spec_text: str, tracking_uri: str, resum
     if parent is not None:
         if not resume:
             raise ValueError(f"search {name} exists; use --resume or another --name")
+        clear_index_tag(client, parent)  # trials may add checkpoints again: its index is no longer complete
         client.update_run(parent.info.run_id, status="RUNNING")
         return SearchRun(tracking_uri, experiment_id, parent.info.run_id, name)
 

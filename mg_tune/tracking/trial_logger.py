@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, RunTag
 
 from mg_tune.checkpoint import RESUME_FILE
+from mg_tune.tracking.checkpoint_index import checkpoint_record
 from mg_tune.tracking.checkpoints import _delete_artifact
 from mg_tune.tracking.layout import (
     BATCH,
@@ -33,7 +35,7 @@ from mg_tune.tracking.layout import (
     model_epoch,
     overlay_artifact,
 )
-from mg_tune.tracking.queries import _prefer, _quote, iter_logged_models
+from mg_tune.tracking.queries import _prefer, _quote, iter_logged_models, model_metrics
 from mg_tune.tracking.retry import RetryPolicy
 from mg_tune.tracking.search_run import SearchRun, find_trial_run
 
@@ -102,7 +104,7 @@ class TrialLogger:
         self.retry.call(self._refresh_models)
         return {e for e, m in self._models.items() if m.status == LoggedModelStatus.READY}
 
-    def log_epoch(self, result: EpochResult) -> None:
+    def log_epoch(self, result: EpochResult) -> dict[str, Any]:
         """Store one epoch: metrics (``step=epoch``, plus ``epoch``), checkpoint, overlay. Idempotent.
 
         Steps, each safe to repeat: create the epoch's LoggedModel (PENDING)
@@ -112,14 +114,18 @@ class TrialLogger:
         ``overlays/epoch=NNN.png``; ``log_batch`` the metrics on the run,
         linked to the model, timestamped with the model's creation time;
         finalise the model READY. An epoch already READY is skipped.
-        """
-        self.retry.call(self._log_epoch_once, result)
 
-    def _log_epoch_once(self, result: EpochResult) -> None:
+        Returns the epoch's row of the search's checkpoint index
+        (:func:`mg_tune.tracking.checkpoint_record`: the READY model and the
+        metrics stored with it), which the trial reports to the driver.
+        """
+        return self.retry.call(self._log_epoch_once, result)
+
+    def _log_epoch_once(self, result: EpochResult) -> dict[str, Any]:
         epoch = int(result.epoch)
         model = self._models.get(epoch)
-        if model is not None and model.status == LoggedModelStatus.READY:
-            return
+        if model is not None and model.status == LoggedModelStatus.READY:  # first write wins: its metrics are the stored ones
+            return checkpoint_record(self.run_id, epoch, model, model_metrics(model, epoch))
         if model is None:
             model = self.client.create_logged_model(
                 self.search.experiment_id,
@@ -151,6 +157,7 @@ class TrialLogger:
         for older in sorted(e for e in self._with_resume if e < epoch and e in self._models):
             _delete_artifact(self.search.tracking_uri, self._models[older], RESUME_FILE)
             self._with_resume.discard(older)
+        return checkpoint_record(self.run_id, epoch, self._models[epoch], {k: v for k, v in values.items() if not math.isnan(v)})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set extra tags on the trial run (values stringified, redacted, truncated to MLflow's limit)."""
