@@ -12,6 +12,7 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import wait_for
+from helpers.searches import OBJECTIVES, brute_force_front, spec_dict
 
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.front import checkpoint_table, search_pareto
@@ -19,31 +20,6 @@ from mg_tune.search.runner import run_search
 from mg_tune.search.split_sizes import SMALL_SPLITS_TAG
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name, find_search_run
-
-OBJECTIVES = ["f1", "epg", "iou"]
-
-
-def spec_dict(name, storage, trials=6, epochs=2, concurrency=2):
-    return {
-        "name": name,
-        "data": {"variant": "multilabel", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
-        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "mid2", "epochs": epochs, "batch_size": 32, "overlay_images": 2},
-        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [0.01, 3.0], "l1": [0.01, 3.0]}}, "lr": {"loguniform": [3e-4, 3e-3]}},
-        "sampler": "nsga2",
-        "trials": trials,
-        "concurrency": concurrency,
-        "resources": {"cpu": 2 / concurrency},
-        "storage_path": str(storage),
-    }
-
-
-def brute_force_front(points):
-    keep = []
-    for i, p in enumerate(points):
-        dominated = any(np.all(q >= p) and np.any(q > p) for j, q in enumerate(points) if j != i)
-        if not dominated:
-            keep.append(i)
-    return keep
 
 
 @pytest.fixture(scope="module")
