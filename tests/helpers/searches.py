@@ -8,6 +8,8 @@ from mg_tune.tracking import TrialLogger, readable_trial_name, start_search
 from mg_tune.train import train
 
 OBJECTIVES = ["f1", "epg", "iou"]
+FINISHED_SEARCH = "e2e"
+"""The name of conftest's ``finished_search``: :func:`spec_dict` with 6 trials x 2 epochs, 4 at a time."""
 TINY = DataConfig(variant="multilabel", train_size=32, val_size=16, heldout_size=16, test_size=16)
 """The data of :func:`log_search`'s trials."""
 
