@@ -34,7 +34,7 @@ lock:
 # Drift check: a throw-away venv resolved from pyproject's ranges alone (no lock: the newest allowed
 # releases of everything), running a fast subset: a tiny real search end to end, sampler pickling, specs.
 LATEST_VENV  := .venv-latest
-LATEST_TESTS := tests/test_samplers.py tests/test_spec.py tests/test_search.py -k 'not resume_after_killing'  # the driver-kill test (1.5 min) stays in make test
+LATEST_TESTS := tests/search/test_samplers.py tests/search/test_spec.py tests/search/test_search.py -k 'not resume_after_killing'  # the driver-kill test (1.5 min) stays in make test
 
 check-latest:
 	rm -rf $(LATEST_VENV) && $(PYTHON) -m venv $(LATEST_VENV)
@@ -52,14 +52,14 @@ CHROMIUM := /usr/bin/chromium
 
 $(CHROMIUM):
 	apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || \
-		echo "warning: could not install chromium; the browser tests (tests/test_dashboard.py) will be skipped"
+		echo "warning: could not install chromium; the browser tests (tests/services/test_dashboard.py) will be skipped"
 
-# Debian's OpenSSH server: tests/test_ray_up.py runs `ray up` with the local node provider over SSH to 127.0.0.1.
+# Debian's OpenSSH server: tests/services/test_ray_up.py runs `ray up` with the local node provider over SSH to 127.0.0.1.
 SSHD := /usr/sbin/sshd
 
 $(SSHD):
 	apt-get install -y openssh-server || (apt-get update && apt-get install -y openssh-server) || \
-		echo "warning: could not install openssh-server; tests/test_ray_up.py will be skipped"
+		echo "warning: could not install openssh-server; tests/services/test_ray_up.py will be skipped"
 
 install: $(STAMP) $(CHROMIUM) $(SSHD)
 

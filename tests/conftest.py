@@ -115,6 +115,28 @@ def ray_local(gate_dir):
 
 
 @pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, ray_local, new_mlflow_store):
+    """One real search on the session's Ray, run once for every test that only reads it; returns ``(uri, outcome)``.
+
+    :func:`helpers.searches.spec_dict` named ``FINISHED_SEARCH``: NSGA-II, 6 trials x 2 epochs, 4 at a time, overlays
+    logged. Read it, never write to it (no new runs, tags or models): a test that must, works on a copy of the store
+    (``tests/services/test_dashboard.py``).
+    """
+    import yaml
+
+    from mg_tune.search.runner import run_search
+    from mg_tune.search.spec import SearchSpec
+
+    from helpers.searches import FINISHED_SEARCH, spec_dict
+
+    root = tmp_path_factory.mktemp("finished-search")
+    uri = new_mlflow_store()
+    raw = spec_dict(FINISHED_SEARCH, root / "runs", concurrency=4)
+    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
+    return uri, outcome
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API (moto's server) on 127.0.0.1 at a free port for the whole session; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer

@@ -125,7 +125,7 @@ def iou(A: Tensor, M: Tensor, threshold: float) -> Tensor:
     has A ≤ 0 (then min A⁺ = 0) and no pixel's Â⁺ equals t exactly, i.e. on
     almost every real attribution map. They differ (a) on maps positive
     everywhere, where min–max maps the weakest pixel to 0 (off for every t), and
-    (b) on exact ties Â⁺ = t, which ``≥`` counts as on. ``tests/test_metrics.py``
+    (b) on exact ties Â⁺ = t, which ``≥`` counts as on. ``tests/guidance/test_metrics.py``
     checks the agreement and both differences against the authors' formula.
     """
     A, M = _prepare(A, M)

@@ -1,5 +1,5 @@
 """Held-out and validation splits too small for their use: one warning per search, on the console and on
-the parent run. Fixture data sets in VOC's and COCO's own formats (writers of ``tests/test_datasets.py``)."""
+the parent run. Fixture data sets in VOC's and COCO's own formats (writers in ``tests/helpers/data_formats.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from mg_tune.config import DataConfig
 from mg_tune.search.split_sizes import MIN_SPLIT_IMAGES, SMALL_SPLITS_TAG, small_splits, warn_small_splits
 from mg_tune.tracking import start_search
-from test_datasets import COCO_CATEGORIES, S, _image, coco_train_json, voc_xml, write_coco, write_voc
+from helpers.data_formats import COCO_CATEGORIES, S, _image, coco_train_json, voc_xml, write_coco, write_voc
 
 HELDOUT_USE = "choosing the IoU threshold"
 VAL_USE = "measuring the objectives that select the Pareto front"

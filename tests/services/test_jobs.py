@@ -38,7 +38,7 @@ from mg_tune.server import free_port
 from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, SEARCH_TAG, TRIAL_TAG, experiment_name
 
 from conftest import Gate, wait_for
-from test_cluster import RayNode
+from helpers.ray_nodes import RayNode
 
 pytestmark = pytest.mark.slow
 

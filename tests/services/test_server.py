@@ -19,7 +19,7 @@ from mg_tune.search.spec import SearchSpec
 from mg_tune.server import AUTH_PASSWORD_ENV, MlflowServer, ServerConfig, ServerError, free_port
 
 runner = CliRunner()
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
+CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 
 
 def test_server_binds_localhost_by_default_and_keeps_secrets_off_its_command_line():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-CLUSTER = Path(__file__).parents[1] / "cluster"
+CLUSTER = Path(__file__).parents[2] / "cluster"
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "local.yaml"])

@@ -26,7 +26,7 @@ from mg_tune.mlflow_model import PACKAGE_DIR, save_mlflow_model
 from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.tracking import TrialLogger, download_checkpoint, start_search
 from mg_tune.train import train
-from test_datasets import S, write_voc
+from helpers.data_formats import S, write_voc
 
 OBJECTIVES = ["f1", "epg", "iou"]
 TINY = DataConfig(variant="multilabel", train_size=48, val_size=24, heldout_size=16, test_size=16)

@@ -37,7 +37,7 @@ SPACE = {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"e
 
 
 def tiny(name, storage, trials, epochs, concurrency=2, **fields):
-    """A real search of a few seconds per trial (as tests/test_search.py's)."""
+    """A real search of a few seconds per trial (as tests/search/test_search.py's)."""
     return {
         "name": name,
         "data": {"variant": "multilabel", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 from typer.testing import CliRunner
@@ -22,29 +22,15 @@ from typer.testing import CliRunner
 from mg_tune.checkpoint import save_checkpoint
 from mg_tune.cli import app
 from mg_tune.front import checkpoint_table
-from mg_tune.search.runner import run_search
-from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun, TrialLogger, experiment_name, find_search_run, iter_logged_models
 from mg_tune.train import EpochResult
 
+from helpers.searches import FINISHED_SEARCH
+
 pytestmark = pytest.mark.slow
 
-SEARCH = "explorer"
+SEARCH = FINISHED_SEARCH
 OBJECTIVES = ["f1", "epg", "iou"]
-
-
-def spec_dict(storage: Path) -> dict:
-    """4 trials (grid: 2 losses x 2 learning rates) x 2 epochs on small TextBox sets."""
-    return {
-        "name": SEARCH,
-        "data": {"variant": "multilabel", "train_size": 48, "val_size": 24, "heldout_size": 8, "test_size": 8},
-        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "input", "lam": 1.0, "epochs": 2, "batch_size": 24, "overlay_images": 2},
-        "space": {"loss": {"choice": ["energy", "l1"]}, "lr": {"choice": [1e-3, 3e-3]}},
-        "sampler": "grid",
-        "concurrency": 2,
-        "resources": {"cpu": 1},
-        "storage_path": str(storage),
-    }
 
 
 def brute_force_front(points: np.ndarray) -> set[int]:
@@ -53,13 +39,16 @@ def brute_force_front(points: np.ndarray) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory, ray_local, new_mlflow_store):
-    root = tmp_path_factory.mktemp("explorer")
-    uri = new_mlflow_store()
-    raw = spec_dict(root / "runs")
-    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
-    assert outcome.trials == 4 and outcome.errors == 0
-    return uri
+def search(finished_search, tmp_path_factory):
+    """A copy of the store of conftest's ``finished_search`` (6 trials x 2 epochs): the live-refresh test logs a checkpoint
+    into it, and the session's search stays as it finished for its other readers. Its runs' artifacts stay where the
+    search logged them (the experiment names that folder); the new checkpoint's files land there too, under ids only
+    the copy knows."""
+    uri, outcome = finished_search
+    assert outcome.trials == 6 and outcome.errors == 0
+    copy = tmp_path_factory.mktemp("explorer") / "mlflow.db"
+    shutil.copyfile(uri.removeprefix("sqlite:///"), copy)
+    return f"sqlite:///{copy}"
 
 
 def _free_port() -> int:
@@ -127,7 +116,7 @@ def _mlflow_counts(uri: str) -> tuple[int, int]:
 
 def test_counts_on_the_page_equal_mlflow(page, search):
     total, front = _mlflow_counts(search)
-    assert total == 8 and 1 <= front < total
+    assert total == 12 and 1 <= front < total  # 6 trials x 2 epochs
     assert (_count(page, "count-checkpoints"), _count(page, "count-pareto")) == (total, front)
     pairs = _traces(page, "pairs")
     assert len(pairs) == 6  # 3 objective pairs x (checkpoints, Pareto front)

@@ -1,4 +1,7 @@
-"""End to end: a real local Ray search, tracked in a real MLflow store, Pareto from MLflow."""
+"""End to end: a real local Ray search, tracked in a real MLflow store, Pareto from MLflow.
+
+The finished search read here is conftest's ``finished_search`` (the Pareto explorer's tests read it too).
+"""
 
 import os
 import signal
@@ -12,63 +15,28 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import wait_for
+from helpers.searches import FINISHED_SEARCH, OBJECTIVES, brute_force_front, spec_dict
 
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.front import checkpoint_table, search_pareto
-from mg_tune.search.runner import run_search
 from mg_tune.search.split_sizes import SMALL_SPLITS_TAG
-from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import FAILURE_TAG, ROLE_TAG, TRIAL_TAG, download_checkpoint, experiment_name, find_search_run
 
-OBJECTIVES = ["f1", "epg", "iou"]
 
-
-def spec_dict(name, storage, trials=6, epochs=2, concurrency=2):
-    return {
-        "name": name,
-        "data": {"variant": "multilabel", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
-        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "mid2", "epochs": epochs, "batch_size": 32, "overlay_images": 2},
-        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [0.01, 3.0], "l1": [0.01, 3.0]}}, "lr": {"loguniform": [3e-4, 3e-3]}},
-        "sampler": "nsga2",
-        "trials": trials,
-        "concurrency": concurrency,
-        "resources": {"cpu": 2 / concurrency},
-        "storage_path": str(storage),
-    }
-
-
-def brute_force_front(points):
-    keep = []
-    for i, p in enumerate(points):
-        dominated = any(np.all(q >= p) and np.any(q > p) for j, q in enumerate(points) if j != i)
-        if not dominated:
-            keep.append(i)
-    return keep
-
-
-@pytest.fixture(scope="module")
-def finished_search(tmp_path_factory, ray_local):
-    root = tmp_path_factory.mktemp("search")
-    uri = f"sqlite:///{root}/mlflow.db"
-    raw = spec_dict("e2e", root / "runs", concurrency=4)
-    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
-    return uri, outcome, root
-
-
-def test_every_trial_epoch_has_metrics_and_a_loadable_checkpoint(finished_search):
-    uri, outcome, root = finished_search
+def test_every_trial_epoch_has_metrics_and_a_loadable_checkpoint(finished_search, tmp_path):
+    uri, outcome = finished_search
     assert outcome.trials == 6 and outcome.errors == 0
-    table = checkpoint_table(uri, "e2e")
+    table = checkpoint_table(uri, FINISHED_SEARCH)
     assert len(table) == 12
     assert sorted(table.groupby("trial_id")["epoch"].apply(sorted).tolist()) == [[1, 2]] * 6
     assert table[OBJECTIVES].notna().all().all()
     row = table.iloc[0]
-    path = download_checkpoint(uri, row["run_id"], int(row["epoch"]), root / "ckpt")
+    path = download_checkpoint(uri, row["run_id"], int(row["epoch"]), tmp_path / "ckpt")
     state = load_checkpoint(path)
     assert state["epoch"] == row["epoch"]
     assert state["metrics"]["epg"] == pytest.approx(row["epg"])
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(experiment_name("e2e"))
+    experiment = client.get_experiment_by_name(experiment_name(FINISHED_SEARCH))
     trials = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
     assert len({r.data.tags[TRIAL_TAG] for r in trials}) == 6
     assert all(r.info.status == "FINISHED" for r in trials)
@@ -79,8 +47,8 @@ def test_every_trial_epoch_has_metrics_and_a_loadable_checkpoint(finished_search
 
 
 def test_pareto_from_mlflow_is_exactly_the_non_dominated_set(finished_search):
-    uri, outcome, root = finished_search
-    result = search_pareto(uri, "e2e", OBJECTIVES, [True] * 3, tag=False)
+    uri, outcome = finished_search
+    result = search_pareto(uri, FINISHED_SEARCH, OBJECTIVES, [True] * 3, tag=False)
     points = result.table[OBJECTIVES].to_numpy(dtype=float)
     expected = {(result.table.trial_id[i], result.table.epoch[i]) for i in brute_force_front(points)}
     assert {(t, e) for t, e in zip(result.front.trial_id, result.front.epoch)} == expected
@@ -90,7 +58,7 @@ def test_pareto_from_mlflow_is_exactly_the_non_dominated_set(finished_search):
 
 def test_the_driver_tags_the_search_with_its_too_small_heldout_split(finished_search):
     """16 held-out images are fewer than max(20, 4 classes); 32 validation images are enough."""
-    uri, outcome, _ = finished_search
+    uri, outcome = finished_search
     tags = MlflowClient(uri).get_run(outcome.search.run_id).data.tags
     assert tags[SMALL_SPLITS_TAG] == (
         "textbox/multilabel: the heldout split has 16 images, fewer than the 20 (max(20, 4 classes)) "

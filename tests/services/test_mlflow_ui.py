@@ -23,7 +23,7 @@ from mg_tune.mlflow_links import FRONT_FILTER, models_link, registered_model_lin
 from mg_tune.front import search_pareto
 from mg_tune.tracking import experiment_name
 
-from test_mlflow_models import OBJECTIVES, log_search
+from helpers.searches import OBJECTIVES, log_search
 
 SEARCH = "ui"
 NAME = "ui-front"

@@ -18,7 +18,7 @@ from mg_tune.front import checkpoint_table
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec, load_spec
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 def test_reversed_spurious_textbox_labels_the_background_and_masks_outside_the_patch():

@@ -29,9 +29,9 @@ from mlflow import MlflowClient
 from mg_tune.server import free_port
 from mg_tune.tracking import ROLE_TAG, experiment_name
 
-from test_search import spec_dict
+from helpers.searches import spec_dict
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 SSHD = Path("/usr/sbin/sshd")
 
 SCRIPT = r"""

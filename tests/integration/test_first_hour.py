@@ -2,7 +2,7 @@
 
 data check SPEC → search → pareto → evaluate → export → load, all as subprocesses
 with their output piped (as into a file), on the official VOC layout of
-tests/test_datasets.py. Each of the issue's eight problems is checked where the
+tests/helpers/data_formats.py. Each of the issue's eight problems is checked where the
 user met it; the per-point tests (test_split_sizes, test_iou_threshold, test_output,
 test_datasets, test_export) cover the details.
 """
@@ -20,7 +20,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from test_datasets import write_voc
+from helpers.data_formats import write_voc
 
 MG_TUNE = str(Path(sys.executable).parent / "mg-tune")
 ROUTINE = ("Creating initial MLflow database tables", "Experiment state snapshotting", "A new study created in memory")

@@ -9,7 +9,7 @@ import pytest
 from mg_tune.search.sampling import build_sampler, DefineByRun, trial_params, warm_start_points
 from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, default_lambda_range, load_spec
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 @pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)

@@ -2,7 +2,7 @@
 checkpoints (``mg-tune evaluate --iou-threshold pooled``) or fixed for a whole search (``iou_threshold``).
 
 Hand-computed curves for the pooling rule; real training on the VOC fixture (written in VOC's own format
-by ``tests/test_datasets.py``) and a real MLflow store for the trainer and ``mg-tune evaluate``.
+by ``tests/helpers/data_formats.py``) and a real MLflow store for the trainer and ``mg-tune evaluate``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mg_tune.front import checkpoint_table
 from mg_tune.search.spec import SpecError, load_spec
 from mg_tune.tracking import TrialLogger, download_checkpoint, start_search
 from mg_tune.train import train
-from test_datasets import S, write_voc
+from helpers.data_formats import S, write_voc
 
 SEARCH = "voc-iou"
 

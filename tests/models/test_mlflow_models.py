@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 import mg_tune
 from mg_tune.cli import app
-from mg_tune.config import DataConfig, TrainConfig
+from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
 from mg_tune.data.card import DatasetCard, dataset_card
 from mg_tune.split_eval import attribution_target
@@ -38,29 +38,18 @@ from mg_tune.model_registry import MLFLOW_MODEL_TAG, knee_index
 from mg_tune.models import build_model
 from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.server import free_port
-from mg_tune.tracking import TrialLogger, download_checkpoint, readable_trial_name, start_search
+from mg_tune.tracking import download_checkpoint
 from mg_tune.checkpoint import load_checkpoint
-from mg_tune.train import train
+
+from helpers.searches import TINY, log_search
 
 OBJECTIVES = ["f1", "epg", "iou"]
-TINY = DataConfig(variant="multilabel", train_size=32, val_size=16, heldout_size=16, test_size=16)
 SEARCH = "mm"
 CLASSES = ("A", "B", "Box1", "Box2")
 
 
 def images(n: int = 3, size: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32)
-
-
-def log_search(uri: str, name: str, lams=(0.0, 1.0, 10.0)) -> None:
-    """Real trials (one per λ) of 2 epochs, logged and named as the search runner does (trial ids ``<name>_0000k``)."""
-    search = start_search(name, {"trials": len(lams)}, f"trials: {len(lams)}\n", uri, resume=False)
-    for number, lam in enumerate(lams):
-        config = TrainConfig(data=TINY, model="smerf_cnn", lam=lam, epochs=2, batch_size=16, device="cpu", overlay_images=1, seed=number)
-        trial_id = f"{name}_0000{number}"
-        logger = TrialLogger(search, trial_id, {"lam": lam, "loss": config.loss}, run_name=readable_trial_name(config, trial_id))
-        train(config, callback=logger.log_epoch)
-        logger.finish()
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +139,7 @@ def test_mlmodel_has_both_flavors_a_signature_an_example_and_locked_requirements
     assert {p.name: p.default for p in info.signature.params} == {"output": "probabilities", "target_class": -1, "method": "ixg", "layer": "input"}
     assert info.metadata["mg_tune"]["classes"] == list(CLASSES)
     assert json.loads((folder / "input_example.json").read_text())  # the example MLflow validated the model against
-    lock = {line.split("==")[0]: line for line in Path("requirements.lock").read_text().splitlines() if "==" in line}
+    lock = {line.split("==")[0]: line for line in (Path(__file__).resolve().parents[2] / "requirements.lock").read_text().splitlines() if "==" in line}
     required = (folder / "requirements.txt").read_text().split()
     assert {"torch", "torchvision", "mlflow"} <= {r.split("==")[0] for r in required}
     assert all(r == lock[r.split("==")[0]] for r in required if r.split("==")[0] in lock)
