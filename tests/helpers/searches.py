@@ -29,6 +29,23 @@ def spec_dict(name, storage, trials=6, epochs=2, concurrency=2):
     }
 
 
+def mo_asha_spec_dict(name, storage, epochs=3, trials=6, **scheduler):
+    """A TPE search of 6 small trials over loss and λ (F1 / EPG) under ``scheduler: mo_asha`` (grace 1, η = 3, then ``scheduler``)."""
+    return {
+        "name": name,
+        "data": {"variant": "spurious", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
+        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "mid2", "epochs": epochs, "batch_size": 32, "overlay_images": 0},
+        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [1e-3, 10.0], "l1": [1e-3, 10.0]}}},
+        "objectives": ["f1", "epg"],
+        "sampler": "tpe",
+        "trials": trials,
+        "concurrency": 2,
+        "resources": {"cpu": 1},
+        "scheduler": {"name": "mo_asha", "grace_period": 1, "reduction_factor": 3, **scheduler},
+        "storage_path": str(storage),
+    }
+
+
 def brute_force_front(points):
     """Indices of the rows of ``points`` no other row dominates (every objective maximised)."""
     keep = []

@@ -8,6 +8,8 @@ import yaml
 from mlflow import MlflowClient
 from ray.tune.experiment import Trial
 
+from helpers.searches import mo_asha_spec_dict
+
 from mg_tune.front import checkpoint_table, search_pareto
 from mg_tune.search.callbacks import HYPERVOLUME_METRIC, HypervolumeTracker
 from mg_tune.search.runner import build_scheduler, build_searcher, run_search
@@ -43,19 +45,7 @@ EPOCHS = 3
 def mo_asha_search(tmp_path_factory, ray_local, new_mlflow_store):
     root = tmp_path_factory.mktemp("moasha")
     uri = new_mlflow_store()
-    raw = {
-        "name": "moasha",
-        "data": {"variant": "spurious", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
-        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "mid2", "epochs": EPOCHS, "batch_size": 32, "overlay_images": 0},
-        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [1e-3, 10.0], "l1": [1e-3, 10.0]}}},
-        "objectives": ["f1", "epg"],
-        "sampler": "tpe",
-        "trials": 6,
-        "concurrency": 2,
-        "resources": {"cpu": 1},
-        "scheduler": {"name": "mo_asha", "grace_period": 1, "reduction_factor": 3},
-        "storage_path": str(root / "runs"),
-    }
+    raw = mo_asha_spec_dict("moasha", root / "runs", epochs=EPOCHS)
     outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
     return uri, outcome
 

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from helpers.searches import mo_asha_spec_dict
+
 from mg_tune.front import checkpoint_table
 from mg_tune.search.runner import run_search
 from mg_tune.search.spec import SearchSpec
@@ -26,21 +28,8 @@ pytestmark = pytest.mark.slow
 def promotion_search(tmp_path_factory, ray_local, new_mlflow_store):
     root = tmp_path_factory.mktemp("promotion")
     uri = new_mlflow_store()
-    raw = {
-        "name": "promotion",
-        "data": {"variant": "spurious", "train_size": 64, "val_size": 32, "heldout_size": 16, "test_size": 16},
-        "fixed": {"model": "smerf_cnn", "attribution": "ixg", "layer": "input", "epochs": EPOCHS, "batch_size": 32, "overlay_images": 0},
-        "space": {"loss": {"choice": ["energy", "l1"]}, "lam": {"loguniform_by_loss": {"energy": [1e-3, 10.0], "l1": [1e-3, 10.0]}}},
-        "objectives": ["f1", "epg"],
-        "sampler": "tpe",
-        "seed": 1,
-        "trials": TRIALS,
-        "concurrency": 2,
-        "resources": {"cpu": 1},
-        "scheduler": {"name": "mo_asha", "type": "promotion", "grace_period": 1, "reduction_factor": 3},
-        "study_storage": f"sqlite:///{root / 'optuna.db'}",
-        "storage_path": str(root / "runs"),
-    }
+    raw = mo_asha_spec_dict("promotion", root / "runs", epochs=EPOCHS, trials=TRIALS, type="promotion")
+    raw |= {"seed": 1, "study_storage": f"sqlite:///{root / 'optuna.db'}"}
     outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
     return uri, outcome, raw
 
