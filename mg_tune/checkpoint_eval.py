@@ -55,7 +55,7 @@ TEST_METRICS_HINT = (
 
 def evaluate_pareto(
     tracking_uri: str,
-    search: str,
+    search_name: str,
     objectives: Sequence[str],
     maximize: Sequence[bool],
     split: str = "test",
@@ -63,7 +63,7 @@ def evaluate_pareto(
     device: str = "cpu",
     iou_threshold: str = "checkpoint",
 ) -> pd.DataFrame:
-    """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of ``search`` on ``split``.
+    """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of search ``search_name`` on ``split``.
 
     Checkpoints whose weights the search's retention policy deleted are
     skipped with a warning (their validation metrics stay in MLflow).
@@ -86,7 +86,7 @@ def evaluate_pareto(
     if iou_threshold not in IOU_THRESHOLD_MODES:
         modes = "; ".join(f"{mode} ({what})" for mode, what in IOU_THRESHOLD_MODES.items())
         raise ValueError(f"IoU threshold mode {iou_threshold!r} is not one of: {modes}")
-    result = search_pareto(tracking_uri, search, list(objectives), list(maximize), tag=False)
+    result = search_pareto(tracking_uri, search_name, list(objectives), list(maximize), tag=False)
     checkpoints = result.front if pareto_only else result.table
     deleted = checkpoints["weights_deleted"].astype(bool)
     if deleted.any():  # the search's retention policy (spec checkpoints.keep) kept their metrics, not their weights

@@ -19,7 +19,7 @@ __all__ = ["FILTERS", "Snapshot", "Source", "build_app", "export_command", "run_
 
 def serve(
     tracking_uri: str,
-    search: str,
+    search_name: str,
     host: str = "127.0.0.1",
     port: int = 8050,
     refresh_s: float = 10.0,
@@ -36,7 +36,7 @@ def serve(
     """
     if refresh_s <= 0:
         raise ValueError(f"--refresh must be a positive number of seconds, got {refresh_s}")
-    app = build_app(Source(tracking_uri, search, objectives), refresh_s=refresh_s, mlflow_url=mlflow_url)
+    app = build_app(Source(tracking_uri, search_name, objectives), refresh_s=refresh_s, mlflow_url=mlflow_url)
     try:
         with socket.create_server((host, port)):
             pass

@@ -47,9 +47,9 @@ def overlay_artifact(epoch: int) -> str:
     return f"overlays/epoch={int(epoch):03d}.png"
 
 
-def experiment_name(search: str) -> str:
-    """The MLflow experiment of search ``search``: ``mg-tune/<search>``."""
-    return f"mg-tune/{search}"
+def experiment_name(search_name: str) -> str:
+    """The MLflow experiment of search ``search_name``: ``mg-tune/<search_name>``."""
+    return f"mg-tune/{search_name}"
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
