@@ -16,6 +16,12 @@ from mlflow.entities import LoggedModel, Metric, Param
 from mg_tune.checkpoint import CHECKPOINT_FILE
 from mg_tune.tracking.uris import redact_text
 
+__all__ = [
+    "CHECKPOINT_ARTIFACT", "EPOCH_TAG", "EXPERIMENT_KIND", "FAILURE_TAG", "PARENT_TAG", "ROLE_TAG",
+    "SEARCH_TAG", "SPEC_ARTIFACT", "STOPPED_EARLY_TAG", "TRIAL_TAG", "WEIGHTS_DELETED_TAG", "epoch_metrics",
+    "experiment_name", "flatten", "model_epoch", "overlay_artifact", "readable_trial_name",
+]
+
 
 SEARCH_TAG = "mg_tune.search"
 ROLE_TAG = "mg_tune.role"  # "search" | "trial"

@@ -32,6 +32,11 @@ from mg_tune.tracking.queries import _quote, iter_runs
 from mg_tune.tracking.retry import RetryPolicy
 from mg_tune.tracking.uris import _local_artifact_location, redact_text
 
+__all__ = [
+    "SearchRun", "find_search_run", "find_trial_run", "finish_search", "finish_stopped_trial",
+    "log_search_metrics", "mark_orphans", "set_search_tag", "start_search",
+]
+
 
 @dataclass
 class SearchRun:

@@ -37,6 +37,8 @@ from mg_tune.tracking.queries import _prefer, _quote, iter_logged_models
 from mg_tune.tracking.retry import RetryPolicy
 from mg_tune.tracking.search_run import SearchRun, find_trial_run
 
+__all__ = ["TrialLogger"]
+
 if TYPE_CHECKING:
     from mg_tune.train import EpochResult
 
