@@ -1,7 +1,7 @@
 """The Pareto explorer (``mg-tune dashboard``): a plotly Dash page over a search in MLflow.
 
-:mod:`mg_tune.dashboard.data` reads a search (no Ray, nothing written),
-:mod:`mg_tune.dashboard.app` builds the page, :func:`serve` runs it.
+:mod:`mg_tune.dashboard._data` reads a search (no Ray, nothing written),
+:mod:`mg_tune.dashboard._app` builds the page, :func:`serve` runs it.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import logging
 import socket
 from collections.abc import Sequence
 
-from mg_tune.dashboard.app import build_app, export_command
-from mg_tune.mlflow_links import run_link
-from mg_tune.dashboard.data import FILTERS, Snapshot, Source
+from mg_tune.dashboard._app import build_app, export_command
+from mg_tune.dashboard._data import FILTERS, Snapshot, Source
 
-__all__ = ["FILTERS", "Snapshot", "Source", "build_app", "export_command", "run_link", "serve"]
+__all__ = ["FILTERS", "Snapshot", "Source", "build_app", "export_command", "serve"]
 
 
 def serve(

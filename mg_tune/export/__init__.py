@@ -45,9 +45,9 @@ import tempfile
 from pathlib import Path
 
 from mg_tune.checkpoint import CHECKPOINT_FILE
-from mg_tune.export.loading import load_model
-from mg_tune.export.package import EXPORT_FILES, _find_source, _write_package
-from mg_tune.export.targets import _target
+from mg_tune.export._loading import load_model
+from mg_tune.export._package import EXPORT_FILES, _find_source, _write_package
+from mg_tune.export._targets import _target
 from mg_tune.model_registry import register_checkpoint
 from mg_tune.tracking import download_model_file
 

@@ -1,4 +1,4 @@
-"""The Pareto explorer page: a plotly Dash app over a :class:`~mg_tune.dashboard.data.Source`.
+"""The Pareto explorer page: a plotly Dash app over a :class:`~mg_tune.dashboard._data.Source`.
 
 The page shows the figures of :func:`mg_tune.front.report_figures`
 (pairwise objective plots, 3-D view, hypervolume over trial-epochs) for the
@@ -33,7 +33,7 @@ from dash import Input, Output, State, dcc, html
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mg_tune.dashboard.data import FILTERS, Snapshot, Source, overlay_artifact
+from mg_tune.dashboard._data import FILTERS, Snapshot, Source, overlay_artifact
 from mg_tune.mlflow_links import default_mlflow_url, run_link
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure
 from mg_tune.front import hypervolume_curve
