@@ -64,6 +64,11 @@ from torch import Tensor
 
 from mg_tune.guidance.metrics import resize_maps
 
+__all__ = [
+    "ATTRIBUTIONS", "METHODS", "Attribution", "AttributionMethod", "BcosContribution", "InputXGradient",
+    "IntegratedGradients", "LayerGradCam", "attribute", "register_attribution",
+]
+
 TARGETS: tuple[str, ...] = ("logit", "log_odds")
 INTGRAD_NODES = 64
 """Gauss–Legendre nodes for π̄_j = ∫₀¹ π_j(α) dα (IntGrad of multi-class log-odds)."""
