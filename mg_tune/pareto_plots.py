@@ -16,12 +16,14 @@ Decision: not plotly's own static export. Kaleido 1.x (PyPI: ``kaleido`` with
 pip does not install: offline it needs the system's Chromium (Debian's
 ``/usr/bin/chromium`` here, installed by ``make install`` for the browser tests
 only), and the cluster's head, where a search's driver writes the PNG, has none
-(``cluster/cluster.yaml``); kaleido's own fallback downloads Chrome. Measured on
-this 2-core machine under a load of about 20 (same 400-checkpoint, 3-objective
-table, 5 runs each, interleaved): matplotlib 1.1 / 1.8 / 2.1 s (min / median /
-max) per PNG, kaleido 6.6 / 7.8 / 8.5 s, as it starts a browser per figure; and
-one kaleido call in twelve failed (``JavascriptError: kaleido_scopes is not
-defined``). So matplotlib stays, for this one figure.
+(``cluster/cluster.yaml``); kaleido's own fallback downloads Chrome. It is also
+slower and less reliable. Measured on this 2-core machine (kaleido 1.5.1, Debian
+Chromium 156; a 400-checkpoint, 3-objective table; 5 PNGs each, interleaved; min /
+median / max seconds per PNG): at a load of about 9, matplotlib 0.43 / 0.56 / 0.59,
+kaleido 5.1 / 5.6 / 7.2 (it starts a browser per figure); at a load of about 20,
+matplotlib 1.1 / 1.8 / 2.1, kaleido 6.6 / 7.8 / 8.5. And 2 of about 20 kaleido calls
+failed (``JavascriptError: kaleido_scopes is not defined``; one was its process's first).
+So matplotlib stays, for this one figure.
 """
 
 from __future__ import annotations
