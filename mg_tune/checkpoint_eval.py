@@ -57,7 +57,7 @@ TEST_METRICS_HINT = (
 
 def evaluate_pareto(
     tracking_uri: str,
-    search: str,
+    search_name: str,
     objectives: Sequence[str],
     maximize: Sequence[bool],
     split: str = "test",
@@ -65,7 +65,7 @@ def evaluate_pareto(
     device: str = "cpu",
     iou_threshold: str = "checkpoint",
 ) -> pd.DataFrame:
-    """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of ``search`` on ``split``.
+    """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of search ``search_name`` on ``split``.
 
     Checkpoints whose weights the search's retention policy deleted are
     skipped with a warning (their validation metrics stay in MLflow).
@@ -88,7 +88,7 @@ def evaluate_pareto(
     if iou_threshold not in IOU_THRESHOLD_MODES:
         modes = "; ".join(f"{mode} ({what})" for mode, what in IOU_THRESHOLD_MODES.items())
         raise ValueError(f"IoU threshold mode {iou_threshold!r} is not one of: {modes}")
-    result = search_pareto(tracking_uri, search, list(objectives), list(maximize), tag=False)
+    result = search_pareto(tracking_uri, search_name, list(objectives), list(maximize), tag=False)
     checkpoints = result.front if pareto_only else result.table
     deleted = checkpoints["weights_deleted"].astype(bool)
     if deleted.any():  # the search's retention policy (spec checkpoints.keep) kept their metrics, not their weights
@@ -96,7 +96,7 @@ def evaluate_pareto(
         checkpoints = checkpoints[~deleted]
     checkpoints = checkpoints.to_dict("records")
     client = MlflowClient(tracking_uri)
-    parent = find_search_run(client, client.get_experiment_by_name(experiment_name(search)).experiment_id)
+    parent = find_search_run(client, client.get_experiment_by_name(experiment_name(search_name)).experiment_id)
     with tempfile.TemporaryDirectory(prefix="mg-tune-eval-") as tmp, updating_index_metrics(tracking_uri, parent) as add_to_index:
         paths = [str(download_checkpoint(tracking_uri, row["run_id"], int(row["epoch"]), Path(tmp) / f"{i}.pt")) for i, row in enumerate(checkpoints)]
         threshold = pooled_iou_threshold([CheckpointEvaluator(p, device).split("heldout") for p in paths]) if iou_threshold == "pooled" and paths else None

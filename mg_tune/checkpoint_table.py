@@ -79,16 +79,16 @@ def _logged_models(client: MlflowClient, experiment_id: str, runs: Iterable[Run]
     return logged_models_in_slices(client, experiment_id, cuts, workers=SLICES)
 
 
-def read_search(tracking_uri: str, search: str, use_index: bool = True) -> SearchCheckpoints:
+def read_search(tracking_uri: str, search_name: str, use_index: bool = True) -> SearchCheckpoints:
     """The search's trial runs and checkpoints (ValueError when there is no such search).
 
     With ``use_index`` (the default) a complete checkpoint index is read
     instead of the LoggedModels when the parent run has one.
     """
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name(search))
+    experiment = client.get_experiment_by_name(experiment_name(search_name))
     if experiment is None or experiment.lifecycle_stage != "active":
-        raise ValueError(f"no search named {search!r} in {redact_uri(tracking_uri)}")
+        raise ValueError(f"no search named {search_name!r} in {redact_uri(tracking_uri)}")
     exp_id = experiment.experiment_id
     parent = find_search_run(client, exp_id)
     records = read_index(tracking_uri, parent) if use_index else None
@@ -149,8 +149,8 @@ def search_table(data: SearchCheckpoints) -> pd.DataFrame:
     return table.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def checkpoint_table(tracking_uri: str, search: str, use_index: bool = True) -> pd.DataFrame:
-    """One row per (trial, epoch) checkpoint of search ``search``.
+def checkpoint_table(tracking_uri: str, search_name: str, use_index: bool = True) -> pd.DataFrame:
+    """One row per (trial, epoch) checkpoint of search ``search_name``.
 
     Columns: ``run_id``, ``trial_id``, ``epoch``, ``model_id`` (the epoch's
     LoggedModel), ``status`` (the trial run's status), ``checkpoint_uri``,
@@ -169,5 +169,5 @@ def checkpoint_table(tracking_uri: str, search: str, use_index: bool = True) -> 
     Raises:
         ValueError: no search of that name.
     """
-    return search_table(read_search(tracking_uri, search, use_index))
+    return search_table(read_search(tracking_uri, search_name, use_index))
 

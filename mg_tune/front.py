@@ -86,7 +86,7 @@ def _front_indices(table: pd.DataFrame, objectives: Sequence[str], maximize: Seq
 
 def search_pareto(
     tracking_uri: str,
-    search: str,
+    search_name: str,
     objectives: list[str],
     maximize: list[bool],
     tag: bool = True,
@@ -123,8 +123,8 @@ def search_pareto(
         ValueError: unknown search, mismatched ``maximize``, or an objective
             no checkpoint logged.
     """
-    data = read_search(tracking_uri, search)
-    result = mark_pareto(search_table(data), objectives, maximize, constraints, bounds, search)
+    data = read_search(tracking_uri, search_name)
+    result = mark_pareto(search_table(data), objectives, maximize, constraints, bounds, search_name)
     if tag:
         _write_back(data, result, plot_dir)
     return result
@@ -136,14 +136,14 @@ def mark_pareto(
     maximize: Sequence[bool],
     constraints: Sequence[Any] | None = None,
     bounds: Sequence[tuple[float, float]] | None = None,
-    search: str = "",
+    search_name: str = "",
 ) -> ParetoResult:
     """The Pareto front of a checkpoint table (all of it, or any subset of its rows).
 
     What :func:`search_pareto` computes after reading MLflow, on a table of
     the same columns (e.g. a filtered :func:`checkpoint_table`): a copy of
     ``table`` (index reset) with bool columns ``feasible`` and ``pareto``,
-    the front rows, and their normalised hypervolume. ``search`` only names
+    the front rows, and their normalised hypervolume. ``search_name`` only names
     the search in error messages.
 
     Raises:
@@ -158,11 +158,11 @@ def mark_pareto(
     missing = [o for o in objectives if o not in table.columns]
     if missing and len(table):
         known = [c for c in table.columns if c not in ID_COLUMNS and not c.startswith("params.")]
-        raise ValueError(f"objective {missing[0]!r} was not logged by search {search!r}; its metrics are {known}")
+        raise ValueError(f"objective {missing[0]!r} was not logged by search {search_name!r}; its metrics are {known}")
     for name in missing:
         table[name] = pd.Series(dtype=float)
     parsed = [Constraint.parse(c) if isinstance(c, str) else c for c in constraints or []]
-    table["feasible"] = feasible_rows(table, parsed, search)
+    table["feasible"] = feasible_rows(table, parsed, search_name)
     eligible = np.flatnonzero(table["feasible"].to_numpy(dtype=bool))
     index = eligible[_front_indices(table.iloc[eligible], objectives, maximize)].tolist()
     table["pareto"] = False
@@ -192,13 +192,13 @@ def hypervolume_curve(result: ParetoResult) -> pd.DataFrame:
     )
 
 
-def feasible_rows(table: pd.DataFrame, constraints: Sequence[Any], search: str = "") -> np.ndarray:
-    """Whether each row meets every constraint (a NaN value never does); ``search`` names the search in errors."""
+def feasible_rows(table: pd.DataFrame, constraints: Sequence[Any], search_name: str = "") -> np.ndarray:
+    """Whether each row meets every constraint (a NaN value never does); ``search_name`` names the search in errors."""
     ok = np.ones(len(table), dtype=bool)
     for constraint in constraints:
         if constraint.metric not in table.columns:
             if len(table):
-                raise ValueError(f"constraint on {constraint.metric!r}: that metric was not logged by search {search!r}")
+                raise ValueError(f"constraint on {constraint.metric!r}: that metric was not logged by search {search_name!r}")
             continue
         values = table[constraint.metric].to_numpy(dtype=float)
         ok &= np.array([not math.isnan(v) and bool(constraint.holds(v)) for v in values], dtype=bool)

@@ -152,18 +152,18 @@ class RegisteredFront:
     left: list[str]
 
 
-def _version_tags(row: Mapping, objectives: Sequence[str], search: str) -> dict[str, str]:
-    tags = {PARETO_TAG: "true", "search": search, "trial_id": str(row["trial_id"]), "epoch": str(int(row["epoch"]))}
+def _version_tags(row: Mapping, objectives: Sequence[str], search_name: str) -> dict[str, str]:
+    tags = {PARETO_TAG: "true", "search": search_name, "trial_id": str(row["trial_id"]), "epoch": str(int(row["epoch"]))}
     tags.update({o: f"{float(row[o]):.6g}" for o in objectives if not math.isnan(float(row[o]))})
     tags.update({f"param.{k.removeprefix('params.')}": str(v) for k, v in row.items() if str(k).startswith("params.") and not pd.isna(v)})
     return tags
 
 
-def register_front(tracking_uri: str, search: str, front: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool], name: str) -> RegisteredFront:
+def register_front(tracking_uri: str, search_name: str, front: pd.DataFrame, objectives: Sequence[str], maximize: Sequence[bool], name: str) -> RegisteredFront:
     """Register the front (rows of :func:`mg_tune.front.search_pareto`'s ``front``) as versions of ``name``; see the module docstring."""
     client = MlflowClient(tracking_uri)
     if front.empty:
-        raise ValueError(f"search {search!r} has no Pareto front to register (no checkpoint with all of {', '.join(objectives)})")
+        raise ValueError(f"search {search_name!r} has no Pareto front to register (no checkpoint with all of {', '.join(objectives)})")
     front = front.sort_values("created", kind="stable").reset_index(drop=True)
     versions: dict[str, str] = {}
     try:
@@ -172,7 +172,7 @@ def register_front(tracking_uri: str, search: str, front: pd.DataFrame, objectiv
             publish_mlflow_model(client, tracking_uri, model)
             version = register_version(client, name, model).version
             versions[row["model_id"]] = str(version)
-            for key, value in _version_tags(row, objectives, search).items():
+            for key, value in _version_tags(row, objectives, search_name).items():
                 client.set_model_version_tag(name, version, key, value)
         points = front[list(objectives)].to_numpy(dtype=float)
         aliases = {f"best-{o}": versions[front.loc[int(np.argmax(points[:, i] if up else -points[:, i])), "model_id"]]
@@ -182,9 +182,9 @@ def register_front(tracking_uri: str, search: str, front: pd.DataFrame, objectiv
             client.set_registered_model_alias(name, alias, version)
         left = []
         for version in client.search_model_versions(f"name = '{name}'"):
-            if version.tags.get("search") == search and str(version.version) not in versions.values() and version.tags.get(PARETO_TAG) != "false":
+            if version.tags.get("search") == search_name and str(version.version) not in versions.values() and version.tags.get(PARETO_TAG) != "false":
                 client.set_model_version_tag(name, version.version, PARETO_TAG, "false")
                 left.append(str(version.version))
     except MlflowException as exc:
-        raise ValueError(f"cannot register the front of search {search!r} as {name!r}: {first_line(exc.message)}") from None
+        raise ValueError(f"cannot register the front of search {search_name!r} as {name!r}: {first_line(exc.message)}") from None
     return RegisteredFront(name, versions, aliases, sorted(left, key=int))

@@ -29,7 +29,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NoReturn
 
 import typer
 from rich.console import Console
@@ -55,7 +55,7 @@ def stdout_console() -> Console:
     return Console(soft_wrap=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one error line on stderr and exit with code 2."""
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)

@@ -2,7 +2,7 @@
 
 Two features talk to S3, each with its own messages and policy on top of this module:
 the data cache (:mod:`mg_tune.data.remote`: mirrors ``DataConfig.root = "s3://..."``)
-and exports (:mod:`mg_tune.export.targets`: ``mg-tune export --to s3://...``).
+and exports (:mod:`mg_tune.export._targets`: ``mg-tune export --to s3://...``).
 
 Endpoint (:func:`endpoint`): the ``endpoint_url`` argument, else
 ``$MLFLOW_S3_ENDPOINT_URL``, else ``$AWS_ENDPOINT_URL``, else AWS. Credentials come from

@@ -1,7 +1,7 @@
 """The Pareto explorer (``mg-tune dashboard``): a plotly Dash page over a search in MLflow.
 
-:mod:`mg_tune.dashboard.data` reads a search (no Ray, nothing written),
-:mod:`mg_tune.dashboard.app` builds the page, :func:`serve` runs it.
+:mod:`mg_tune.dashboard._data` reads a search (no Ray, nothing written),
+:mod:`mg_tune.dashboard._app` builds the page, :func:`serve` runs it.
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ import logging
 import socket
 from collections.abc import Sequence
 
-from mg_tune.dashboard.app import build_app, export_command
-from mg_tune.mlflow_links import run_link
-from mg_tune.dashboard.data import FILTERS, Snapshot, Source
+from mg_tune.dashboard._app import build_app, export_command
+from mg_tune.dashboard._data import FILTERS, Snapshot, Source
 
-__all__ = ["FILTERS", "Snapshot", "Source", "build_app", "export_command", "run_link", "serve"]
+__all__ = ["FILTERS", "Snapshot", "Source", "build_app", "export_command", "serve"]
 
 
 def serve(
     tracking_uri: str,
-    search: str,
+    search_name: str,
     host: str = "127.0.0.1",
     port: int = 8050,
     refresh_s: float = 10.0,
@@ -36,7 +35,7 @@ def serve(
     """
     if refresh_s <= 0:
         raise ValueError(f"--refresh must be a positive number of seconds, got {refresh_s}")
-    app = build_app(Source(tracking_uri, search, objectives), refresh_s=refresh_s, mlflow_url=mlflow_url)
+    app = build_app(Source(tracking_uri, search_name, objectives), refresh_s=refresh_s, mlflow_url=mlflow_url)
     try:
         with socket.create_server((host, port)):
             pass

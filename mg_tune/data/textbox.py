@@ -79,18 +79,14 @@ class TextBoxDataset(Dataset):
     * ``secondary_mask``: FloatTensor ``[64, 64]``, union of the (undilated) boxes of
       SMERF "objects to avoid" (zeros for non-SMERF variants);
     * ``index``: int.
+
+    A variant adds its own options, keyword-only, and passes ``**common``
+    (``annotation_fraction``, ``dilation``) on to this constructor.
     """
 
     info: ClassVar[DatasetInfo]
 
-    def __init__(
-        self,
-        split: str,
-        size: int,
-        seed: int = 0,
-        annotation_fraction: float = 1.0,
-        dilation: float = 0.0,
-    ) -> None:
+    def __init__(self, split: str, size: int, seed: int = 0, annotation_fraction: float = 1.0, dilation: float = 0.0) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got split={split!r}")
         if size < 0:
@@ -158,21 +154,12 @@ class MultiLabelTextBox(TextBoxDataset):
 
     info = DatasetInfo("textbox_multilabel", ("A", "B", "Box1", "Box2"), multilabel=True)
 
-    def __init__(
-        self,
-        split: str,
-        size: int,
-        seed: int = 0,
-        annotation_fraction: float = 1.0,
-        dilation: float = 0.0,
-        noise: float = 0.1,
-        background: str = "noise",
-    ) -> None:
+    def __init__(self, split: str, size: int, seed: int = 0, *, noise: float = 0.1, background: str = "noise", **common: Any) -> None:
         if not 0.0 <= noise <= 1.0:
             raise ValueError(f"noise must lie in [0, 1], got noise={noise}")
         if background not in ("noise", "texture"):
             raise ValueError(f"background must be 'noise' or 'texture', got background={background!r}")
-        super().__init__(split, size, seed, annotation_fraction, dilation)
+        super().__init__(split, size, seed, **common)
         self.noise = noise
         self.background = background
 
@@ -222,22 +209,13 @@ class SpuriousTextBox(TextBoxDataset):
     TEST_RATE = 0.5
 
     def __init__(
-        self,
-        split: str,
-        size: int,
-        seed: int = 0,
-        annotation_fraction: float = 1.0,
-        dilation: float = 0.0,
-        spurious_rate: float = 0.95,
-        letter_scale: int = 3,
-        letter_colors: bool = False,
-        reversed: bool = False,
+        self, split: str, size: int, seed: int = 0, *, spurious_rate: float = 0.95, letter_scale: int = 3, letter_colors: bool = False, reversed: bool = False, **common: Any
     ) -> None:
         if not 0.0 <= spurious_rate <= 1.0:
             raise ValueError(f"spurious_rate must lie in [0, 1], got spurious_rate={spurious_rate}")
         if letter_scale not in (1, 2, 3):
             raise ValueError(f"letter_scale must be 1, 2 or 3, got letter_scale={letter_scale}")
-        super().__init__(split, size, seed, annotation_fraction, dilation)
+        super().__init__(split, size, seed, **common)
         self.spurious_rate = spurious_rate
         self.letter_scale = letter_scale
         self.letter_colors = letter_colors

@@ -45,9 +45,9 @@ import tempfile
 from pathlib import Path
 
 from mg_tune.checkpoint import CHECKPOINT_FILE
-from mg_tune.export.loading import load_model
-from mg_tune.export.package import EXPORT_FILES, _find_source, _write_package
-from mg_tune.export.targets import _target
+from mg_tune.export._loading import load_model
+from mg_tune.export._package import EXPORT_FILES, _find_source, _write_package
+from mg_tune.export._targets import _target
 from mg_tune.model_registry import register_checkpoint
 from mg_tune.tracking import download_model_file
 
@@ -56,7 +56,7 @@ __all__ = ["EXPORT_FILES", "export_checkpoint", "load_model"]
 
 def export_checkpoint(
     tracking_uri: str,
-    search: str,
+    search_name: str,
     trial_id: str,
     epoch: int,
     target: str | os.PathLike[str],
@@ -65,7 +65,7 @@ def export_checkpoint(
     register: str | None = None,
     alias: str | None = None,
 ) -> str:
-    """Export the checkpoint of ``(trial_id, epoch)`` of ``search`` as a model package at ``target``.
+    """Export the checkpoint of ``(trial_id, epoch)`` of search ``search_name`` as a model package at ``target``.
 
     Steps: find the epoch's READY LoggedModel (experiment, parent run, trial
     run, models of that run: 4 requests), check the target, download
@@ -89,7 +89,7 @@ def export_checkpoint(
     """
     if alias and not register:
         raise ValueError(f"alias {alias!r} needs a registered model name (register=...)")
-    source = _find_source(tracking_uri, search, trial_id, epoch)
+    source = _find_source(tracking_uri, search_name, trial_id, epoch)
     destination = _target(target, s3_endpoint_url)
     destination.check(source.model.model_id)
     with destination.staging() as staged, tempfile.TemporaryDirectory(prefix="mg-tune-ckpt-") as tmp:

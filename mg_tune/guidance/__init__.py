@@ -1,74 +1,14 @@
 """Model guidance: attributions, localization losses and localization/classification metrics."""
 
-from mg_tune.guidance.attribution import (
-    ATTRIBUTIONS,
-    METHODS,
-    Attribution,
-    AttributionMethod,
-    BcosContribution,
-    InputXGradient,
-    IntegratedGradients,
-    LayerGradCam,
-    attribute,
-    register_attribution,
-)
+from mg_tune.guidance import attribution, losses, metrics, pruning
+from mg_tune.guidance.attribution import *  # noqa: F403
+from mg_tune.guidance.losses import *  # noqa: F403
+from mg_tune.guidance.metrics import *  # noqa: F403
+from mg_tune.guidance.pruning import *  # noqa: F403
 
-from mg_tune.guidance.losses import (
-    LOSSES,
-    crayon_attention,
-    energy,
-    energy_star,
-    get_loss,
-    l1,
-    ppce,
-    rrr,
-)
-from mg_tune.guidance.metrics import (
-    accuracy,
-    attribution_focus,
-    epg,
-    f1_score,
-    group_accuracies,
-    iou,
-    mean_average_precision,
-    normalize_abs,
-    normalize_positive,
-    seg_epg,
-    select_iou_threshold,
-    x_seg_epg,
-)
-from mg_tune.guidance.pruning import rank_and_prune
-
-__all__ = [
-    "ATTRIBUTIONS",
-    "METHODS",
-    "Attribution",
-    "AttributionMethod",
-    "BcosContribution",
-    "InputXGradient",
-    "IntegratedGradients",
-    "LayerGradCam",
-    "attribute",
-    "register_attribution",
-    "LOSSES",
-    "accuracy",
-    "attribution_focus",
-    "crayon_attention",
-    "energy",
-    "energy_star",
-    "epg",
-    "f1_score",
-    "get_loss",
-    "group_accuracies",
-    "iou",
-    "l1",
-    "mean_average_precision",
-    "normalize_abs",
-    "normalize_positive",
-    "ppce",
-    "rank_and_prune",
-    "rrr",
-    "seg_epg",
-    "select_iou_threshold",
-    "x_seg_epg",
-]
+# Each module's ``__all__`` is its public API, named once, next to what it names; the package's is their union.
+__all__: list[str] = []
+__all__ += attribution.__all__
+__all__ += losses.__all__
+__all__ += metrics.__all__
+__all__ += pruning.__all__

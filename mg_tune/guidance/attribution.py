@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -63,6 +63,11 @@ from bcos.common import explanation_mode
 from torch import Tensor
 
 from mg_tune.guidance.metrics import resize_maps
+
+__all__ = [
+    "ATTRIBUTIONS", "METHODS", "Attribution", "AttributionMethod", "BcosContribution", "InputXGradient",
+    "IntegratedGradients", "LayerGradCam", "attribute", "register_attribution",
+]
 
 TARGETS: tuple[str, ...] = ("logit", "log_odds")
 INTGRAD_NODES = 64
@@ -249,27 +254,18 @@ METHODS: tuple[str, ...] = tuple(ATTRIBUTIONS)
 """The registered attribution names, in registration order (error messages, docs): every class above this line."""
 
 
-def attribute(
-    model: StagedNetwork,
-    images: Tensor,
-    targets: Tensor,
-    method: str,
-    layer: str,
-    create_graph: bool = False,
-    size: tuple[int, int] | None = None,
-    target: str = "logit",
-) -> Attribution:
+def attribute(model: StagedNetwork, images: Tensor, targets: Tensor, method: str, layer: str, *, target: str = "logit", **options: Any) -> Attribution:
     """Attribution maps of ``targets[n]`` for each image at ``layer``: ``ATTRIBUTIONS[method](model, layer).attribute(...)``.
 
     Args:
         images: ``[N, 3, H, W]``.
         targets: ``[N]`` class index per image (one map per image).
         method: a name in :data:`ATTRIBUTIONS`.
-        size: resize the raw maps to this ``(H, W)`` (:meth:`AttributionMethod.attribute`).
-        target: ``"logit"`` or ``"log_odds"`` (see the module docstring).
+        target: ``"logit"`` or ``"log_odds"`` (see the module docstring): the method's ``target_kind``.
+        options: the method's ``create_graph`` and ``size`` (:meth:`AttributionMethod.attribute`).
     """
     method_class = attribution_class(method)
-    return method_class(model, layer).attribute(images, targets, create_graph=create_graph, size=size, target_kind=target)
+    return method_class(model, layer).attribute(images, targets, target_kind=target, **options)
 
 
 def _intgrad_log_odds(feature: Tensor, logits: Tensor, targets: Tensor, create_graph: bool) -> Tensor:

@@ -36,6 +36,8 @@ from mg_tune.guidance.metrics import (
     resize_maps,
 )
 
+__all__ = ["LOSSES", "crayon_attention", "energy", "energy_star", "get_loss", "l1", "ppce", "rrr"]
+
 LossFn = Callable[..., Tensor]
 
 PPCE_LOG_FLOOR = 1e-6

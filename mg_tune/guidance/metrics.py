@@ -21,6 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+__all__ = [
+    "accuracy", "attribution_focus", "epg", "f1_score", "group_accuracies", "iou", "mean_average_precision",
+    "normalize_abs", "normalize_positive", "seg_epg", "select_iou_threshold", "x_seg_epg",
+]
+
 DEFAULT_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """Grid 0.05, 0.10, ..., 0.95 searched by :func:`select_iou_threshold`."""
 

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+__all__ = ["rank_and_prune"]
+
 TOP_IMAGES = 3
 """CRAYON Sec. IV-B: each neuron is shown by the patches of its three most activating images."""
 

@@ -109,13 +109,13 @@ def latest_job(client: JobSubmissionClient, name: str) -> JobDetails:
 
 def entrypoint(spec: SearchSpec, resume: bool, job_id: str) -> str:
     """The job's shell command: write the shipped spec to a new directory, run ``mg-tune search`` on it there."""
-    search = ["mg-tune", "search", SPEC_FILE, "--name", shlex.quote(spec.name)]
+    command = ["mg-tune", "search", SPEC_FILE, "--name", shlex.quote(spec.name)]
     if resume:
-        search.append("--resume")
+        command.append("--resume")
     if not spec.storage_path or ("://" not in spec.storage_path and not Path(spec.storage_path).is_absolute()):
-        search += ["--storage-path", CLUSTER_STORAGE]  # a relative path would name the job's new directory
+        command += ["--storage-path", CLUSTER_STORAGE]  # a relative path would name the job's new directory
     prepare = f'cd "$(mktemp -d -t {job_id}-XXXXXX)" && printf %s "${SPEC_ENV}" > {SPEC_FILE}'
-    return f"{prepare} && {' '.join(search)}"
+    return f"{prepare} && {' '.join(command)}"
 
 
 def check_no_secrets(spec: SearchSpec, spec_path: Path) -> None:

@@ -41,13 +41,13 @@ __all__ = ["TrialEpochBudget"]
 class TrialEpochBudget(tune.Stopper):
     """Stops the search once ``trial_epochs`` distinct (trial, epoch) results were reported; see the module docstring.
 
-    Pickles (into Ray's ``tuner.pkl``) with its search (whose tracking URI
+    Pickles (into Ray's ``tuner.pkl``) with its search run (whose tracking URI
     holds no password) and without its count: the count is read from MLflow
     again when first needed.
     """
 
-    def __init__(self, search: SearchRun, trial_epochs: int) -> None:
-        self.search = search
+    def __init__(self, search_run: SearchRun, trial_epochs: int) -> None:
+        self.search_run = search_run
         self.trial_epochs = trial_epochs
         self._seen: set[tuple[str, int]] | None = None
 
@@ -58,7 +58,7 @@ class TrialEpochBudget(tune.Stopper):
     def seen(self) -> set[tuple[str, int]]:
         """``S``: the distinct (trial id, epoch) results so far."""
         if self._seen is None:
-            table = checkpoint_table(self.search.tracking_uri, self.search.name)
+            table = checkpoint_table(self.search_run.tracking_uri, self.search_run.name)
             self._seen = {(trial, int(epoch)) for trial, epoch in zip(table["trial_id"], table["epoch"])}
         return self._seen
 

@@ -39,8 +39,8 @@ __all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher"]
 
 HYPERVOLUME_METRIC = "hypervolume"
 
-class _SearchCallback(tune.Callback):
-    """A driver-side callback of one search.
+class _SearchRunCallback(tune.Callback):
+    """A driver-side callback of one search, holding its search run.
 
     Ray pickles it, with its :class:`~mg_tune.tracking.SearchRun`, into the
     experiment state (``tuner.pkl``); the run's tracking URI holds no
@@ -48,21 +48,21 @@ class _SearchCallback(tune.Callback):
     driver's restored callback writes to the same parent run.
     """
 
-    def __init__(self, search: SearchRun) -> None:
-        self.search = search
+    def __init__(self, search_run: SearchRun) -> None:
+        self.search_run = search_run
 
 
-class HypervolumeTracker(_SearchCallback):
+class HypervolumeTracker(_SearchRunCallback):
     """Logs ``hypervolume`` on the parent run after every new (trial, epoch) result; see the module docstring."""
 
-    def __init__(self, spec: SearchSpec, search: SearchRun) -> None:
-        super().__init__(search)
+    def __init__(self, spec: SearchSpec, search_run: SearchRun) -> None:
+        super().__init__(search_run)
         self.spec = spec
         self.metrics = list(dict.fromkeys(spec.metric_names + [c.metric for c in spec.parsed_constraints]))
         self.points: dict[tuple[str, int], list[float]] = {}
 
     def setup(self, **info: Any) -> None:
-        table = checkpoint_table(self.search.tracking_uri, self.search.name)
+        table = checkpoint_table(self.search_run.tracking_uri, self.search_run.name)
         columns = [table[m].to_numpy(dtype=float) if m in table else np.full(len(table), np.nan) for m in self.metrics]
         self.points = {
             (trial, int(epoch)): [float(c[i]) for c in columns]
@@ -76,7 +76,7 @@ class HypervolumeTracker(_SearchCallback):
         if key in self.points:  # a restarted trial repeating an epoch already counted
             return
         self.points[key] = [float(result.get(m, math.nan)) for m in self.metrics]
-        log_search_metrics(self.search, {HYPERVOLUME_METRIC: self.hypervolume()}, step=len(self.points))
+        log_search_metrics(self.search_run, {HYPERVOLUME_METRIC: self.hypervolume()}, step=len(self.points))
 
     def hypervolume(self) -> float:
         """``HV_s`` of the points seen so far (constraints applied): the last value of :func:`mg_tune.pareto.hypervolume_over_time`."""
@@ -88,10 +88,10 @@ class HypervolumeTracker(_SearchCallback):
         return float(curve[-1]) if len(curve) else 0.0
 
 
-class StoppedTrialFinisher(_SearchCallback):
+class StoppedTrialFinisher(_SearchRunCallback):
     """When a trial completes with its MLflow run still RUNNING (Tune stopped it), end the run FINISHED, tagged."""
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epoch = (trial.last_result or {}).get("epoch")
         if epoch is not None:
-            finish_stopped_trial(self.search, trial.trial_id, int(epoch))
+            finish_stopped_trial(self.search_run, trial.trial_id, int(epoch))

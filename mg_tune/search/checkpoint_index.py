@@ -40,7 +40,7 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
 from mg_tune.checkpoint_table import ID_COLUMNS, checkpoint_table
-from mg_tune.search.callbacks import _SearchCallback
+from mg_tune.search.callbacks import _SearchRunCallback
 from mg_tune.tracking import (
     PARENT_TAG,
     ROLE_TAG,
@@ -80,11 +80,11 @@ def _records_from_table(table) -> dict[tuple[str, int], dict[str, Any]]:
     return records
 
 
-class CheckpointIndexWriter(_SearchCallback):
+class CheckpointIndexWriter(_SearchRunCallback):
     """Keeps the search's checkpoint index from the trials' results and writes it; see the module docstring."""
 
-    def __init__(self, search: SearchRun, interval_s: float = 60.0, growth: float = 0.5) -> None:
-        super().__init__(search)
+    def __init__(self, search_run: SearchRun, interval_s: float = 60.0, growth: float = 0.5) -> None:
+        super().__init__(search_run)
         self.interval_s = interval_s
         self.growth = growth
         self.records: dict[tuple[str, int], dict[str, Any]] = {}
@@ -94,9 +94,9 @@ class CheckpointIndexWriter(_SearchCallback):
 
     # -- Ray Tune's hooks
     def setup(self, **info: Any) -> None:
-        client = MlflowClient(self.search.tracking_uri)
-        clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search.experiment_id))
-        self.records = _records_from_table(checkpoint_table(self.search.tracking_uri, self.search.name))
+        client = MlflowClient(self.search_run.tracking_uri)
+        clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search_run.experiment_id))
+        self.records = _records_from_table(checkpoint_table(self.search_run.tracking_uri, self.search_run.name))
         self.written_rows, self.written_at = len(self.records), time.monotonic()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -112,7 +112,7 @@ class CheckpointIndexWriter(_SearchCallback):
         try:
             self.finish()
         except Exception as exc:  # the index is an accelerator: without its tag readers use the LoggedModels
-            log.warning("could not write the checkpoint index of search %s: %s", self.search.name, exc)
+            log.warning("could not write the checkpoint index of search %s: %s", self.search_run.name, exc)
 
     # -- what retention tells
     def weights_deleted(self, trial_id: str, epoch: int) -> None:
@@ -131,10 +131,10 @@ class CheckpointIndexWriter(_SearchCallback):
         try:
             self._write(complete=False)
         except Exception as exc:  # an upload that fails is retried at the next chance; the search goes on
-            log.warning("could not write the checkpoint index of search %s: %s", self.search.name, exc)
+            log.warning("could not write the checkpoint index of search %s: %s", self.search_run.name, exc)
 
     def _write(self, complete: bool) -> None:
-        self.bytes_written += write_index(self.search.tracking_uri, self.search.run_id, self._sorted(), complete=complete)
+        self.bytes_written += write_index(self.search_run.tracking_uri, self.search_run.run_id, self._sorted(), complete=complete)
         self.written_rows, self.written_at = len(self.records), time.monotonic()
 
     def _sorted(self) -> list[dict[str, Any]]:
@@ -142,12 +142,12 @@ class CheckpointIndexWriter(_SearchCallback):
 
     def finish(self) -> None:
         """Check the index against the trial runs (re-reading the runs it does not match), write it complete and tag it."""
-        client = MlflowClient(self.search.tracking_uri)
-        query = f"tags.`{PARENT_TAG}` = '{self.search.run_id}' AND tags.`{ROLE_TAG}` = 'trial'"
+        client = MlflowClient(self.search_run.tracking_uri)
+        query = f"tags.`{PARENT_TAG}` = '{self.search_run.run_id}' AND tags.`{ROLE_TAG}` = 'trial'"
         epochs: dict[str, set[int]] = {}
         for trial_id, epoch in self.records:
             epochs.setdefault(trial_id, set()).add(epoch)
-        for run in RetryPolicy().call(lambda: list(iter_runs(client, self.search.experiment_id, query))):
+        for run in RetryPolicy().call(lambda: list(iter_runs(client, self.search_run.experiment_id, query))):
             trial_id = run.data.tags.get(TRIAL_TAG, run.info.run_name)
             newest = run.data.metrics.get("epoch")
             expected = set(range(1, int(newest) + 1)) if newest is not None else set()
@@ -158,7 +158,7 @@ class CheckpointIndexWriter(_SearchCallback):
     def _reread(self, client: MlflowClient, trial_id: str, run_id: str) -> None:
         """Replace the rows of one trial with its READY LoggedModels (the oldest of an epoch wins, as in :func:`checkpoint_table`)."""
         models = {}
-        for model in iter_logged_models(client, self.search.experiment_id, f"source_run_id = '{run_id}'"):
+        for model in iter_logged_models(client, self.search_run.experiment_id, f"source_run_id = '{run_id}'"):
             epoch = model_epoch(model)
             if model.status == LoggedModelStatus.READY and epoch is not None:
                 if epoch not in models or model.creation_timestamp < models[epoch].creation_timestamp:

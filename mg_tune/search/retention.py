@@ -46,9 +46,9 @@ import numpy as np
 from mlflow import MlflowClient
 
 from mg_tune.checkpoint_table import checkpoint_table
-from mg_tune.search.callbacks import _SearchCallback
+from mg_tune.search.callbacks import _SearchRunCallback
 from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec
-from mg_tune.tracking import EPOCH_TAG, TRIAL_TAG, RetryPolicy, clear_index_tag, delete_weights, find_search_run, iter_logged_models
+from mg_tune.tracking import EPOCH_TAG, TRIAL_TAG, RetryPolicy, SearchRun, clear_index_tag, delete_weights, find_search_run, iter_logged_models
 
 if TYPE_CHECKING:
     from mg_tune.search.checkpoint_index import CheckpointIndexWriter
@@ -70,11 +70,11 @@ def _dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.all(a >= b, axis=-1) & np.any(a > b, axis=-1)
 
 
-class CheckpointRetention(_SearchCallback):
+class CheckpointRetention(_SearchRunCallback):
     """Driver-side Ray Tune callback applying ``spec.checkpoints.keep``; see the module docstring."""
 
-    def __init__(self, spec: SearchSpec, search: Any, index: CheckpointIndexWriter | None = None) -> None:
-        super().__init__(search)
+    def __init__(self, spec: SearchSpec, search_run: SearchRun, index: CheckpointIndexWriter | None = None) -> None:
+        super().__init__(search_run)
         self.spec = spec
         self.index = index  # told of every deletion, so the search's checkpoint index says weights_deleted
         self.points: dict[tuple[str, int], _Point] = {}
@@ -88,9 +88,9 @@ class CheckpointRetention(_SearchCallback):
     def setup(self, **info: Any) -> None:
         """Start from what MLflow holds (a resumed driver: every trial may still run, its newest epoch kept)."""
         self.points, self.dominator, self.deleted, self.newest = {}, {}, set(), {}
-        client = MlflowClient(self.search.tracking_uri)
-        clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search.experiment_id))  # deletions change the index
-        table = checkpoint_table(self.search.tracking_uri, self.search.name)
+        client = MlflowClient(self.search_run.tracking_uri)
+        clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search_run.experiment_id))  # deletions change the index
+        table = checkpoint_table(self.search_run.tracking_uri, self.search_run.name)
         for row in table.to_dict("records"):
             params = {key: row.get(f"params.{key}") for key in FRONT_GROUP_KEYS}
             key = (str(row["trial_id"]), int(row["epoch"]))
@@ -169,7 +169,7 @@ class CheckpointRetention(_SearchCallback):
             del self.dominator[key]
 
     def _delete(self, trial: str, epoch: int, reason: str) -> None:
-        client = MlflowClient(self.search.tracking_uri)
+        client = MlflowClient(self.search_run.tracking_uri)
         query = f"tags.`{TRIAL_TAG}` = '{trial}' AND tags.`{EPOCH_TAG}` = '{epoch}'"
-        for model in iter_logged_models(client, self.search.experiment_id, query):
-            delete_weights(self.search.tracking_uri, model, reason)
+        for model in iter_logged_models(client, self.search_run.experiment_id, query):
+            delete_weights(self.search_run.tracking_uri, model, reason)

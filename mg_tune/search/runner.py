@@ -76,13 +76,13 @@ DIVERGED = f"{DivergedError.__name__}:"
 
 @dataclass
 class SearchOutcome:
-    search: SearchRun
+    search_run: SearchRun
     pareto: ParetoResult | None  # None: the search was stopped (SIGTERM) before it ended
     trials: int
     errors: int
 
 
-def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> None:
+def run_trial(config: dict[str, Any], spec: SearchSpec, search_run: SearchRun) -> None:
     """Ray Tune function trainable: one guided-training configuration.
 
     MLflow is the source of truth: a trial whose run is already FINISHED (the
@@ -101,14 +101,14 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
     params = trial_params(config)
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    existing = RetryPolicy().call(find_trial_run, MlflowClient(search.tracking_uri), search, trial_id)
+    existing = RetryPolicy().call(find_trial_run, MlflowClient(search_run.tracking_uri), search_run, trial_id)
     if existing is not None and existing.info.status == "FINISHED":
         tune.report(existing.data.metrics)
         return
     if existing is not None and existing.info.status == "FAILED" and existing.data.tags.get(FAILURE_TAG, "").startswith(DIVERGED):
         raise DivergedError(f"not retried: {existing.data.tags[FAILURE_TAG]}")
     train_config = spec.train_config(params)
-    logger = TrialLogger(search, trial_id, params, run_name=readable_trial_name(train_config, trial_id))
+    logger = TrialLogger(search_run, trial_id, params, run_name=readable_trial_name(train_config, trial_id))
     logger.set_tags(
         {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name()}
     )
@@ -134,7 +134,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search: SearchRun) -> No
 def _resume_point(logger: TrialLogger, work: Path) -> Path | None:
     """The whole checkpoint of this trial's newest epoch in MLflow, or None (a new trial)."""
     logged = logger.logged_epochs()
-    return download_resume_checkpoint(logger.search.tracking_uri, logger.run_id, max(logged), work / "mlflow") if logged else None
+    return download_resume_checkpoint(logger.search_run.tracking_uri, logger.run_id, max(logged), work / "mlflow") if logged else None
 
 
 def ray_address(address: str | None) -> str:
@@ -240,14 +240,14 @@ def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None =
 
 def build_tuner(
     spec: SearchSpec,
-    search: SearchRun,
+    search_run: SearchRun,
     resume: bool,
     study: optuna.storages.BaseStorage | None = None,
     points: list[dict[str, Any]] | None = None,
 ) -> tune.Tuner:
     """The Tuner of a search: OptunaSearch (+ ``points`` first; its study in ``study`` if given), the spec's scheduler and budget, tracking callbacks."""
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=spec, search=search),
+        tune.with_parameters(run_trial, spec=spec, search_run=search_run),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     path = experiment_path(spec)
@@ -255,12 +255,12 @@ def build_tuner(
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     scheduler = build_scheduler(spec)
     budget = spec.budget
-    index = CheckpointIndexWriter(search)
-    callbacks: list[tune.Callback] = [index, HypervolumeTracker(spec, search)]
+    index = CheckpointIndexWriter(search_run)
+    callbacks: list[tune.Callback] = [index, HypervolumeTracker(spec, search_run)]
     if spec.checkpoints.keep != "all":
-        callbacks.append(CheckpointRetention(spec, search, index))
+        callbacks.append(CheckpointRetention(spec, search_run, index))
     if scheduler is not None:
-        callbacks.append(StoppedTrialFinisher(search))
+        callbacks.append(StoppedTrialFinisher(search_run))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -275,7 +275,7 @@ def build_tuner(
             storage_path=storage_path(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=callbacks,
-            stop=TrialEpochBudget(search, budget.trial_epochs) if budget is not None and budget.trial_epochs is not None else None,
+            stop=TrialEpochBudget(search_run, budget.trial_epochs) if budget is not None and budget.trial_epochs is not None else None,
             verbose=1,
         ),
     )
@@ -325,8 +325,8 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
         )
     points = initial_points(spec, tracking_uri)
     study = study_storage(spec)
-    search = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
-    warn_small_splits(spec.data, search)
+    search_run = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
+    warn_small_splits(spec.data, search_run)
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, log_to_driver=False, configure_logging=False)
     # Ray Tune snapshots the experiment at most every 10 s by default; a trial started after the last
@@ -335,17 +335,17 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     status = "FAILED"
     stop = StopRequest()
     try:
-        tuner = build_tuner(spec, search, resume, study, points)
+        tuner = build_tuner(spec, search_run, resume, study, points)
         with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
             results = tuner.fit()
         status = "KILLED" if stop.requested else "FINISHED"
         if study is not None:
             fail_lost_trials(study, spec.name)
     finally:
-        mark_orphans(search, reason=_orphan_reason(spec, stop.requested, status))
-        finish_search(search, status)
+        mark_orphans(search_run, reason=_orphan_reason(spec, stop.requested, status))
+        finish_search(search_run, status)
     if stop.requested:
-        return SearchOutcome(search, None, trials=len(results), errors=len(results.errors))
+        return SearchOutcome(search_run, None, trials=len(results), errors=len(results.errors))
     pareto = search_pareto(
         tracking_uri,
         spec.name,
@@ -354,4 +354,4 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
         constraints=spec.parsed_constraints,
         plot_dir=Path(storage_path(spec)) / spec.name / "pareto" if "://" not in storage_path(spec) else None,
     )
-    return SearchOutcome(search, pareto, trials=len(results), errors=len(results.errors))
+    return SearchOutcome(search_run, pareto, trials=len(results), errors=len(results.errors))

@@ -82,11 +82,11 @@ def small_splits(data: Any) -> list[SmallSplit]:
     return found
 
 
-def warn_small_splits(data: Any, search: SearchRun) -> list[SmallSplit]:
-    """Print one warning line per small split of ``data`` and record them in tag :data:`SMALL_SPLITS_TAG` of ``search``."""
+def warn_small_splits(data: Any, search_run: SearchRun) -> list[SmallSplit]:
+    """Print one warning line per small split of ``data`` and record them in tag :data:`SMALL_SPLITS_TAG` of ``search_run``."""
     found = small_splits(data)
     for small in found:
         warning(small.message)
     if found:
-        set_search_tag(search, SMALL_SPLITS_TAG, "\n".join(small.message for small in found))
+        set_search_tag(search_run, SMALL_SPLITS_TAG, "\n".join(small.message for small in found))
     return found

@@ -85,7 +85,7 @@ Modules
 ``requests``          :func:`count_requests` (tests and benches)
 ====================  ==========================================================
 
-The public names are re-exported here: ``from mg_tune.tracking import X``.
+The public names (each module's ``__all__``) are re-exported here: ``from mg_tune.tracking import X``.
 """
 
 import os
@@ -93,117 +93,27 @@ import os
 # MLflow prints "View run ... at: <tracking URI>/#/..." on every run it ends: that URI may carry a password.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from mg_tune.tracking.checkpoint_index import (  # noqa: E402
-    INDEX_ARTIFACT,
-    INDEX_TAG,
-    checkpoint_record,
-    clear_index_tag,
-    index_rows,
-    read_index,
-    updating_index_metrics,
-    write_index,
-)
-from mg_tune.tracking.checkpoints import (  # noqa: E402
-    delete_weights,
-    download_checkpoint,
-    download_model_file,
-    download_resume_checkpoint,
-    find_checkpoint_model,
-)
-from mg_tune.tracking.layout import (  # noqa: E402
-    CHECKPOINT_ARTIFACT,
-    EPOCH_TAG,
-    EXPERIMENT_KIND,
-    FAILURE_TAG,
-    PARENT_TAG,
-    ROLE_TAG,
-    SEARCH_TAG,
-    SPEC_ARTIFACT,
-    STOPPED_EARLY_TAG,
-    TRIAL_TAG,
-    WEIGHTS_DELETED_TAG,
-    epoch_metrics,
-    experiment_name,
-    flatten,
-    model_epoch,
-    overlay_artifact,
-    readable_trial_name,
-)
-from mg_tune.tracking.queries import PAGE_SIZE, iter_logged_models, iter_runs, logged_models_in_slices, model_metrics  # noqa: E402
-from mg_tune.tracking.requests import RequestCounter, count_requests  # noqa: E402
-from mg_tune.tracking.retry import RetryPolicy, is_transient  # noqa: E402
-from mg_tune.tracking.search_run import (  # noqa: E402
-    SearchRun,
-    find_search_run,
-    find_trial_run,
-    finish_search,
-    finish_stopped_trial,
-    log_search_metrics,
-    mark_orphans,
-    set_search_tag,
-    start_search,
-)
-from mg_tune.tracking.credentials import S3_KEY_ENV, move_credentials, password_file  # noqa: E402
-from mg_tune.tracking.trial_logger import TrialLogger  # noqa: E402
-from mg_tune.tracking.uris import check_database, check_tracking_uri, default_tracking_uri, error_line, redact_text, redact_uri  # noqa: E402
+from mg_tune.tracking import checkpoint_index, checkpoints, layout, queries, requests, retry, search_run, credentials, trial_logger, uris  # noqa: E402
+from mg_tune.tracking.checkpoint_index import *  # noqa: E402, F403
+from mg_tune.tracking.checkpoints import *  # noqa: E402, F403
+from mg_tune.tracking.layout import *  # noqa: E402, F403
+from mg_tune.tracking.queries import *  # noqa: E402, F403
+from mg_tune.tracking.requests import *  # noqa: E402, F403
+from mg_tune.tracking.retry import *  # noqa: E402, F403
+from mg_tune.tracking.search_run import *  # noqa: E402, F403
+from mg_tune.tracking.credentials import *  # noqa: E402, F403
+from mg_tune.tracking.trial_logger import *  # noqa: E402, F403
+from mg_tune.tracking.uris import *  # noqa: E402, F403
 
-__all__ = [
-    "EPOCH_TAG",
-    "FAILURE_TAG",
-    "ROLE_TAG",
-    "S3_KEY_ENV",
-    "SEARCH_TAG",
-    "STOPPED_EARLY_TAG",
-    "TRIAL_TAG",
-    "CHECKPOINT_ARTIFACT",
-    "EXPERIMENT_KIND",
-    "INDEX_ARTIFACT",
-    "INDEX_TAG",
-    "PAGE_SIZE",
-    "PARENT_TAG",
-    "SPEC_ARTIFACT",
-    "WEIGHTS_DELETED_TAG",
-    "RequestCounter",
-    "RetryPolicy",
-    "SearchRun",
-    "TrialLogger",
-    "count_requests",
-    "check_database",
-    "checkpoint_record",
-    "clear_index_tag",
-    "index_rows",
-    "read_index",
-    "updating_index_metrics",
-    "write_index",
-    "check_tracking_uri",
-    "default_tracking_uri",
-    "delete_weights",
-    "download_checkpoint",
-    "download_model_file",
-    "download_resume_checkpoint",
-    "epoch_metrics",
-    "error_line",
-    "experiment_name",
-    "find_checkpoint_model",
-    "find_search_run",
-    "finish_search",
-    "finish_stopped_trial",
-    "flatten",
-    "is_transient",
-    "iter_logged_models",
-    "iter_runs",
-    "log_search_metrics",
-    "mark_orphans",
-    "move_credentials",
-    "password_file",
-    "overlay_artifact",
-    "model_epoch",
-    "model_metrics",
-    "redact_text",
-    "redact_uri",
-    "start_search",
-    "find_trial_run",
-    "logged_models_in_slices",
-    "readable_trial_name",
-    "set_search_tag",
-]
+# Each module's ``__all__`` is its public API, named once, next to what it names; the package's is their union.
+__all__: list[str] = []
+__all__ += checkpoint_index.__all__
+__all__ += checkpoints.__all__
+__all__ += layout.__all__
+__all__ += queries.__all__
+__all__ += requests.__all__
+__all__ += retry.__all__
+__all__ += search_run.__all__
+__all__ += credentials.__all__
+__all__ += trial_logger.__all__
+__all__ += uris.__all__

@@ -35,6 +35,17 @@ from mlflow.entities import LoggedModel, Run
 from mg_tune.tracking.layout import CHECKPOINT_ARTIFACT, WEIGHTS_DELETED_TAG
 from mg_tune.tracking.retry import RetryPolicy
 
+__all__ = [
+    "INDEX_ARTIFACT",
+    "INDEX_TAG",
+    "checkpoint_record",
+    "clear_index_tag",
+    "index_rows",
+    "read_index",
+    "updating_index_metrics",
+    "write_index",
+]
+
 log = logging.getLogger(__name__)
 
 INDEX_ARTIFACT = "checkpoint_index.parquet"

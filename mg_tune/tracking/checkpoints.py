@@ -14,6 +14,8 @@ from mg_tune.checkpoint import RESUME_FILE, load_checkpoint
 from mg_tune.tracking.layout import CHECKPOINT_ARTIFACT, EPOCH_TAG, WEIGHTS_DELETED_TAG, _tag_value
 from mg_tune.tracking.queries import _prefer, _quote, iter_logged_models
 
+__all__ = ["delete_weights", "download_checkpoint", "download_model_file", "download_resume_checkpoint", "find_checkpoint_model"]
+
 
 def find_checkpoint_model(client: MlflowClient, run_id: str, epoch: int) -> LoggedModel:
     """The READY LoggedModel of ``(run_id, epoch)``; ``FileNotFoundError`` if there is none."""

@@ -16,6 +16,12 @@ from mlflow.entities import LoggedModel, Metric, Param
 from mg_tune.checkpoint import CHECKPOINT_FILE
 from mg_tune.tracking.uris import redact_text
 
+__all__ = [
+    "CHECKPOINT_ARTIFACT", "EPOCH_TAG", "EXPERIMENT_KIND", "FAILURE_TAG", "PARENT_TAG", "ROLE_TAG",
+    "SEARCH_TAG", "SPEC_ARTIFACT", "STOPPED_EARLY_TAG", "TRIAL_TAG", "WEIGHTS_DELETED_TAG", "epoch_metrics",
+    "experiment_name", "flatten", "model_epoch", "overlay_artifact", "readable_trial_name",
+]
+
 
 SEARCH_TAG = "mg_tune.search"
 ROLE_TAG = "mg_tune.role"  # "search" | "trial"
@@ -47,9 +53,9 @@ def overlay_artifact(epoch: int) -> str:
     return f"overlays/epoch={int(epoch):03d}.png"
 
 
-def experiment_name(search: str) -> str:
-    """The MLflow experiment of search ``search``: ``mg-tune/<search>``."""
-    return f"mg-tune/{search}"
+def experiment_name(search_name: str) -> str:
+    """The MLflow experiment of search ``search_name``: ``mg-tune/<search_name>``."""
+    return f"mg-tune/{search_name}"
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,6 +11,8 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Run
 from mlflow.store.entities.paged_list import PagedList
 
+__all__ = ["PAGE_SIZE", "iter_logged_models", "iter_runs", "logged_models_in_slices", "model_metrics"]
+
 
 PAGE_SIZE = 1000
 """Results per page of ``search_runs`` / ``search_logged_models``."""

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["RequestCounter", "count_requests"]
+
 
 @dataclass
 class RequestCounter:

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import tenacity
 from mlflow.exceptions import MlflowException
 
+__all__ = ["RetryPolicy", "is_transient"]
+
 
 T = TypeVar("T")
 

@@ -39,6 +39,8 @@ from mg_tune.tracking.queries import _prefer, _quote, iter_logged_models, model_
 from mg_tune.tracking.retry import RetryPolicy
 from mg_tune.tracking.search_run import SearchRun, find_trial_run
 
+__all__ = ["TrialLogger"]
+
 if TYPE_CHECKING:
     from mg_tune.train import EpochResult
 
@@ -56,7 +58,7 @@ def _stage(src: Path, folder: Path, name: str) -> Path:
 class TrialLogger:
     """Logs one trial into its child run of a search; safe to rebuild after a crash.
 
-    ``TrialLogger(search, trial_id, params)`` finds the child run tagged
+    ``TrialLogger(search_run, trial_id, params)`` finds the child run tagged
     ``mg_tune.trial_id=trial_id`` under the search's parent run or creates it
     (named ``run_name``, default the trial id; tags ``mg_tune.role=trial``,
     ``mlflow.parentRunId``), sets it RUNNING and
@@ -64,13 +66,13 @@ class TrialLogger:
     re-logged. Every MLflow call is retried per ``retry``.
     """
 
-    def __init__(self, search: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None) -> None:
+    def __init__(self, search_run: SearchRun, trial_id: str, params: dict, *, retry: RetryPolicy | None = None, run_name: str | None = None) -> None:
         _quote(trial_id)
-        self.search = search
+        self.search_run = search_run
         self.trial_id = trial_id
         self.run_name = run_name or trial_id
         self.retry = retry or RetryPolicy()
-        self.client = MlflowClient(search.tracking_uri)
+        self.client = MlflowClient(search_run.tracking_uri)
         self.run_id: str = self.retry.call(self._open_run, _as_params(params))
         self._models: dict[int, LoggedModel] = {}
         self.retry.call(self._refresh_models)
@@ -78,21 +80,21 @@ class TrialLogger:
 
     # -- setup
     def _open_run(self, params: dict[str, str]) -> str:
-        run = find_trial_run(self.client, self.search, self.trial_id)
+        run = find_trial_run(self.client, self.search_run, self.trial_id)
         if run is not None:
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")
             missing = {k: v for k, v in params.items() if k not in run.data.params}
             _log_params(self.client, run.info.run_id, missing)
             return run.info.run_id
-        tags = {TRIAL_TAG: self.trial_id, PARENT_TAG: self.search.run_id, SEARCH_TAG: self.search.name, ROLE_TAG: "trial"}
-        run = self.client.create_run(self.search.experiment_id, run_name=self.run_name, tags=tags)
+        tags = {TRIAL_TAG: self.trial_id, PARENT_TAG: self.search_run.run_id, SEARCH_TAG: self.search_run.name, ROLE_TAG: "trial"}
+        run = self.client.create_run(self.search_run.experiment_id, run_name=self.run_name, tags=tags)
         _log_params(self.client, run.info.run_id, params)
         return run.info.run_id
 
     def _refresh_models(self) -> None:
         models: dict[int, LoggedModel] = {}
-        for model in iter_logged_models(self.client, self.search.experiment_id, f"source_run_id = {_quote(self.run_id)}"):
+        for model in iter_logged_models(self.client, self.search_run.experiment_id, f"source_run_id = {_quote(self.run_id)}"):
             epoch = model_epoch(model)
             if epoch is not None and model.status != LoggedModelStatus.FAILED:
                 models[epoch] = _prefer(models.get(epoch), model)
@@ -128,10 +130,10 @@ class TrialLogger:
             return checkpoint_record(self.run_id, epoch, model, model_metrics(model, epoch))
         if model is None:
             model = self.client.create_logged_model(
-                self.search.experiment_id,
+                self.search_run.experiment_id,
                 name=_model_name(self.run_name, epoch),
                 source_run_id=self.run_id,
-                tags={TRIAL_TAG: self.trial_id, EPOCH_TAG: str(epoch), SEARCH_TAG: self.search.name},
+                tags={TRIAL_TAG: self.trial_id, EPOCH_TAG: str(epoch), SEARCH_TAG: self.search_run.name},
                 model_type=MODEL_TYPE,
             )
             self._models[epoch] = model
@@ -155,7 +157,7 @@ class TrialLogger:
             self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
         self._models[epoch] = self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         for older in sorted(e for e in self._with_resume if e < epoch and e in self._models):
-            _delete_artifact(self.search.tracking_uri, self._models[older], RESUME_FILE)
+            _delete_artifact(self.search_run.tracking_uri, self._models[older], RESUME_FILE)
             self._with_resume.discard(older)
         return checkpoint_record(self.run_id, epoch, self._models[epoch], {k: v for k, v in values.items() if not math.isnan(v)})
 
@@ -182,7 +184,7 @@ class TrialLogger:
                     del self._models[epoch]
             if status == "FINISHED":
                 for epoch in sorted(self._with_resume & set(self._models)):
-                    _delete_artifact(self.search.tracking_uri, self._models[epoch], RESUME_FILE)
+                    _delete_artifact(self.search_run.tracking_uri, self._models[epoch], RESUME_FILE)
                 self._with_resume.clear()
             self.client.set_terminated(self.run_id, status)
 

@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from mg_tune.textfiles import first_line
 
+__all__ = ["check_database", "check_tracking_uri", "default_tracking_uri", "error_line", "redact_text", "redact_uri"]
+
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` if set, else a SQLite file ``mlflow.db`` in the current directory."""

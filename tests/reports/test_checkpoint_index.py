@@ -242,13 +242,13 @@ def test_a_real_search_writes_a_complete_index(tmp_path, ray_local):
     spec = SearchSpec.model_validate(raw)
     outcome = run_search(spec, yaml.safe_dump(raw), uri)
     assert outcome.errors == 0
-    tags = MlflowClient(uri).get_run(outcome.search.run_id).data.tags
+    tags = MlflowClient(uri).get_run(outcome.search_run.run_id).data.tags
     assert tags[INDEX_TAG] == "complete:6" and read_search(uri, "indexed").from_index
     fast, full = checkpoint_table(uri, "indexed"), checkpoint_table(uri, "indexed", use_index=False)
     pd.testing.assert_frame_equal(fast, full, check_exact=True)
     assert len(fast) == 6 and fast["weights_deleted"].any() and not outcome.pareto.front["weights_deleted"].any()
-    deleted = {m.model_id for m in iter_logged_models(MlflowClient(uri), outcome.search.experiment_id) if "mg_tune.weights_deleted" in m.tags}
+    deleted = {m.model_id for m in iter_logged_models(MlflowClient(uri), outcome.search_run.experiment_id) if "mg_tune.weights_deleted" in m.tags}
     assert deleted == set(fast.loc[fast["weights_deleted"], "model_id"])
     resumed = run_search(spec, yaml.safe_dump(raw), uri, resume=True)
-    assert resumed.errors == 0 and MlflowClient(uri).get_run(outcome.search.run_id).data.tags[INDEX_TAG] == "complete:6"
+    assert resumed.errors == 0 and MlflowClient(uri).get_run(outcome.search_run.run_id).data.tags[INDEX_TAG] == "complete:6"
     pd.testing.assert_frame_equal(checkpoint_table(uri, "indexed"), checkpoint_table(uri, "indexed", use_index=False), check_exact=True)

@@ -89,7 +89,7 @@ def test_resumed_tracker_continues_the_count_from_mlflow(mo_asha_search):
     """A resumed search rebuilds its points from MLflow: the next trial-epoch is logged at step total + 1."""
     uri, outcome = mo_asha_search
     spec = SearchSpec.model_validate({"objectives": ["f1", "epg"]})
-    tracker = HypervolumeTracker(spec, outcome.search)
+    tracker = HypervolumeTracker(spec, outcome.search_run)
     tracker.setup()
     total = len(checkpoint_table(uri, "moasha"))
     assert len(tracker.points) == total and tracker.hypervolume() == pytest.approx(outcome.pareto.hypervolume)
@@ -97,7 +97,7 @@ def test_resumed_tracker_continues_the_count_from_mlflow(mo_asha_search):
     tracker.on_trial_result(0, [], trial, {"epoch": 1, "f1": 1.0, "epg": 1.0})
     tracker.on_trial_result(0, [], trial, {"epoch": 1, "f1": 1.0, "epg": 1.0})  # a repeated epoch is not counted twice
     client = MlflowClient(uri)
-    history = client.get_metric_history(outcome.search.run_id, HYPERVOLUME_METRIC)
+    history = client.get_metric_history(outcome.search_run.run_id, HYPERVOLUME_METRIC)
     assert max(m.step for m in history) == total + 1
     assert [m.value for m in history if m.step == total + 1] == [1.0]
 

@@ -59,7 +59,7 @@ def test_pareto_from_mlflow_is_exactly_the_non_dominated_set(finished_search):
 def test_the_driver_tags_the_search_with_its_too_small_heldout_split(finished_search):
     """16 held-out images are fewer than max(20, 4 classes); 32 validation images are enough."""
     uri, outcome = finished_search
-    tags = MlflowClient(uri).get_run(outcome.search.run_id).data.tags
+    tags = MlflowClient(uri).get_run(outcome.search_run.run_id).data.tags
     assert tags[SMALL_SPLITS_TAG] == (
         "textbox/multilabel: the heldout split has 16 images, fewer than the 20 (max(20, 4 classes)) "
         "wanted for choosing the IoU threshold; expect noisy choices"

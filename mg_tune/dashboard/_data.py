@@ -48,7 +48,7 @@ def _text(value) -> str:
 class Snapshot:
     """One read of a search from MLflow; ``table`` has a text column per :data:`FILTERS` key."""
 
-    search: str
+    search_name: str
     tracking_uri: str
     experiment_id: str
     parent: Run | None
@@ -66,7 +66,7 @@ class Snapshot:
         keep = pd.Series(True, index=self.table.index)
         for key, values in (filters or {}).items():
             keep &= self.table[key].isin(list(values))
-        return mark_pareto(self.table[keep], self.objectives, self.maximize, self.constraints, search=self.search)
+        return mark_pareto(self.table[keep], self.objectives, self.maximize, self.constraints, search_name=self.search_name)
 
     def checkpoint(self, trial_id: str, epoch: int) -> pd.Series | None:
         """The row of one (trial, epoch), or ``None``."""
@@ -103,9 +103,9 @@ class Source:
         ValueError: no search of that name, or an objective it did not log.
     """
 
-    def __init__(self, tracking_uri: str, search: str, objectives: Sequence[str] | None = None) -> None:
+    def __init__(self, tracking_uri: str, search_name: str, objectives: Sequence[str] | None = None) -> None:
         self.tracking_uri = tracking_uri
-        self.search = search
+        self.search_name = search_name
         self.objectives = list(objectives) if objectives else None
         self._lock = threading.Lock()
         self._spec: SearchSpec | None = None
@@ -113,11 +113,11 @@ class Source:
         self.current: Snapshot = self.refresh()
 
     def refresh(self) -> Snapshot:
-        table = checkpoint_table(self.tracking_uri, self.search)
+        table = checkpoint_table(self.tracking_uri, self.search_name)
         client = MlflowClient(self.tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name(self.search))
+        experiment = client.get_experiment_by_name(experiment_name(self.search_name))
         if experiment is None:
-            raise ValueError(f"no search named {self.search!r}")
+            raise ValueError(f"no search named {self.search_name!r}")
         parent = find_search_run(client, experiment.experiment_id)
         spec = self._read_spec(client, parent)
         objectives, maximize = self._objectives(parent, spec)
@@ -126,7 +126,7 @@ class Source:
         for key in FILTERS:
             column = table[f"params.{key}"] if f"params.{key}" in table.columns else pd.Series(math.nan, index=table.index, dtype=object)
             table[key] = [_text(v) if not (isinstance(v, float) and math.isnan(v)) else fixed.get(key, "unknown") for v in column]
-        snapshot = Snapshot(self.search, self.tracking_uri, experiment.experiment_id, parent, table, objectives, maximize, constraints)
+        snapshot = Snapshot(self.search_name, self.tracking_uri, experiment.experiment_id, parent, table, objectives, maximize, constraints)
         snapshot.select()  # an objective or constraint this search did not log fails here, with the search named
         with self._lock:
             self.current = snapshot

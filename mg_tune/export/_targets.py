@@ -15,7 +15,7 @@ from typing import Any
 
 from mg_tune import s3
 from mg_tune.checkpoint import CHECKPOINT_FILE
-from mg_tune.export.package import EXPORT_FILES, METRICS_FILE
+from mg_tune.export._package import EXPORT_FILES, METRICS_FILE
 from mg_tune.rebuild import CONFIG_FILE, MODEL_FILE
 from mg_tune.tracking import redact_uri
 

@@ -40,7 +40,7 @@ TRAIN_PREFIX = "train_"
 class _Source:
     """The checkpoint being exported: its trial run, its LoggedModel and the metrics linked to it."""
 
-    search: str
+    search_name: str
     trial_id: str
     epoch: int
     run: Run
@@ -54,7 +54,7 @@ class _Source:
         train = {k: v for k, v in metrics.items() if k.startswith(TRAIN_PREFIX)}
         validation = {k: v for k, v in metrics.items() if not k.startswith((TEST_PREFIX, TRAIN_PREFIX))}
         return {
-            "search": self.search,
+            "search": self.search_name,
             "trial_id": self.trial_id,
             "epoch": self.epoch,
             "run_id": self.run.info.run_id,
@@ -70,29 +70,29 @@ def _json_numbers(metrics: Mapping[str, float]) -> dict[str, float | None]:
     return {k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
 
 
-def _find_source(tracking_uri: str, search: str, trial_id: str, epoch: int) -> _Source:
+def _find_source(tracking_uri: str, search_name: str, trial_id: str, epoch: int) -> _Source:
     """Look the checkpoint up with a bounded number of requests (experiment, parent run, trial run, models).
 
     Raises:
         ValueError: unknown search, trial or epoch.
     """
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name(search))
+    experiment = client.get_experiment_by_name(experiment_name(search_name))
     parent = find_search_run(client, experiment.experiment_id) if experiment and experiment.lifecycle_stage == "active" else None
     if parent is None:
-        raise ValueError(f"no search named {search!r} in {redact_uri(tracking_uri)}")
-    handle = SearchRun(tracking_uri, experiment.experiment_id, parent.info.run_id, search)
-    run = find_trial_run(client, handle, trial_id)
+        raise ValueError(f"no search named {search_name!r} in {redact_uri(tracking_uri)}")
+    search_run = SearchRun(tracking_uri, experiment.experiment_id, parent.info.run_id, search_name)
+    run = find_trial_run(client, search_run, trial_id)
     if run is None:
-        raise ValueError(f"search {search!r} has no trial {trial_id!r}")
+        raise ValueError(f"search {search_name!r} has no trial {trial_id!r}")
     try:
         model = find_checkpoint_model(client, run.info.run_id, epoch)
     except FileNotFoundError:
         logged = _logged_epochs(client, experiment.experiment_id, run.info.run_id)
-        raise ValueError(f"trial {trial_id!r} of search {search!r} has no checkpoint of epoch {epoch}; logged epochs: {logged or 'none'}") from None
+        raise ValueError(f"trial {trial_id!r} of search {search_name!r} has no checkpoint of epoch {epoch}; logged epochs: {logged or 'none'}") from None
     if WEIGHTS_DELETED_TAG in model.tags:
-        raise ValueError(f"trial {trial_id!r} epoch {epoch} of search {search!r} has no weights: the search's checkpoints.keep policy deleted them ({model.tags[WEIGHTS_DELETED_TAG]}); its metrics stay in MLflow")
-    return _Source(search, trial_id, int(epoch), run, model)
+        raise ValueError(f"trial {trial_id!r} epoch {epoch} of search {search_name!r} has no weights: the search's checkpoints.keep policy deleted them ({model.tags[WEIGHTS_DELETED_TAG]}); its metrics stay in MLflow")
+    return _Source(search_name, trial_id, int(epoch), run, model)
 
 
 def _logged_epochs(client: MlflowClient, experiment_id: str, run_id: str) -> list[int]:

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.model import MLMODEL_FILE_NAME as MLMODEL_FILE
 
 from mg_tune.checkpoint import CHECKPOINT_FILE
-from mg_tune.export.targets import _S3Location
+from mg_tune.export._targets import _S3Location
 from mg_tune.mlflow_model import PACKAGE_DIR
 from mg_tune.models import StagedModel
 from mg_tune.rebuild import MODEL_FILE, read_checkpoint, read_package, rebuild

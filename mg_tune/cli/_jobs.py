@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import typer
 
@@ -13,12 +13,28 @@ from mg_tune.output import Column, check_output_format, fail, message, output_op
 
 ADDRESS_HELP = "the Ray dashboard's URL (default $RAY_ADDRESS), e.g. http://127.0.0.1:8265 forwarded by `ray dashboard cluster/cluster.yaml`"
 
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
+T = TypeVar("T")
+
 jobs_app = typer.Typer(no_args_is_help=True, help="Searches running on a Ray cluster as jobs: list, follow, stop.")
 
 
 def _write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _on_cluster(address: str | None, call: Callable[[JobSubmissionClient], T]) -> tuple[JobSubmissionClient, T]:
+    """Connect to the job server at ``address`` and ``call`` it with the client; a ValueError of either is the command's one error line."""
+    from mg_tune.jobs.client import connect
+
+    try:
+        client = connect(address)
+        return client, call(client)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def submit(
@@ -29,7 +45,7 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="follow the job's logs until it ends; exit with its status"),
 ) -> None:
     """Submit a search to a Ray cluster as a Ray job and return at once (the search runs on without this process)."""
-    from mg_tune.jobs.client import check_no_secrets, connect, exit_code, follow_logs, submit_search
+    from mg_tune.jobs.client import check_no_secrets, exit_code, follow_logs, submit_search
     from mg_tune.search.spec import SpecError, load_spec
 
     try:
@@ -39,11 +55,7 @@ def submit(
         fail(str(exc))
     if name:
         spec = spec.model_copy(update={"name": name})
-    try:
-        client = connect(address)
-        job_id = submit_search(client, spec, text, resume)
-    except ValueError as exc:
-        fail(str(exc))
+    client, job_id = _on_cluster(address, lambda client: submit_search(client, spec, text, resume))
     console.print(f"submitted search {spec.name!r} as Ray job {job_id} to {client.get_address()}", highlight=False, markup=False)
     if not wait:
         console.print(f"follow it:  mg-tune jobs logs {spec.name} --follow   (or: ray job logs {job_id} --follow)", highlight=False, markup=False)
@@ -63,15 +75,11 @@ def list_jobs(
 ) -> None:
     """One row per search on the cluster: its newest job, status, trials, Pareto front and hypervolume (from MLflow)."""
     check_output_format(output)
-    from mg_tune.jobs.client import connect, search_jobs
+    from mg_tune.jobs.client import search_jobs
     from mg_tune.jobs.listing import search_rows
     from mg_tune.tracking import check_tracking_uri
 
-    try:
-        client = connect(address)
-        jobs = search_jobs(client)
-    except ValueError as exc:
-        fail(str(exc))
+    client, jobs = _on_cluster(address, search_jobs)
     uri = tracking_uri_option(tracking_uri)
     try:
         check_tracking_uri(uri, timeout=5)
@@ -108,13 +116,9 @@ def logs(
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """Print the logs of the newest job of a search (its driver: Ray Tune's progress, the Pareto table)."""
-    from mg_tune.jobs.client import connect, follow_logs, latest_job
+    from mg_tune.jobs.client import follow_logs, latest_job
 
-    try:
-        client = connect(address)
-        job = latest_job(client, name)
-    except ValueError as exc:
-        fail(str(exc))
+    client, job = _on_cluster(address, lambda client: latest_job(client, name))
     if follow:
         follow_logs(client, job.submission_id, _write)
     else:
@@ -127,11 +131,7 @@ def stop(
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """Stop a search gracefully: running trials end KILLED (checkpoints kept); `submit --resume` continues it."""
-    from mg_tune.jobs.client import connect, stop_search
+    from mg_tune.jobs.client import stop_search
 
-    try:
-        client = connect(address)
-        job = stop_search(client, name)
-    except ValueError as exc:
-        fail(str(exc))
+    _, job = _on_cluster(address, lambda client: stop_search(client, name))
     console.print(f"search {name!r}: job {job.submission_id} {job.status.value}; continue it with: mg-tune submit SPEC.yaml --name {name} --resume", highlight=False, markup=False)

@@ -1,4 +1,4 @@
-"""The Pareto explorer page: a plotly Dash app over a :class:`~mg_tune.dashboard.data.Source`.
+"""The Pareto explorer page: a plotly Dash app over a :class:`~mg_tune.dashboard._data.Source`.
 
 The page shows the figures of :func:`mg_tune.front.report_figures`
 (pairwise objective plots, 3-D view, hypervolume over trial-epochs) for the
@@ -33,7 +33,7 @@ from dash import Input, Output, State, dcc, html
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mg_tune.dashboard.data import FILTERS, Snapshot, Source, overlay_artifact
+from mg_tune.dashboard._data import FILTERS, Snapshot, Source, overlay_artifact
 from mg_tune.mlflow_links import default_mlflow_url, run_link
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure
 from mg_tune.front import hypervolume_curve
@@ -47,8 +47,8 @@ def export_command(snapshot: Snapshot, trial_id: str, epoch: int) -> str:
     """The ``mg-tune export`` command line for one checkpoint (shell-quoted; the tracking URI holds no password: ``mg-tune dashboard`` moved it out)."""
     return shlex.join(
         [
-            "mg-tune", "export", "--search", snapshot.search, "--trial", str(trial_id), "--epoch", str(int(epoch)),
-            "--to", f"exported/{snapshot.search}-{trial_id}-epoch{int(epoch)}", "--tracking-uri", snapshot.tracking_uri,
+            "mg-tune", "export", "--search", snapshot.search_name, "--trial", str(trial_id), "--epoch", str(int(epoch)),
+            "--to", f"exported/{snapshot.search_name}-{trial_id}-epoch{int(epoch)}", "--tracking-uri", snapshot.tracking_uri,
         ]
     )
 
@@ -59,8 +59,8 @@ def registry_lines(snapshot: Snapshot, model_id: str) -> str:
         [
             f'mg_tune.load_model("models:/{model_id}")',
             "# as an MLflow Model (mlflow.pyfunc.load_model, mlflow models serve), register the front:",
-            shlex.join(["mg-tune", "pareto", "--search", snapshot.search, "--register", snapshot.search, "--tracking-uri", snapshot.tracking_uri]),
-            f'mlflow.pyfunc.load_model("models:/{snapshot.search}@knee")  # or @best-f1, @best-epg, @best-iou',
+            shlex.join(["mg-tune", "pareto", "--search", snapshot.search_name, "--register", snapshot.search_name, "--tracking-uri", snapshot.tracking_uri]),
+            f'mlflow.pyfunc.load_model("models:/{snapshot.search_name}@knee")  # or @best-f1, @best-epg, @best-iou',
         ]
     )
 
@@ -147,7 +147,7 @@ def build_app(source: Source, refresh_s: float = 10.0, mlflow_url: str | None = 
     mlflow_url = mlflow_url or default_mlflow_url(source.tracking_uri)
     cache = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="mg-tune-dashboard-"))
     cache.mkdir(parents=True, exist_ok=True)
-    app = dash.Dash(__name__, title=f"mg-tune: {source.search}", update_title=None)
+    app = dash.Dash(__name__, title=f"mg-tune: {source.search_name}", update_title=None)
     app.layout = lambda: _layout(_reread(source), refresh_s)
     filter_ids = [f"filter-{key}" for key in FILTERS]
 
@@ -237,7 +237,7 @@ def _layout(snapshot: Snapshot, refresh_s: float) -> html.Div:
     """The page, built on every page load from a fresh read of MLflow."""
     return html.Div(
         [
-            html.H2(f"Pareto explorer: search {snapshot.search!r}", style={"marginBottom": "4px"}),
+            html.H2(f"Pareto explorer: search {snapshot.search_name!r}", style={"marginBottom": "4px"}),
             html.Div(_status(snapshot), id="status", style={"color": "#555"}),
             _filter_controls(snapshot),
             html.Div(
