@@ -313,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         saved = saved_runs[0]
         merged = {(r["seed"], r["method"], r["range"]): r for one in reversed(saved_runs) for r in one["runs"]}  # a repeated search: the first file's
         rows = [{k: (math.inf if v is None and k.startswith("epochs_to") else v) for k, v in r.items()} for r in merged.values()]
-        for key in ("seeds", "epochs", "lam_ranges"):
-            setattr(args, key, saved["args"][key])
+        args.epochs = saved["args"]["epochs"]
+        args.seeds = sorted({r["seed"] for r in rows})
+        args.lam_ranges = list(dict.fromkeys(lam for one in saved_runs for lam in one["args"]["lam_ranges"]))
         args.methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
         report(rows, args)
         if args.plot:

@@ -54,6 +54,11 @@ class TrialEpochBudget(tune.Stopper):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_seen": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "search" in state and "search_run" not in state:  # pickled before the rename: --resume still works
+            state["search_run"] = state.pop("search")
+        self.__dict__.update(state)
+
     @property
     def seen(self) -> set[tuple[str, int]]:
         """``S``: the distinct (trial id, epoch) results so far."""

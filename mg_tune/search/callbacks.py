@@ -51,6 +51,12 @@ class _SearchRunCallback(tune.Callback):
     def __init__(self, search_run: SearchRun) -> None:
         self.search_run = search_run
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore; a search stopped before the rename keeps its run under ``search`` (``--resume`` still works)."""
+        if "search" in state and "search_run" not in state:
+            state["search_run"] = state.pop("search")
+        self.__dict__.update(state)
+
 
 class HypervolumeTracker(_SearchRunCallback):
     """Logs ``hypervolume`` on the parent run after every new (trial, epoch) result; see the module docstring."""

@@ -73,6 +73,8 @@ def _dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class CheckpointRetention(_SearchRunCallback):
     """Driver-side Ray Tune callback applying ``spec.checkpoints.keep``; see the module docstring."""
 
+    index: CheckpointIndexWriter | None = None  # a callback pickled before the checkpoint index existed resumes without one
+
     def __init__(self, spec: SearchSpec, search_run: SearchRun, index: CheckpointIndexWriter | None = None) -> None:
         super().__init__(search_run)
         self.spec = spec

@@ -124,3 +124,21 @@ def test_warm_started_nsga2_suggests_the_grid_first():
     as_points = [(c["loss"], c[f"lam_{c['loss']}"]) for c in suggested]
     assert set(as_points[:6]) == grid and len(set(as_points[:6])) == 6
     assert not set(as_points[6:]) & grid  # then NSGA-II samples
+
+
+def test_callbacks_pickled_before_the_search_run_rename_resume():
+    """A search stopped by an earlier mg-tune pickled its callbacks and budget with ``search``: ``--resume`` reads them."""
+    import pickle
+
+    from mg_tune.search.budget import TrialEpochBudget
+    from mg_tune.search.callbacks import StoppedTrialFinisher
+    from mg_tune.search.retention import CheckpointRetention
+
+    run = SearchRun("sqlite:///old.db", "1", "abc", "old-search")
+    for cls, extra in ((StoppedTrialFinisher, {}), (TrialEpochBudget, {"trial_epochs": 5, "_seen": None}),
+                       (CheckpointRetention, {"spec": SearchSpec()})):
+        old = cls.__new__(cls)
+        old.__dict__.update({"search": run, **extra})  # the attributes as the old class pickled them
+        restored = pickle.loads(pickle.dumps(old))
+        assert restored.search_run == run and not hasattr(restored, "search")
+    assert restored.index is None
