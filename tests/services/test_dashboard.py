@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mg_tune.checkpoint import save_checkpoint
 from mg_tune.cli import app
 from mg_tune.front import checkpoint_table
-from mg_tune.tracking import SearchRun, TrialLogger, experiment_name, find_search_run, iter_logged_models
+from mg_tune.tracking import SearchRun, TrialLogger, clear_index_tag, experiment_name, find_search_run, iter_logged_models
 from mg_tune.train import EpochResult
 
 from helpers.searches import FINISHED_SEARCH
@@ -206,6 +206,7 @@ def test_live_refresh_shows_a_new_checkpoint(page, search, tmp_path):
     client = MlflowClient(search)
     experiment = client.get_experiment_by_name(experiment_name(SEARCH)).experiment_id
     parent = find_search_run(client, experiment)
+    clear_index_tag(client, parent)  # the shared search has finished; a search that still logs has no complete checkpoint index
     logger = TrialLogger(SearchRun(search, experiment, parent.info.run_id, SEARCH), "late", {"loss": "energy", "lr": 1e-3})
     best = {"f1": 0.999, "epg": 0.999, "iou": 0.999}  # dominates every checkpoint of the search
     checkpoint = save_checkpoint(tmp_path / "checkpoint.pt", torch.nn.Linear(2, 2), None, 1, best, {})
