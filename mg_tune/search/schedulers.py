@@ -148,6 +148,7 @@ class MOASHAScheduler(FIFOScheduler):
             milestone *= reduction_factor
         self.promoted: dict[float, set[str]] = {m: set() for m in self.rungs}
         self.paused: dict[str, float] = {}  # trial id -> the rung it waits at (promotion)
+        self._ranking: dict[float, tuple[int, np.ndarray]] = {}  # rung -> (its size, better_counts): Ray asks every step
         self.num_stopped = 0
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -176,13 +177,19 @@ class MOASHAScheduler(FIFOScheduler):
             return TrialScheduler.PAUSE
         return TrialScheduler.CONTINUE
 
+    def _better(self, milestone: float) -> np.ndarray:
+        """:func:`better_counts` of ``milestone``'s rung, recomputed only when the rung has grown."""
+        recorded = self.rungs[milestone]
+        size, better = self._ranking.get(milestone, (-1, None))
+        if size != len(recorded):
+            better = better_counts(list(recorded.values()), self.maximize) if recorded else np.zeros(0, dtype=int)
+            self._ranking[milestone] = (len(recorded), better)
+        return better
+
     def _promotable(self, milestone: float) -> list[str]:
         """Trials of ``milestone``'s rung among its top ``⌊n/η⌋`` and not promoted from it yet, best first."""
-        recorded = self.rungs[milestone]
-        ids = list(recorded)
-        if not ids:
-            return []
-        better = better_counts(list(recorded.values()), self.maximize)
+        ids = list(self.rungs[milestone])
+        better = self._better(milestone)
         quota = math.floor(len(ids) / self.reduction_factor)
         order = sorted(range(len(ids)), key=lambda i: better[i])
         return [ids[i] for i in order if better[i] < quota and ids[i] not in self.promoted[milestone]]
@@ -196,11 +203,9 @@ class MOASHAScheduler(FIFOScheduler):
             waiting = [tid for tid in self._promotable(milestone) if self.paused.get(tid) == milestone]
             if waiting:
                 return self._resume(tune_controller, trials[waiting[0]])
-        chosen = super().choose_trial_to_run(tune_controller)  # PENDING first, but also any PAUSED one: filter those
-        if chosen is not None and chosen.status == Trial.PENDING:
-            return chosen
-        if any(t.status in (Trial.PENDING, Trial.RUNNING) for t in trials.values()):
-            return None
+        pending = next((t for t in trials.values() if t.status == Trial.PENDING), None)
+        if pending is not None or any(t.status == Trial.RUNNING for t in trials.values()):
+            return pending
         if tune_controller.search_alg.is_finished():
             for tid in list(self.paused):
                 del self.paused[tid]
@@ -208,9 +213,8 @@ class MOASHAScheduler(FIFOScheduler):
                 tune_controller.stop_trial(trials[tid])
             return None
         best_rung = max(self.paused.values())  # nothing runs, but the searcher waits: never deadlock
-        recorded = [tid for tid in self.rungs[best_rung] if self.paused.get(tid) == best_rung]
-        better = better_counts([self.rungs[best_rung][tid] for tid in recorded], self.maximize)
-        return self._resume(tune_controller, trials[recorded[int(np.argmin(better))]])
+        waiting = [(better, tid) for tid, better in zip(self.rungs[best_rung], self._better(best_rung)) if self.paused.get(tid) == best_rung]
+        return self._resume(tune_controller, trials[min(waiting, key=lambda w: w[0])[1]])  # ties: the first recorded
 
     def _resume(self, tune_controller: Any, trial: Trial) -> Trial:
         milestone = self.paused.pop(trial.trial_id)
