@@ -16,6 +16,11 @@ the Pareto report's curve (:func:`mg_tune.pareto.hypervolume_over_time`,
 bounds): ``hypervolume`` is that curve logged while the search runs. ``setup`` re-reads the points already in MLflow, so a resumed
 search continues the count instead of restarting it.
 
+:class:`StartingTable` is that read, shared: every callback that starts
+from what MLflow holds (this tracker, retention, the checkpoint index
+writer) gets the same one from ``build_tuner``, so a (re)starting driver
+reads the search's LoggedModels once, not once per callback.
+
 :class:`StoppedTrialFinisher` ends the MLflow run of a trial that Tune
 stopped (a scheduler decision) as FINISHED with tag ``mg_tune.stopped_early``.
 """
@@ -27,17 +32,44 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 from ray import tune
 
 from mg_tune.pareto import hypervolume_over_time
 from mg_tune.checkpoint_table import checkpoint_table
 from mg_tune.front import feasible_rows
 from mg_tune.search.spec import SearchSpec
-from mg_tune.tracking import SearchRun, finish_stopped_trial, log_search_metrics
+from mg_tune.tracking import RetryPolicy, SearchRun, clear_index_tag, find_search_run, finish_stopped_trial, log_search_metrics
 
-__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StoppedTrialFinisher"]
+__all__ = ["HYPERVOLUME_METRIC", "HypervolumeTracker", "StartingTable", "StoppedTrialFinisher"]
 
 HYPERVOLUME_METRIC = "hypervolume"
+
+
+class StartingTable:
+    """The search's checkpoint table as MLflow holds it when the driver (re)starts: read once, for every callback's ``setup``.
+
+    :meth:`read` first clears the parent run's checkpoint-index tag (the
+    search is about to change its checkpoints, so the index is no longer
+    complete), then reads every LoggedModel (:func:`checkpoint_table`), and
+    hands the same table to every later caller. The table is not pickled:
+    a driver restored from Ray's experiment state (``--resume``) reads
+    afresh. Callers must not modify it.
+    """
+
+    def __init__(self, search_run: SearchRun) -> None:
+        self.search_run = search_run
+        self._table: pd.DataFrame | None = None
+
+    def read(self) -> pd.DataFrame:
+        if self._table is None:
+            client = MlflowClient(self.search_run.tracking_uri)
+            clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search_run.experiment_id))
+            self._table = checkpoint_table(self.search_run.tracking_uri, self.search_run.name)
+        return self._table
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"search_run": self.search_run, "_table": None}
 
 class _SearchRunCallback(tune.Callback):
     """A driver-side callback of one search, holding its search run.
@@ -48,27 +80,30 @@ class _SearchRunCallback(tune.Callback):
     driver's restored callback writes to the same parent run.
     """
 
-    def __init__(self, search_run: SearchRun) -> None:
+    def __init__(self, search_run: SearchRun, starting_table: StartingTable | None = None) -> None:
         self.search_run = search_run
+        self.starting_table = starting_table or StartingTable(search_run)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore; a search stopped before the rename keeps its run under ``search`` (``--resume`` still works)."""
+        """Restore; a search stopped before the rename keeps its run under ``search``, one stopped before the shared
+        read has no ``starting_table`` (``--resume`` still works)."""
         if "search" in state and "search_run" not in state:
             state["search_run"] = state.pop("search")
+        state.setdefault("starting_table", StartingTable(state["search_run"]))
         self.__dict__.update(state)
 
 
 class HypervolumeTracker(_SearchRunCallback):
     """Logs ``hypervolume`` on the parent run after every new (trial, epoch) result; see the module docstring."""
 
-    def __init__(self, spec: SearchSpec, search_run: SearchRun) -> None:
-        super().__init__(search_run)
+    def __init__(self, spec: SearchSpec, search_run: SearchRun, starting_table: StartingTable | None = None) -> None:
+        super().__init__(search_run, starting_table)
         self.spec = spec
         self.metrics = list(dict.fromkeys(spec.metric_names + [c.metric for c in spec.parsed_constraints]))
         self.points: dict[tuple[str, int], list[float]] = {}
 
     def setup(self, **info: Any) -> None:
-        table = checkpoint_table(self.search_run.tracking_uri, self.search_run.name)
+        table = self.starting_table.read()
         columns = [table[m].to_numpy(dtype=float) if m in table else np.full(len(table), np.nan) for m in self.metrics]
         self.points = {
             (trial, int(epoch)): [float(c[i]) for c in columns]

@@ -39,8 +39,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
-from mg_tune.checkpoint_table import ID_COLUMNS, checkpoint_table
-from mg_tune.search.callbacks import _SearchRunCallback
+from mg_tune.checkpoint_table import ID_COLUMNS
+from mg_tune.search.callbacks import StartingTable, _SearchRunCallback
 from mg_tune.tracking import (
     PARENT_TAG,
     ROLE_TAG,
@@ -48,8 +48,6 @@ from mg_tune.tracking import (
     RetryPolicy,
     SearchRun,
     checkpoint_record,
-    clear_index_tag,
-    find_search_run,
     iter_logged_models,
     iter_runs,
     model_epoch,
@@ -83,8 +81,8 @@ def _records_from_table(table) -> dict[tuple[str, int], dict[str, Any]]:
 class CheckpointIndexWriter(_SearchRunCallback):
     """Keeps the search's checkpoint index from the trials' results and writes it; see the module docstring."""
 
-    def __init__(self, search_run: SearchRun, interval_s: float = 60.0, growth: float = 0.5) -> None:
-        super().__init__(search_run)
+    def __init__(self, search_run: SearchRun, interval_s: float = 60.0, growth: float = 0.5, starting_table: StartingTable | None = None) -> None:
+        super().__init__(search_run, starting_table)
         self.interval_s = interval_s
         self.growth = growth
         self.records: dict[tuple[str, int], dict[str, Any]] = {}
@@ -94,9 +92,7 @@ class CheckpointIndexWriter(_SearchRunCallback):
 
     # -- Ray Tune's hooks
     def setup(self, **info: Any) -> None:
-        client = MlflowClient(self.search_run.tracking_uri)
-        clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search_run.experiment_id))
-        self.records = _records_from_table(checkpoint_table(self.search_run.tracking_uri, self.search_run.name))
+        self.records = _records_from_table(self.starting_table.read())  # the read clears the completeness tag first
         self.written_rows, self.written_at = len(self.records), time.monotonic()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

@@ -45,10 +45,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mlflow import MlflowClient
 
-from mg_tune.checkpoint_table import checkpoint_table
-from mg_tune.search.callbacks import _SearchRunCallback
+from mg_tune.search.callbacks import StartingTable, _SearchRunCallback
 from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec
-from mg_tune.tracking import EPOCH_TAG, TRIAL_TAG, RetryPolicy, SearchRun, clear_index_tag, delete_weights, find_search_run, iter_logged_models
+from mg_tune.tracking import EPOCH_TAG, TRIAL_TAG, RetryPolicy, SearchRun, delete_weights, iter_logged_models
 
 if TYPE_CHECKING:
     from mg_tune.search.checkpoint_index import CheckpointIndexWriter
@@ -75,8 +74,10 @@ class CheckpointRetention(_SearchRunCallback):
 
     index: CheckpointIndexWriter | None = None  # a callback pickled before the checkpoint index existed resumes without one
 
-    def __init__(self, spec: SearchSpec, search_run: SearchRun, index: CheckpointIndexWriter | None = None) -> None:
-        super().__init__(search_run)
+    def __init__(
+        self, spec: SearchSpec, search_run: SearchRun, index: CheckpointIndexWriter | None = None, starting_table: StartingTable | None = None
+    ) -> None:
+        super().__init__(search_run, starting_table)
         self.spec = spec
         self.index = index  # told of every deletion, so the search's checkpoint index says weights_deleted
         self.points: dict[tuple[str, int], _Point] = {}
@@ -90,10 +91,7 @@ class CheckpointRetention(_SearchRunCallback):
     def setup(self, **info: Any) -> None:
         """Start from what MLflow holds (a resumed driver: every trial may still run, its newest epoch kept)."""
         self.points, self.dominator, self.deleted, self.newest = {}, {}, set(), {}
-        client = MlflowClient(self.search_run.tracking_uri)
-        clear_index_tag(client, RetryPolicy().call(find_search_run, client, self.search_run.experiment_id))  # deletions change the index
-        table = checkpoint_table(self.search_run.tracking_uri, self.search_run.name)
-        for row in table.to_dict("records"):
+        for row in self.starting_table.read().to_dict("records"):  # the read clears the index tag: deletions change the index
             params = {key: row.get(f"params.{key}") for key in FRONT_GROUP_KEYS}
             key = (str(row["trial_id"]), int(row["epoch"]))
             if row["weights_deleted"]:

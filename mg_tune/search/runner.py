@@ -42,7 +42,7 @@ from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.front import ParetoResult, search_pareto
 from mg_tune.search.budget import TrialEpochBudget
-from mg_tune.search.callbacks import HypervolumeTracker, StoppedTrialFinisher
+from mg_tune.search.callbacks import HypervolumeTracker, StartingTable, StoppedTrialFinisher
 from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
@@ -255,10 +255,11 @@ def build_tuner(
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     scheduler = build_scheduler(spec)
     budget = spec.budget
-    index = CheckpointIndexWriter(search_run)
-    callbacks: list[tune.Callback] = [index, HypervolumeTracker(spec, search_run)]
+    starting_table = StartingTable(search_run)  # one read of MLflow for every callback's setup
+    index = CheckpointIndexWriter(search_run, starting_table=starting_table)
+    callbacks: list[tune.Callback] = [index, HypervolumeTracker(spec, search_run, starting_table)]
     if spec.checkpoints.keep != "all":
-        callbacks.append(CheckpointRetention(spec, search_run, index))
+        callbacks.append(CheckpointRetention(spec, search_run, index, starting_table))
     if scheduler is not None:
         callbacks.append(StoppedTrialFinisher(search_run))
     return tune.Tuner(

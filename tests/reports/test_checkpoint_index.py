@@ -136,6 +136,36 @@ def test_resume_and_retention_clear_the_completeness_tag(new_mlflow_store, tmp_p
     assert INDEX_TAG not in parent_tags(uri, search)
 
 
+def test_a_restarting_driver_reads_mlflow_once_for_all_its_callbacks(new_mlflow_store, tmp_path):
+    """The index writer, the hypervolume tracker and retention share one StartingTable: one read of the LoggedModels, not three."""
+    import cloudpickle
+
+    from mg_tune.search.callbacks import HypervolumeTracker, StartingTable
+
+    uri = new_mlflow_store()
+    search, finished = run_search_by_hand(uri, tmp_path, "shared")
+    spec = SearchSpec.model_validate({"name": "shared", "objectives": ["f1", "epg"], "constraints": ["f1 >= 0.3"], "checkpoints": {"keep": "front"}})
+    shared = StartingTable(search)
+    index = CheckpointIndexWriter(search, starting_table=shared)
+    callbacks = [index, HypervolumeTracker(spec, search, shared), CheckpointRetention(spec, search, index, shared)]
+    with count_requests() as once:
+        for callback in callbacks:
+            callback.setup()
+    with count_requests() as alone:
+        CheckpointRetention(spec, search).setup()
+    assert once.calls["delete_tag"] == 1 and INDEX_TAG not in parent_tags(uri, search)  # the read cleared the completeness tag first
+    assert {k: n for k, n in once.calls.items() if k != "delete_tag"} == dict(alone.calls) and alone.calls["search_logged_models"] == 1
+    assert index.records.keys() == finished.records.keys() and len(callbacks[1].points) == len(POINTS)
+    # Ray's experiment state pickles the callbacks together: still one table between them, not its rows
+    restored = cloudpickle.loads(cloudpickle.dumps(callbacks))
+    assert restored[0].starting_table is restored[1].starting_table is restored[2].starting_table
+    assert restored[0].starting_table._table is None and shared._table is not None
+    # a callback pickled before the shared read existed gets its own
+    old = CheckpointRetention.__new__(CheckpointRetention)
+    old.__setstate__({k: v for k, v in callbacks[2].__dict__.items() if k != "starting_table"})
+    assert old.starting_table.search_run == search and old.starting_table is not shared
+
+
 def test_an_incomplete_or_broken_index_falls_back_to_the_logged_models(new_mlflow_store, tmp_path):
     uri = new_mlflow_store()
     search, index = run_search_by_hand(uri, tmp_path, "broken")
