@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_efficiency import OBJECTIVES, _ci, _iqr, bench_spec, epochs_to_reach, hypervolume_at  # noqa: E402
+from search_efficiency import LOSSES, OBJECTIVES, _ci, _iqr, bench_spec, epochs_to_reach, hypervolume_at  # noqa: E402
+from stats import fmt_ci  # noqa: E402
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -78,6 +79,8 @@ def score(table: Any, constraint: str) -> dict[str, Any]:
         "infeasible_trials": float(1 - last["feasible"].mean()) if len(last) else math.nan,
         "hypervolume": history[-1][1] if history else 0.0,
         "history": history,
+        "trials_sampled": [{"loss": r["params.loss"], "lam": float(r["params.lam"]), "f1": float(r["f1"]), "feasible": bool(r["feasible"])}
+                           for r in last.to_dict("records")],
     }
 
 
@@ -136,13 +139,27 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for r in sorted(rows, key=lambda r: (r["sampler"], r["method"], r["seed"])):
         print(f"| {r['method']} | {r['seed']} | {r['trial_epochs']} | {r['infeasible_checkpoints']:.0%} | {r['infeasible_trials']:.0%} | {r['hypervolume']:.4f} |")
     print("\nOver seeds: median [interquartile range] and mean ± 95 % t-interval\n")
-    print("| method | seeds | infeasible checkpoints | trials ending infeasible | final feasible HV | HV at half the budget |")
+    print("| method | seeds | infeasible checkpoints, % | trials ending infeasible, % | final feasible HV | HV at half the budget |")
     print("|---|---:|---:|---:|---:|---:|")
     half = args.trials * args.epochs // 2
-    for method in dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: (r["sampler"], r["method"]))):
+    methods = list(dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: (r["sampler"], r["method"]))))
+    for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        print(f"| {method} | {len(mine)} | {_ci([r['infeasible_checkpoints'] for r in mine])} | {_ci([r['infeasible_trials'] for r in mine])} | "
+        print(f"| {method} | {len(mine)} | {fmt_ci([100 * r['infeasible_checkpoints'] for r in mine], 0)} | {fmt_ci([100 * r['infeasible_trials'] for r in mine], 0)} | "
               f"{_iqr([r['hypervolume'] for r in mine], 4)} | {_iqr([hypervolume_at(r['history'], half) for r in mine], 4)} |")
+    if all("trials_sampled" in r for r in rows):
+        print("\nWhere the searches sampled (all seeds' trials): trials per loss, λ median [IQR], share of the loss's trials ending feasible\n")
+        print("| method | " + " | ".join(f"{loss}: trials, λ, feasible" for loss in LOSSES) + " |")
+        print("|---|" + "---:|" * len(LOSSES))
+        for method in methods:
+            trials = [t for r in rows if r["method"] == method for t in r["trials_sampled"]]
+            cells = []
+            for loss in LOSSES:
+                mine = [t for t in trials if t["loss"] == loss]
+                q = np.percentile([t["lam"] for t in mine], [25, 50, 75]) if mine else [math.nan] * 3
+                share = sum(t["feasible"] for t in mine) / len(mine) if mine else math.nan
+                cells.append(f"{len(mine)}, {q[1]:.2g} [{q[0]:.2g}, {q[2]:.2g}], {share:.0%}")
+            print(f"| {method} | " + " | ".join(cells) + " |")
     compared = compare(rows)
     if compared:
         print("\nConstrained vs blind (same seed): trial-epochs until the constrained search's feasible HV reaches the blind search's final one, / the blind search's trial-epochs\n")
@@ -170,7 +187,7 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
         ax.step(steps, med, where="post", color=color, ls="-" if "+constrained" in method else "--", label=f"{method} (n={len(mine)})")
         ax.fill_between(steps, q1, q3, step="post", color=color, alpha=0.1, lw=0)
     ax.set_xlabel("trial-epochs spent")
-    ax.set_ylabel(f"hypervolume of the feasible front ({args.constraint}): median, IQR band")
+    ax.set_ylabel(f"feasible-front HV ({args.constraint}), median + IQR")
     ax.set_title(f"Constraint in the sampler (solid) vs final filter only (dashed); λ range {args.lam_range}", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

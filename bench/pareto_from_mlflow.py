@@ -116,21 +116,21 @@ def _start(uri: str, name: str, trials: int) -> SearchRun:
     return start_search(name, {"objectives": OBJECTIVES, "trials": trials}, "bench: true\n", uri, resume=False)
 
 
-def _fill_trials(search: SearchRun, first: int, last: int, epochs: int) -> list[tuple[str, dict]]:
+def _fill_trials(search_run: SearchRun, first: int, last: int, epochs: int) -> list[tuple[str, dict]]:
     """Write trials ``first .. last-1``; return what each epoch's trial reports: (trial id, index row)."""
-    client = MlflowClient(search.tracking_uri)
+    client = MlflowClient(search_run.tracking_uri)
     reports = []
     for t in range(first, last):
         rng = np.random.default_rng(t)
         trial = f"trial_{t:05d}"
-        tags = {TRIAL_TAG: trial, PARENT_TAG: search.run_id, SEARCH_TAG: search.name, ROLE_TAG: "trial"}
-        run_id = client.create_run(search.experiment_id, run_name=trial, tags=tags).info.run_id
+        tags = {TRIAL_TAG: trial, PARENT_TAG: search_run.run_id, SEARCH_TAG: search_run.name, ROLE_TAG: "trial"}
+        run_id = client.create_run(search_run.experiment_id, run_name=trial, tags=tags).info.run_id
         client.log_batch(run_id, params=[Param("lam", repr(float(10 ** rng.uniform(-3, 2)))), Param("loss", "energy")])
         metrics = []
         for epoch in range(1, epochs + 1):
             model = client.create_logged_model(
-                search.experiment_id, name=f"{trial}-epoch-{epoch:03d}", source_run_id=run_id,
-                tags={TRIAL_TAG: trial, EPOCH_TAG: str(epoch), SEARCH_TAG: search.name},
+                search_run.experiment_id, name=f"{trial}-epoch-{epoch:03d}", source_run_id=run_id,
+                tags={TRIAL_TAG: trial, EPOCH_TAG: str(epoch), SEARCH_TAG: search_run.name},
             )
             f1, epg, iou = rng.beta(2, 2, size=3)
             values = {"f1": f1, "epg": epg * (1.2 - f1) / 1.2, "iou": iou * epg, "loss": rng.uniform(), "epoch": epoch}
@@ -154,12 +154,12 @@ def fill(db: Path, name: str, trials: int, epochs: int, workers: int) -> float:
     t0 = time.perf_counter()
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn, initializer=_fast_sqlite) as pool:
-        search = pool.submit(_start, uri, name, trials).result()  # creates the schema, single writer
-    index = CheckpointIndexWriter(search)  # its setup() would read the new search's no checkpoints (and lock the file the fill writes)
+        search_run = pool.submit(_start, uri, name, trials).result()  # creates the schema, single writer
+    index = CheckpointIndexWriter(search_run)  # its setup() would read the new search's no checkpoints (and lock the file the fill writes)
     bounds = np.linspace(0, trials, workers + 1).astype(int)
     reports = []
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_fast_sqlite) as pool:
-        for job in [pool.submit(_fill_trials, search, a, b, epochs) for a, b in zip(bounds[:-1], bounds[1:])]:
+        for job in [pool.submit(_fill_trials, search_run, a, b, epochs) for a, b in zip(bounds[:-1], bounds[1:])]:
             reports += job.result()
     with sqlite3.connect(db) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -35,7 +35,7 @@ name :func:`~mg_tune.search.runner.build_tuner` wraps with
 value (it lives in ``__main__``); in the worker it imports the *unpatched*
 ``mg_tune.search.runner``, sets ``runner.train`` to the stand-in (and wraps a
 few runner/tracking functions with timers) in that process, then calls the
-real ``runner.run_trial(config, spec, search)``. Everything else -- spec,
+real ``runner.run_trial(config, spec, search_run)``. Everything else -- spec,
 Optuna, Ray, MLflow, Pareto -- is the production code; the driver's patches
 are undone afterwards.
 
@@ -213,7 +213,7 @@ def _standin_train(
 def make_mg_trial(timing_dir: str, seconds_per_epoch: float) -> Any:
     """The replacement for ``runner.run_trial`` in the driver: patches the *worker's* runner, then runs the real one."""
 
-    def run_trial(config: dict, spec: Any, search: Any) -> None:
+    def run_trial(config: dict, spec: Any, search_run: Any) -> None:
         t_import = time.time()
         import ray.tune
 
@@ -240,7 +240,7 @@ def make_mg_trial(timing_dir: str, seconds_per_epoch: float) -> Any:
             ray.tune.report = _timed(runner, "tune_report", ray.tune.report)
         start = time.time()
         try:
-            real(config, spec, search)
+            real(config, spec, search_run)
         finally:
             rec.add("trial", start, time.time())
             rec.flush()
