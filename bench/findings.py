@@ -21,12 +21,13 @@ guidance (``base_*.yaml``, ``*_original.yaml``, ``smerf_*_base.yaml``; one model
 seed 0, copied to ``runs/findings/<name>.pt``), so the seeds vary the
 fine-tuning (shuffling, drawn classes) and differences come from the guidance::
 
-    python bench/findings.py all      # a, c, b, f, e, smerf (d is a timing benchmark, below)
+    python bench/findings.py all      # a, c, b, f, e, e_budget, smerf (d is a timing benchmark, below)
     python bench/findings.py a        # Energy vs L1: EPG at equal F1
     python bench/findings.py b        # 1 / 10 / 100 % annotations
     python bench/findings.py c        # dilated boxes, textured backgrounds
     python bench/findings.py d        # guided step time, input vs mid2 (bench/guided_step.py)
     python bench/findings.py e        # worst-group accuracy: guidance vs unguided vs CRAYON-Attention
+    python bench/findings.py e_budget # (e) at the first run's budget (1,000 images, 10 + 4 epochs), 3 seeds
     python bench/findings.py f        # Energy* vs Energy, small vs large boxes
     python bench/findings.py smerf    # SMERF: PAFL / SAFL with and without guidance
 """
@@ -277,25 +278,44 @@ def finding_d(args: argparse.Namespace) -> None:
 
 
 # -- (e) worst-group accuracy ------------------------------------------------------------------
-def finding_e(args: argparse.Namespace) -> None:
-    """Main paper Sec. 5.5 and CRAYON Table I on the spurious TextBox: guidance vs unguided vs CRAYON-Attention."""
-    original = base("e_original", "e-original")
-    rows = [{**r, "method": "Original (unguided, 6 epochs)"} for r in original]
-    rows += [{**r, "method": "unguided, 3 more epochs"} for r in search("e_unguided")]
-    rows += [{**r, "method": "Energy, λ = 0.3"} for r in search("e_guidance")]
-    rows += [{**r, "method": "CRAYON-Attention, λ = 1 (mean)"} for r in search("e_crayon")]
+def worst_group(key: str, original: tuple[str, str, str], methods: list[tuple[str, str]], title: str) -> None:
+    """One worst-group comparison: the Original (``(stem, dest, label)``), then each ``(stem, label)`` fine-tuned from it."""
+    stem, dest, label = original
+    rows = [{**r, "method": label} for r in base(stem, dest)]
+    for method_stem, method_label in methods:
+        rows += [{**r, "method": method_label} for r in search(method_stem)]
     metrics = ["worst_group_acc", "mean_group_acc", "accuracy", "epg"]
     summary = summarize(rows, ["method"], metrics)
-    table = markdown("(e) spurious TextBox, 10 % annotated, fine-tuned 3 epochs from the Original (test split)", summary, ["method"], metrics)
+    table = markdown(title, summary, ["method"], metrics)
     fig = Figure(figsize=(7, 3.5))
     ax = fig.subplots()
     names = [e["method"] for e in summary]
     ax.barh(names, [e["worst_group_acc"] for e in summary], xerr=[0 if e["seeds"] < 2 else e["worst_group_acc_ci"] for e in summary], capsize=3, label="worst-group")
     ax.scatter([e["accuracy"] for e in summary], names, c="k", marker="|", s=200, label="overall", zorder=3)
-    ax.set(xlabel="test accuracy", xlim=(0, 1), title="(e) worst-group (bars, 95 % CI) and overall (|) accuracy")
+    ax.set(xlabel="test accuracy", xlim=(0, 1), title=f"({key}) worst-group (bars, 95 % CI) and overall (|) accuracy")
     ax.invert_yaxis()
     ax.legend(loc="lower right")
-    save("e", {"rows": rows, "summary": summary, "table": table}, fig)
+    save(key, {"rows": rows, "summary": summary, "table": table}, fig)
+
+
+def finding_e(args: argparse.Namespace) -> None:
+    """Main paper Sec. 5.5 and CRAYON Table I on the spurious TextBox: guidance vs unguided vs CRAYON-Attention."""
+    worst_group(
+        "e",
+        ("e_original", "e-original", "Original (unguided, 6 epochs)"),
+        [("e_unguided", "unguided, 3 more epochs"), ("e_guidance", "Energy, λ = 0.3"), ("e_crayon", "CRAYON-Attention, λ = 1 (mean)")],
+        "(e) spurious TextBox, 10 % annotated, fine-tuned 3 epochs from the Original (test split)",
+    )
+
+
+def finding_e_budget(args: argparse.Namespace) -> None:
+    """(e) at the budget of the first, one-seed run (1,000 images, a 10-epoch Original, 4 epochs on 100 annotated images), 3 seeds."""
+    worst_group(
+        "e_budget",
+        ("e_budget_original", "e-budget-original", "Original (unguided, 10 epochs, 1,000 images)"),
+        [("e_budget_unguided", "unguided, 4 more epochs"), ("e_budget_guidance", "Energy, λ = 0.3")],
+        "(e) at the earlier budget: spurious TextBox, 1,000 images, 10 % annotated, fine-tuned 4 epochs from the Original (test split)",
+    )
 
 
 # -- (f) Energy* vs Energy --------------------------------------------------------------------------
@@ -365,7 +385,7 @@ def finding_smerf(args: argparse.Namespace) -> None:
     save("smerf", {"rows": rows, "summary": summary, "table": table}, fig)
 
 
-ORDER = ["a", "c", "b", "f", "e", "smerf"]
+ORDER = ["a", "c", "b", "f", "e", "e_budget", "smerf"]
 
 
 def main(argv: list[str] | None = None) -> int:

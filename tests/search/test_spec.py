@@ -12,7 +12,7 @@ from mg_tune.search.spec import PAPER_LAMBDA_GRID, SearchSpec, SpecError, defaul
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
-@pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SPACES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(SPACES)))
 def test_shipped_specs_validate(path):
     spec, text = load_spec(path)
     assert spec.name and text.startswith("#")
