@@ -51,7 +51,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_efficiency import LOSSES, OBJECTIVES, _ci, _iqr, bench_spec, epochs_to_reach, hypervolume_at  # noqa: E402
+from search_efficiency import (  # noqa: E402
+    LOSSES, OBJECTIVES, _ci, _iqr, add_task_arguments, bench_spec, epochs_to_reach, hypervolume_at, run_one_by_one,
+)
 from stats import fmt_ci  # noqa: E402
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -86,35 +88,22 @@ def score(table: Any, constraint: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, root: Path, save: Any) -> list[dict[str, Any]]:
     """Every (seed, sampler, constrained or not) search; ``save(rows)`` after each one."""
-    import ray
-    import yaml
-    from mlflow import MlflowClient
-
     from mg_tune.checkpoint_table import checkpoint_table
-    from mg_tune.search.runner import run_search
-    from mg_tune.search.spec import SearchSpec
 
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # schema migration once
-    plan = [(seed, sampler, constrained) for seed in args.seeds for sampler in args.samplers for constrained in (True, False)]
+    plan = []
+    for seed, sampler, constrained in [(seed, sampler, c) for seed in args.seeds for sampler in args.samplers for c in (True, False)]:
+        method = f"{sampler}+constrained" if constrained else sampler
+        raw = {**bench_spec(sampler, seed, args.lam_range, args, root), "name": f"con-{method.replace('+', '-')}-{seed}",
+               "constraints": [args.constraint] if constrained else []}
+        plan.append(((seed, sampler, method), raw))
     rows: list[dict[str, Any]] = []
-    ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        for i, (seed, sampler, constrained) in enumerate(plan, 1):
-            method = f"{sampler}+constrained" if constrained else sampler
-            raw = bench_spec(sampler, seed, args.lam_range, args, root)
-            raw["name"] = f"con-{method.replace('+', '-')}-{seed}"
-            raw["constraints"] = [args.constraint] if constrained else []
-            start = time.time()
-            outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw, sort_keys=False), uri)
-            rows.append({"seed": seed, "sampler": sampler, "method": method, "search": raw["name"], "trials": outcome.trials,
-                         "errors": outcome.errors, "wall_s": time.time() - start, **score(checkpoint_table(uri, raw["name"]), args.constraint)})
-            r = rows[-1]
-            print(f"[{i}/{len(plan)}] seed {seed} {method:>16}: {r['trial_epochs']} trial-epochs, infeasible {r['infeasible_checkpoints']:.0%} "
-                  f"of checkpoints, feasible HV {r['hypervolume']:.4f}, {r['wall_s']:.0f} s", flush=True)
-            save(rows)
-    finally:
-        ray.shutdown()
+    for i, ((seed, sampler, method), raw, outcome, wall, uri) in enumerate(run_one_by_one(plan, root, args.concurrency), 1):
+        rows.append({"seed": seed, "sampler": sampler, "method": method, "search": raw["name"], "trials": outcome.trials,
+                     "errors": outcome.errors, "wall_s": wall, **score(checkpoint_table(uri, raw["name"]), args.constraint)})
+        r = rows[-1]
+        print(f"[{i}/{len(plan)}] seed {seed} {method:>16}: {r['trial_epochs']} trial-epochs, infeasible {r['infeasible_checkpoints']:.0%} "
+              f"of checkpoints, feasible HV {r['hypervolume']:.4f}, {r['wall_s']:.0f} s", flush=True)
+        save(rows)
     return rows
 
 
@@ -201,12 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samplers", nargs="+", default=["tpe", "gp"], choices=["random", "tpe", "nsga2", "gp"])
     parser.add_argument("--constraint", default="f1 >= 0.9")
     parser.add_argument("--lam-range", default="1e-5,1", help="'default' or LOW,HIGH (papers' units) for both losses")
-    parser.add_argument("--epochs", type=int, default=4)
+    add_task_arguments(parser)
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--train-size", type=int, default=128)
-    parser.add_argument("--val-size", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write all numbers here (rewritten after every search)")
     parser.add_argument("--plot", type=Path, help="write the feasible-HV-vs-trial-epochs plot (PNG) here")
     parser.add_argument("--report-only", type=Path, metavar="JSON", help="print the tables (and --plot) from a previous --json; runs nothing")

@@ -59,7 +59,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -144,41 +144,48 @@ def _ci(values: list[float]) -> str:
     return fmt_ci(values, 4)
 
 
-def run(args: argparse.Namespace, root: Path, save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-    """Run every (seed, method, range) search; ``save(rows)`` after each one."""
+def run_one_by_one(plan: list[tuple[Any, dict[str, Any]]], root: Path, concurrency: int) -> Iterator[tuple[Any, dict[str, Any], Any, float, str]]:
+    """Run each ``(key, raw spec)`` of ``plan`` in turn through :func:`run_search`, on one local Ray and one SQLite store in ``root``;
+    yield ``(key, raw, outcome, wall seconds, tracking URI)`` after each."""
     import ray
     import yaml
     from mlflow import MlflowClient
 
-    from mg_tune.front import checkpoint_table
     from mg_tune.search.runner import run_search
     from mg_tune.search.spec import SearchSpec
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     MlflowClient(uri).search_experiments()  # schema migration once
-    rows: list[dict[str, Any]] = []
-    plan = [(seed, method, None if method == "grid" else lam_range) for seed in args.seeds for method in args.methods
-            for lam_range in (args.lam_ranges if method != "grid" else [None])]
-    ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        for i, (seed, method, lam_range) in enumerate(plan, 1):
-            raw = bench_spec(method, seed, lam_range, args, root)
+        for key, raw in plan:
             start = time.time()
             outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw, sort_keys=False), uri)
-            wall = time.time() - start
-            table = checkpoint_table(uri, raw["name"])
-            history = hypervolume_history(uri, raw["name"])
-            rows.append({
-                "seed": seed, "method": method, "range": lam_range, "search": raw["name"], "trials": outcome.trials, "errors": outcome.errors,
-                "trial_epochs": len(table), "stopped_early": int(table.groupby("trial_id")["epoch"].max().lt(args.epochs).sum()),
-                "hypervolume": history[-1][1] if history else 0.0, "history": history, "wall_s": wall,
-                "front": outcome.pareto.front[["trial_id", "epoch", "params.loss", "params.lam", *OBJECTIVES]].to_dict("records"),
-            })
-            print(f"[{i}/{len(plan)}] seed {seed} {method:>14} {lam_range or '':>8}: {len(table)} trial-epochs, "
-                  f"HV {rows[-1]['hypervolume']:.4f}, {wall:.0f} s", flush=True)
-            save(rows)
+            yield key, raw, outcome, time.time() - start, uri
     finally:
         ray.shutdown()
+
+
+def run(args: argparse.Namespace, root: Path, save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """Run every (seed, method, range) search; ``save(rows)`` after each one."""
+    from mg_tune.front import checkpoint_table
+
+    rows: list[dict[str, Any]] = []
+    keys = [(seed, method, None if method == "grid" else lam_range) for seed in args.seeds for method in args.methods
+            for lam_range in (args.lam_ranges if method != "grid" else [None])]
+    plan = [(key, bench_spec(key[1], key[0], key[2], args, root)) for key in keys]
+    for i, ((seed, method, lam_range), raw, outcome, wall, uri) in enumerate(run_one_by_one(plan, root, args.concurrency), 1):
+        table = checkpoint_table(uri, raw["name"])
+        history = hypervolume_history(uri, raw["name"])
+        rows.append({
+            "seed": seed, "method": method, "range": lam_range, "search": raw["name"], "trials": outcome.trials, "errors": outcome.errors,
+            "trial_epochs": len(table), "stopped_early": int(table.groupby("trial_id")["epoch"].max().lt(args.epochs).sum()),
+            "hypervolume": history[-1][1] if history else 0.0, "history": history, "wall_s": wall,
+            "front": outcome.pareto.front[["trial_id", "epoch", "params.loss", "params.lam", *OBJECTIVES]].to_dict("records"),
+        })
+        print(f"[{i}/{len(plan)}] seed {seed} {method:>14} {lam_range or '':>8}: {len(table)} trial-epochs, "
+              f"HV {rows[-1]['hypervolume']:.4f}, {wall:.0f} s", flush=True)
+        save(rows)
     return rows
 
 
@@ -286,19 +293,24 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
     fig.savefig(path)
 
 
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The task's options that :func:`bench_spec` reads: epochs per trial, learning rate, data sizes, concurrent trials."""
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--train-size", type=int, default=128)
+    parser.add_argument("--val-size", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS)
     parser.add_argument("--lam-ranges", nargs="+", default=["default", "1e-5,1"],
                         help="λ ranges of the searches: 'default' (mg-tune's: a decade around the paper's grid) or LOW,HIGH (papers' units) for both losses")
-    parser.add_argument("--epochs", type=int, default=4)
+    add_task_arguments(parser)
     parser.add_argument("--trials", type=int, default=6, help="trials of a search without MO-ASHA (6 x epochs = the grid's budget)")
     parser.add_argument("--asha-trials", type=int, default=12, help="trials of the mo_asha searches")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--train-size", type=int, default=128)
-    parser.add_argument("--val-size", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write all numbers here (rewritten after every search)")
     parser.add_argument("--plot", type=Path, help="write the hypervolume-vs-trial-epochs plot (PNG) here")
     parser.add_argument("--report-only", type=Path, nargs="+", metavar="JSON",
