@@ -234,7 +234,7 @@ def build_searcher(spec: SearchSpec, study: optuna.storages.BaseStorage | None =
         points_to_evaluate=points or None,
         study_name=spec.name,
         storage=study,
-        constraints=spec.parsed_constraints,
+        constraints=spec.parsed_constraints if spec.constraints_in_sampler else [],
     )
 
 

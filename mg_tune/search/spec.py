@@ -20,6 +20,11 @@ completes, each constraint's violation on the trial's last reported metrics
 (:meth:`mg_tune.pareto.Constraint.violation`; ``Trial.set_constraint``), which
 NSGA-II/III (constrained domination), TPE (c-TPE) and GP (constrained log-EHVI)
 use. An infeasible trial is tracked like any other (runs and checkpoints stay).
+``constraints_in_sampler: false`` keeps the constraints out of the sampler (it
+proposes as if there were none) and applies them to the front only: for a
+constraint that cuts through the trade-off, whose best feasible points lie on
+its boundary, where steering away from infeasible regions also steers away
+from them (docs/benchmarks.md, "Constraints inside the sampler").
 
 The field models are :mod:`mg_tune.search.spec_fields`, the λ grids :mod:`mg_tune.search.lambda_grid`.
 
@@ -114,6 +119,7 @@ class SearchSpec(StrictModel):
     space: dict[str, Distribution] = Field(default_factory=dict)
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(name=n) for n in ("f1", "epg", "iou")])
     constraints: list[str] = Field(default_factory=list)
+    constraints_in_sampler: bool = True
     sampler: str = "nsga2"
     trials: int = Field(8, gt=0)
     concurrency: int = Field(2, gt=0)

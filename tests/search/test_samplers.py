@@ -125,6 +125,18 @@ def test_constraint_values_of_completed_trials_reach_the_sampler(sampler, monkey
     assert searcher.suggest("next") is not None  # and samples with them
 
 
+def test_constraints_can_stay_out_of_the_sampler_and_still_filter_the_front():
+    """constraints_in_sampler: false: Optuna's trials carry no constraint values; the spec's constraints stay for the front."""
+    spec = spec_for("tpe", constraints=CONSTRAINTS, constraints_in_sampler=False)
+    searcher = build_searcher(spec)
+    for i, (result, _) in enumerate(RESULTS):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", result)
+    done = searcher._ot_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 3 and all(t.constraints == {} for t in done)
+    assert [str(c) for c in spec.parsed_constraints] == CONSTRAINTS  # what search_pareto and retention apply
+
+
 def test_a_resumed_stopped_trial_keeps_its_constraint_values():
     spec = spec_for("tpe", constraints=CONSTRAINTS)
     searcher = build_searcher(spec)
