@@ -313,7 +313,7 @@ def finding_e_budget(args: argparse.Namespace) -> None:
     worst_group(
         "e_budget",
         ("e_budget_original", "e-budget-original", "Original (unguided, 10 epochs, 1,000 images)"),
-        [("e_budget_unguided", "unguided, 4 more epochs"), ("e_budget_guidance", "Energy, λ = 0.3")],
+        [("e_budget_unguided", "unguided, 4 more epochs"), ("e_budget_guidance", "Energy, λ = 0.3"), ("e_budget_crayon", "CRAYON-Attention, λ = 1 (mean)")],
         "(e) at the earlier budget: spurious TextBox, 1,000 images, 10 % annotated, fine-tuned 4 epochs from the Original (test split)",
     )
 
