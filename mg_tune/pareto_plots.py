@@ -29,6 +29,7 @@ So matplotlib stays, for this one figure.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["MarkerGroup", "PairwisePlot", "hypervolume_figure", "pairwise_plot", "pareto_3d_figure", "pareto_figure", "pareto_png"]
+
+def import_in_background() -> threading.Thread:
+    """Import plotly and matplotlib in a background thread, so the plots at a search's end do not import them.
+
+    A search's driver mostly waits on ``Tuner.fit``; rendering the front's
+    plots afterwards paid ~1 s of first imports (matplotlib.figure with its
+    projections, plotly.graph_objects) on the search's critical path
+    (bench/search_overhead.py). Python's per-module import locks make a
+    later import in the main thread wait for this one, never run it twice.
+    Not a daemon: a process that ends early still finishes the import
+    (matplotlib may be writing its font cache the first time).
+    """
+
+    def load() -> None:
+        import matplotlib.figure  # noqa: F401
+        import plotly.graph_objects  # noqa: F401
+        import plotly.subplots  # noqa: F401
+
+    thread = threading.Thread(target=load, name="mg-tune-plot-imports")
+    thread.start()
+    return thread
+
+__all__ = ["MarkerGroup", "PairwisePlot", "hypervolume_figure", "import_in_background", "pairwise_plot", "pareto_3d_figure", "pareto_figure", "pareto_png"]
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from mlflow import MlflowClient
 from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.front import ParetoResult, search_pareto
+from mg_tune.pareto_plots import import_in_background
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StartingTable, StoppedTrialFinisher
 from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
@@ -337,6 +338,7 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     stop = StopRequest()
     try:
         tuner = build_tuner(spec, search_run, resume, study, points)
+        import_in_background()  # the front's plots at the end: their imports happen while the trials run
         with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
             results = tuner.fit()
         status = "KILLED" if stop.requested else "FINISHED"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -215,3 +217,15 @@ def test_errors_are_clear(filled):
         search_pareto(uri, "pf", ["f1"], [True], tag=False, constraints=["f1 > 0.5"])
     with pytest.raises(ValueError, match="one maximize flag per objective"):
         search_pareto(uri, "pf", ["f1", "epg"], [True], tag=False)
+
+
+def test_the_plotting_libraries_are_imported_in_the_background():
+    """run_search starts this before Tuner.fit: afterwards the front's plots find matplotlib and plotly imported."""
+    code = (
+        "import sys; from mg_tune.pareto_plots import import_in_background\n"
+        "assert 'matplotlib.figure' not in sys.modules and 'plotly.graph_objects' not in sys.modules\n"
+        "thread = import_in_background(); assert not thread.daemon; thread.join()\n"
+        "print(sorted(m for m in ('matplotlib.figure', 'plotly.graph_objects', 'plotly.subplots') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['matplotlib.figure', 'plotly.graph_objects', 'plotly.subplots']"
