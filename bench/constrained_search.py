@@ -19,7 +19,7 @@ constraint: a (trial, epoch) checkpoint is *feasible* when it meets it, and
 the feasible hypervolume after ``s`` trial-epochs is::
 
     HV_s = normalized_hypervolume({y(trial, epoch) feasible : the first s checkpoints by creation time},
-                                  bounds = (0, 1) per objective)        (mg_tune.pareto.hypervolume_over_time)
+                                  bounds = (0, 1) per objective)        (mg_tune.front.hypervolume_curve)
 
 the curve ``HypervolumeTracker`` logs for a constrained search. Per search:
 the share of infeasible checkpoints, the share of trials whose last epoch is
@@ -59,24 +59,17 @@ from stats import fmt_ci  # noqa: E402
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def feasible_history(table: Any, constraint: str) -> tuple[list[tuple[int, float]], np.ndarray]:
-    """``(trial-epochs, feasible HV)`` after every checkpoint, in creation order, and each checkpoint's feasibility."""
-    from mg_tune.front import feasible_rows
-    from mg_tune.pareto import Constraint, hypervolume_over_time
-
-    ordered = table.sort_values(["created", "trial_id", "epoch"], kind="stable")
-    feasible = feasible_rows(ordered, [Constraint.parse(constraint)])
-    curve = hypervolume_over_time(ordered[OBJECTIVES].to_numpy(dtype=float), [(0.0, 1.0)] * len(OBJECTIVES), [True] * len(OBJECTIVES), feasible)
-    return [(k, float(hv)) for k, hv in enumerate(curve, 1)], feasible
-
-
 def score(table: Any, constraint: str) -> dict[str, Any]:
-    """The feasible-HV history and infeasible shares of one search's checkpoint table."""
-    history, feasible = feasible_history(table, constraint)
-    ordered = table.sort_values(["created", "trial_id", "epoch"], kind="stable").assign(feasible=feasible)
-    last = ordered.sort_values(["trial_id", "epoch"]).groupby("trial_id").tail(1)
+    """The feasible-HV history (:func:`mg_tune.front.hypervolume_curve` under the constraint) and infeasible shares of one search's checkpoint table."""
+    from mg_tune.front import hypervolume_curve, mark_pareto
+
+    result = mark_pareto(table, OBJECTIVES, [True] * len(OBJECTIVES), [constraint])
+    curve = hypervolume_curve(result)
+    history = [(int(k), float(hv)) for k, hv in zip(curve["trial_epochs"], curve["hypervolume"])]
+    feasible = result.table["feasible"]
+    last = result.table.sort_values(["trial_id", "epoch"]).groupby("trial_id").tail(1)
     return {
-        "trial_epochs": len(ordered),
+        "trial_epochs": len(result.table),
         "infeasible_checkpoints": float(1 - feasible.mean()) if len(feasible) else math.nan,
         "infeasible_trials": float(1 - last["feasible"].mean()) if len(last) else math.nan,
         "hypervolume": history[-1][1] if history else 0.0,

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+__all__ = ["MarkerGroup", "PairwisePlot", "hypervolume_figure", "import_in_background", "pairwise_plot", "pareto_3d_figure", "pareto_figure", "pareto_png"]
+
 
 def import_in_background() -> threading.Thread:
     """Import plotly and matplotlib in a background thread, so the plots at a search's end do not import them.
@@ -59,8 +61,6 @@ def import_in_background() -> threading.Thread:
     thread = threading.Thread(target=load, name="mg-tune-plot-imports")
     thread.start()
     return thread
-
-__all__ = ["MarkerGroup", "PairwisePlot", "hypervolume_figure", "import_in_background", "pairwise_plot", "pareto_3d_figure", "pareto_figure", "pareto_png"]
 
 
 @dataclass(frozen=True)

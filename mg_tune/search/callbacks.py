@@ -71,6 +71,7 @@ class StartingTable:
     def __getstate__(self) -> dict[str, Any]:
         return {"search_run": self.search_run, "_table": None}
 
+
 class _SearchRunCallback(tune.Callback):
     """A driver-side callback of one search, holding its search run.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cloudpickle
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -18,6 +19,7 @@ from ray.tune.experiment import Trial
 
 from mg_tune.checkpoint_table import checkpoint_table, read_search
 from mg_tune.front import PARETO_TAG, mark_pareto, search_pareto
+from mg_tune.search.callbacks import HypervolumeTracker, StartingTable
 from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.spec import SearchSpec
@@ -138,10 +140,6 @@ def test_resume_and_retention_clear_the_completeness_tag(new_mlflow_store, tmp_p
 
 def test_a_restarting_driver_reads_mlflow_once_for_all_its_callbacks(new_mlflow_store, tmp_path):
     """The index writer, the hypervolume tracker and retention share one StartingTable: one read of the LoggedModels, not three."""
-    import cloudpickle
-
-    from mg_tune.search.callbacks import HypervolumeTracker, StartingTable
-
     uri = new_mlflow_store()
     search, finished = run_search_by_hand(uri, tmp_path, "shared")
     spec = SearchSpec.model_validate({"name": "shared", "objectives": ["f1", "epg"], "constraints": ["f1 >= 0.3"], "checkpoints": {"keep": "front"}})
