@@ -1,8 +1,11 @@
 """PASCAL VOC 2007 from the user's ``VOCdevkit/VOC2007`` (nothing is downloaded).
 
-Files read (``root`` is ``VOCdevkit`` or ``VOCdevkit/VOC2007`` itself)::
+Files read (``root`` is the folder holding ``VOCdevkit/`` as torchvision's ``VOCDetection(root)``
+takes it, ``VOCdevkit`` itself, or ``VOCdevkit/VOC2007``)::
 
-    VOC2007/ImageSets/Main/{train,val,trainval,test}.txt   image ids, one per line
+    VOC2007/ImageSets/Main/{train,val,trainval,test}.txt   image ids, one per line (a whole line, stripped,
+                                                           as VOCDetection reads it: ids may hold spaces;
+                                                           the per-class files <class>_<set>.txt are not read)
     VOC2007/Annotations/<id>.xml                           size, objects (name, difficult, bndbox)
     VOC2007/JPEGImages/<filename>                          the images
     VOC2007/SegmentationClass/<id>.png                     optional, palette PNG: class 1..20, 0 bg, 255 void
@@ -13,6 +16,15 @@ Targets: 20-class multi-label (``VOC_CLASSES``), one box per object. VOC
 ``xmax - xmin + 1`` pixels); they become 0-based with x1/y1 exclusive:
 ``x0 = xmin - 1``, ``y0 = ymin - 1``, ``x1 = xmax``, ``y1 = ymax``, so the box
 covers ``mask[ymin-1:ymax, xmin-1:xmax]``.
+
+What labelling tools write besides the official files is read as follows: real-valued
+coordinates (CVAT) give the covering pixel box (``x0 = floor(xmin) - 1``,
+``x1 = ceil(xmax)``); ``xmin``/``ymin`` of 0 (tools that write 0-based coordinates) is
+the first pixel column/row, and ``xmax``/``ymax`` may exceed the image by less than
+:data:`~mg_tune.data.records.BOX_SLACK` pixel: both are clipped, moving the box by at
+most one pixel; anything further out is an error. An XML without ``<size>``, or with
+a zero width or height (LabelMe converters, some exports), takes the size from the
+image file's header.
 
 Segmentation masks (``seg_masks``, ``has_seg``) exist for the images listed in
 ``ImageSets/Segmentation`` (~8 % of VOC 2007): class ``k`` is the pixels of value
@@ -36,6 +48,7 @@ trial sees the same splits.
 from __future__ import annotations
 
 import functools
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal
@@ -47,8 +60,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.errors import DatasetError
 from mg_tune.data.real import Loader, register_loader
-from mg_tune.data.records import BadSamples, Record, carve, require_dir, require_file
-from mg_tune.textfiles import decode_problem, read_utf8
+from mg_tune.data.images import image_size
+from mg_tune.data.records import BOX_SLACK, BadSamples, Record, carve, require_dir, require_file
+from mg_tune.textfiles import decode_problem, read_text
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -72,14 +86,15 @@ class VOCOptions(BaseModel):
 
 
 def voc_dir(root: str | Path) -> Path:
-    """``root/VOC2007`` (root = VOCdevkit) or ``root`` itself when it holds ``Annotations``."""
+    """The ``VOC2007`` directory: ``root/VOCdevkit/VOC2007`` (torchvision's ``root``), ``root/VOC2007`` (root = VOCdevkit) or ``root`` itself when it holds ``Annotations``."""
     root = Path(root).expanduser()
     require_dir(root, "data root")
-    if (root / "VOC2007").is_dir():
-        return root / "VOC2007"
+    for base in (root / "VOCdevkit" / "VOC2007", root / "VOC2007"):
+        if base.is_dir():
+            return base
     if (root / "Annotations").is_dir():
         return root
-    raise DatasetError(root, "no VOC2007 directory here (expected VOCdevkit/VOC2007/Annotations)")
+    raise DatasetError(root, "no VOC2007 directory here (expected VOCdevkit/VOC2007/Annotations, VOC2007/Annotations or Annotations)")
 
 
 def image_set_path(base: Path, name: str) -> Path:
@@ -88,10 +103,10 @@ def image_set_path(base: Path, name: str) -> Path:
 
 
 def read_image_set(base: Path, name: str) -> list[tuple[str, int]]:
-    """Image ids of ``ImageSets/Main/<name>.txt``, each with its 1-based line number (for error messages)."""
+    """Image ids of ``ImageSets/Main/<name>.txt`` (whole lines, stripped; blank lines skipped), each with its 1-based line number."""
     path = require_file(image_set_path(base, name), f"image set {name!r}")
     try:
-        ids = [(line.split()[0], n) for n, line in enumerate(read_utf8(path).splitlines(), start=1) if line.strip()]
+        ids = [(line.strip(), n) for n, line in enumerate(read_text(path).splitlines(), start=1) if line.strip()]
     except UnicodeDecodeError as exc:
         raise DatasetError(path, decode_problem(exc)) from None
     if not ids:
@@ -99,12 +114,41 @@ def read_image_set(base: Path, name: str) -> list[tuple[str, int]]:
     return ids
 
 
-def _int(path: Path, element: ET.Element | None, tag: str, what: str) -> int:
+def _number(path: Path, element: ET.Element | None, tag: str, what: str) -> float:
     text = element.findtext(tag) if element is not None else None
     try:
-        return int(round(float(text)))
+        value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise DatasetError(path, f"{what}: <{tag}> is {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DatasetError(path, f"{what}: <{tag}> is {text!r}, not a finite number")
+    return value
+
+
+def _image_size(path: Path, root: ET.Element, image: Path) -> tuple[int, int]:
+    """``(width, height)`` of ``<size>``, or of the image header when ``<size>`` is absent or zero (see module doc)."""
+    size = root.find("size")
+    if size is None or not (size.findtext("width") or "").strip() or not (size.findtext("height") or "").strip():
+        return image_size(image)
+    width, height = (round(_number(path, size, tag, "size")) for tag in ("width", "height"))
+    if width == 0 or height == 0:
+        return image_size(image)
+    if width < 0 or height < 0:
+        raise DatasetError(path, f"image size {width}x{height} is not positive")
+    return width, height
+
+
+def _pixel_box(path: Path, bb: ET.Element, what: str, width: int, height: int) -> tuple[int, int, int, int]:
+    """The 0-based, x1/y1-exclusive pixel box of a 1-based inclusive ``<bndbox>`` (see module doc for tools' variants)."""
+    xmin, ymin, xmax, ymax = (_number(path, bb, t, what) for t in ("xmin", "ymin", "xmax", "ymax"))
+    coords = f"xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, ymax={ymax:g}"
+    if xmax < xmin or ymax < ymin:
+        raise DatasetError(path, f"{what}: zero-area box ({coords})")
+    if xmin < 0 or ymin < 0 or xmax >= width + BOX_SLACK or ymax >= height + BOX_SLACK:
+        raise DatasetError(path, f"{what}: box ({coords}, 1-based) lies outside the {width}x{height} image")
+    x0, y0 = max(0, math.floor(xmin) - 1), max(0, math.floor(ymin) - 1)
+    x1, y1 = min(width, max(math.ceil(xmax), x0 + 1)), min(height, max(math.ceil(ymax), y0 + 1))
+    return x0, y0, x1, y1
 
 
 def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, listed_at: str | None = None) -> Record:
@@ -121,16 +165,11 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, lis
         raise DatasetError(path, f"annotation file is missing ({listed})") from None
     except ET.ParseError as exc:
         raise DatasetError(path, f"corrupt XML ({exc})") from None
-    size = root.find("size")
-    if size is None:
-        raise DatasetError(path, "no <size> element")
-    width, height = _int(path, size, "width", "size"), _int(path, size, "height", "size")
-    if width <= 0 or height <= 0:
-        raise DatasetError(path, f"image size {width}x{height} is not positive")
     filename = (root.findtext("filename") or f"{image_id}.jpg").strip()
     image = base / "JPEGImages" / filename
     if not image.is_file():
         raise DatasetError(image, f"image file is missing (named by {path}; {listed})")
+    width, height = _image_size(path, root, image)
     labels: list[int] = []
     boxes: list[tuple[int, int, int, int, int]] = []
     object_classes: list[int] = []
@@ -145,13 +184,7 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, lis
         what = f"object {j} ({name})"
         if bb is None:
             raise DatasetError(path, f"{what}: no <bndbox>")
-        xmin, ymin, xmax, ymax = (_int(path, bb, t, what) for t in ("xmin", "ymin", "xmax", "ymax"))
-        x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax  # 1-based inclusive -> 0-based, x1/y1 exclusive
-        coords = f"xmin={xmin}, ymin={ymin}, xmax={xmax}, ymax={ymax}"
-        if x1 <= x0 or y1 <= y0:
-            raise DatasetError(path, f"{what}: zero-area box ({coords})")
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise DatasetError(path, f"{what}: box ({coords}, 1-based) lies outside the {width}x{height} image")
+        x0, y0, x1, y1 = _pixel_box(path, bb, what, width, height)
         if (obj.findtext("difficult") or "0").strip() == "1":
             difficult += 1
             if not keep_difficult:

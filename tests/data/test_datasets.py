@@ -245,7 +245,7 @@ def _one_line_error(data: DataConfig, split: str = "train", name: str | Path | N
 def test_missing_root_and_directories(tmp_path, voc_root, coco_root):
     missing = tmp_path / "nowhere"
     assert "data root directory is missing" in _one_line_error(DataConfig(name="voc", root=str(missing)), name=missing)
-    assert "VOC2007" in _one_line_error(DataConfig(name="voc", root=str(tmp_path)), name=tmp_path)
+    assert "no VOC2007 directory here" in _one_line_error(DataConfig(name="voc", root=str(coco_root)), name=coco_root)
     (voc_root / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
     _one_line_error(DataConfig(name="voc", root=str(voc_root)), "test", name=voc_root / "VOC2007" / "ImageSets" / "Main" / "test.txt")
     images = coco_root / "val2014"
@@ -319,7 +319,7 @@ def test_coco_json_errors_name_the_file(coco_root):
         path.write_text(json.dumps(data))
         from mg_tune.data import coco
 
-        coco._index.cache_clear()
+        coco.LOADER.cache_clear()
         assert problem in _one_line_error(DataConfig(name="coco", root=str(coco_root)), name=path)
 
 
