@@ -1,21 +1,28 @@
 """``mg-tune data ...``: commands about the user's local copies of the real data sets.
 
 ``mg-tune data check DATASET --root PATH`` loads the index of every split,
-validates every annotation (and, unless ``--no-images``, every image header and
-segmentation file) and prints the counts per split and class. ``mg-tune data check
-SPEC.yaml`` does the same for a search spec's ``data`` block, options and all, so it
-checks exactly what the search will load. Any problem is one line naming the file,
-exit code 2.
+validates every annotation (and, unless ``--no-images``, decodes every image whole
+-- a truncated JPEG has a valid header -- and loads every segmentation file, with a
+progress bar on a terminal and nothing extra in a pipe) and prints the counts per
+split and class. ``mg-tune data check SPEC.yaml`` does the same for a search spec's
+``data`` block, options and all, so it checks exactly what the search will load. Any
+problem is one line naming the file, exit code 2; what is legal but suspicious
+(images listed twice, images shared between splits, a split whose groups cannot
+measure worst-group accuracy, samples skipped under ``--on-bad-sample skip``) is a
+``warning:`` line each, exit code 0.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Optional
 
 import typer
 import yaml
+from rich.console import Console
+from rich.progress import track
 
-from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table
+from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table, warning
 
 if TYPE_CHECKING:
     from mg_tune.config import DataConfig
@@ -40,7 +47,7 @@ def check(
     variant: Optional[str] = typer.Option(None, "--variant", help="VOC 2007, COCO 2014, Waterbirds conventional|reversed"),
     option: list[str] = typer.Option([], "--option", "-o", help="a loader option as key=value (repeatable), e.g. crowd=include"),
     on_bad_sample: Optional[str] = typer.Option(None, "--on-bad-sample", help="error (default): stop at the first problem; skip: count and skip bad samples"),
-    images: bool = typer.Option(True, "--images/--no-images", help="also open every image header and segmentation file"),
+    images: bool = typer.Option(True, "--images/--no-images", help="also decode every image and load every segmentation file"),
     output: str = output_option(),
 ) -> None:
     """Validate every annotation of DATASET under --root (or of a spec's data) and print counts per split and class."""
@@ -66,11 +73,25 @@ def check(
             fail(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
         what = dataset
     try:
-        info, reports = check_dataset(config, images=images)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            info, reports = check_dataset(config, images=images, progress=_progress_bar)
     except ValueError as exc:  # DatasetError and option errors
         fail(str(exc))
     print_reports(f"{info.name} at {config.root}", info, reports, output)
-    message(f"ok: every annotation of {what} is valid{' (images and segmentation files too)' if images else ''}", output)
+    found = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # skipped samples, DataWarning
+    for text in found:
+        warning(text)
+    count = f"; {len(found)} warning{'s' if len(found) != 1 else ''} above" if found else ""
+    message(f"ok: every annotation of {what} is valid{' (images decoded and segmentation files too)' if images else ''}{count}", output)
+
+
+def _progress_bar(split: str):
+    """A transient rich bar over a split's images on a terminal (stderr); None in a pipe, which gets nothing extra."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return None
+    return lambda items, total: track(items, total=total, description=f"decoding {split} images", console=console, transient=True)
 
 
 def _spec_data(path: str, **flags) -> DataConfig:

@@ -10,6 +10,8 @@ nearest-exact for masks), or on ``train`` with ``augment`` ``RandomResizedCrop((
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +68,46 @@ def build_transform(size: int, augment: bool) -> v2.Compose:
     return v2.Compose([*geometry, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)])
 
 
-def load_rgb(path: str, width: int, height: int) -> torch.Tensor:
-    """Decode ``path`` as uint8 ``[3, H, W]`` RGB; DatasetError if unreadable or not ``width`` x ``height``."""
+def _decoded_rgb(path: str | Path, width: int, height: int) -> Image.Image:
+    """Every pixel of ``path`` decoded as RGB (a truncated file fails here, not at its header); DatasetError naming the file."""
     try:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(path, "image file is missing") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DatasetError(path, f"not a readable image ({exc})") from None
     if rgb.size != (width, height):
         raise DatasetError(path, f"image is {rgb.size[0]}x{rgb.size[1]} but its annotation says {width}x{height}")
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+    return rgb
+
+
+def load_rgb(path: str, width: int, height: int) -> torch.Tensor:
+    """Decode ``path`` as uint8 ``[3, H, W]`` RGB; DatasetError if unreadable or not ``width`` x ``height``."""
+    return torch.from_numpy(np.asarray(_decoded_rgb(path, width, height)).copy()).permute(2, 0, 1)
+
+
+def check_decodes(path: str | Path, width: int, height: int) -> None:
+    """Decode the whole image at ``path`` once per process and file version; DatasetError if it cannot be, or is not ``width`` x ``height``.
+
+    Headers alone do not find a truncated JPEG (PIL reads its size, then fails on the
+    pixels), so ``data check`` and ``on_bad_sample: skip`` decode every image. The verdict
+    is cached by path, modification time and size: train, val and held-out splits built
+    in one process decode each image once.
+    """
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise DatasetError(path, "image file is missing") from None
+    problem = _decode_problem(str(path), stat.st_mtime_ns, stat.st_size, width, height)
+    if problem is not None:
+        raise DatasetError(path, problem)
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_problem(path: str, mtime_ns: int, size: int, width: int, height: int) -> str | None:
+    try:
+        _decoded_rgb(path, width, height)
+    except DatasetError as exc:
+        return exc.problem
+    return None

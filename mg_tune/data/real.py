@@ -33,6 +33,8 @@ its masks) and :mod:`mg_tune.data.split_report` (what ``data check`` counts).
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +50,7 @@ from mg_tune.data.images import PixelMask, build_transform, load_rgb
 from mg_tune.data.masks import annotated_subset, dilate_box
 from mg_tune.data.records import BadSamples, Box5, Record, SegLoader
 from mg_tune.data.remote import local_root  # s3:// roots are mirrored into a node-local cache
-from mg_tune.data.split_report import SplitReport, split_report, verify_images
+from mg_tune.data.split_report import DataWarning, Progress, SplitReport, split_report, split_warnings, verify_images
 
 class AnnotatedImageDataset(Dataset):
     """Images decoded lazily from an index of :class:`Record`; the sample dict of the module doc.
@@ -94,6 +96,10 @@ class AnnotatedImageDataset(Dataset):
     def boxes(self, i: int) -> list[Box5]:
         """``(class_index, x0, y0, x1, y1)`` of every box of sample ``i`` (original pixels, before dilation)."""
         return list(self.records[i].boxes)
+
+    def group_counts(self) -> dict[int, int]:
+        """Number of images per group present (empty without groups)."""
+        return dict(sorted(Counter(r.group for r in self.records if r.group >= 0).items()))
 
     def class_counts(self) -> list[int]:
         """Number of images containing each class."""
@@ -177,17 +183,38 @@ class Loader:
     def default_variant(self) -> str:
         return self.variants[0]
 
-    def split(self, data: Any, split: str) -> tuple[DatasetInfo, list[Record]]:
-        """``(info, records)`` of ``split`` for a :class:`mg_tune.config.DataConfig` (``max_samples`` applied)."""
+    def split(self, data: Any, split: str, decode: bool = True) -> tuple[DatasetInfo, list[Record]]:
+        """``(info, records)`` of ``split`` for a :class:`mg_tune.config.DataConfig` (``max_samples`` applied).
+
+        With ``on_bad_sample: skip`` (and ``decode``) every image of the split is decoded
+        here, once, and the records whose image does not decode (or whose segmentation
+        file does not load) are skipped, counted and warned about (:class:`BadSamples`):
+        the split is then the same for every epoch, every DataLoader worker and every
+        trial, and its size is known before training. With ``error`` (the default)
+        images are decoded when a batch needs them and the first bad one stops the run
+        with its file named (``mg-tune data check`` finds them all beforehand).
+        """
         if data.root is None:
             raise DatasetError("data.root", f"is required for data set {self.name!r}")
         options = self.options.model_validate(data.options)
         info, records = self.records(str(local_root(data.root)), split, options, data.variant, data.on_bad_sample)
         if data.max_samples is not None:
             records = records[: data.max_samples]
+        if decode and data.on_bad_sample == "skip":
+            records = self.decodable(records, data, split)
+        return info, self._non_empty(records, data, split)
+
+    def _non_empty(self, records: list[Record], data: Any, split: str) -> list[Record]:
         if not records:
             raise DatasetError(data.root, f"the {split!r} split of {self.name} is empty (check the split files and options)")
-        return info, records
+        return records
+
+    def decodable(self, records: Sequence[Record], data: Any, split: str, progress: Progress | None = None) -> list[Record]:
+        """The records whose image decodes and whose segmentation loads (:func:`verify_images`), under ``data.on_bad_sample``."""
+        bad = BadSamples(data.on_bad_sample, f"{self.title or self.name} {split} images")
+        kept = verify_images(records, bad, self.seg_loader, progress)
+        bad.finish()
+        return kept
 
     def build(self, data: Any, split: str) -> AnnotatedImageDataset:
         """The ``split`` of this data set as an :class:`AnnotatedImageDataset`."""
@@ -199,20 +226,27 @@ class Loader:
             seg_loader=self.seg_loader, invert_boxes=data.variant in self.inverted_variants,
         )
 
-    def check(self, data: Any, splits: Sequence[str], images: bool = True) -> tuple[DatasetInfo, list[SplitReport]]:
-        """Load and validate every split's index (with ``images``: image headers and segmentation files too).
+    def check(
+        self, data: Any, splits: Sequence[str], images: bool = True, progress: Callable[[str], Progress | None] = lambda split: None
+    ) -> tuple[DatasetInfo, list[SplitReport]]:
+        """Load and validate every split's index (with ``images``: every image decoded whole, and segmentation files).
 
-        Indexes are re-read from disk (the cache is cleared first).
+        Indexes are re-read from disk (the cache is cleared first). ``progress(split)`` gives
+        the progress display of a split's decoding (or None). What is legal but suspicious
+        is warned about (``warnings.warn``, :func:`split_warnings`): images listed twice in a
+        split, images shared between splits (a leak into the evaluation), a split whose
+        groups cannot measure worst-group accuracy.
         """
         self.cache_clear()
-        reports, info = [], None
+        reports, info, kept = [], None, {}
         for split in splits:
-            info, records = self.split(data, split)
+            info, records = self.split(data, split, decode=False)
             if images:
-                bad = BadSamples(data.on_bad_sample, f"{self.name} {split}")
-                records = verify_images(records, bad, self.seg_loader)
-                bad.finish()
+                records = self._non_empty(self.decodable(records, data, split, progress(split)), data, split)
+            kept[split] = records
             reports.append(split_report(split, records, info.num_classes, lambda r: r.seg is not None))
+        for text in split_warnings(f"{self.title or self.name} at {data.root}", info, kept):
+            warnings.warn(text, DataWarning, stacklevel=2)
         return info, reports
 
 

@@ -1,12 +1,17 @@
-"""What ``mg-tune data check`` reports of a real data set's split: counts (:class:`SplitReport`) and image checks."""
+"""What ``mg-tune data check`` reports of a real data set's splits: counts (:class:`SplitReport`), image checks (:func:`verify_images`) and warnings (:func:`split_warnings`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from mg_tune.data.errors import DatasetError
-from mg_tune.data.images import image_size
+from mg_tune.data.images import check_decodes
 from mg_tune.data.records import BadSamples, Record, SegLoader
 
 @dataclass
@@ -62,18 +67,91 @@ def split_report(split: str, records: Iterable[Record], num_classes: int, has_se
     )
 
 
-def verify_images(records: Iterable[Record], bad: BadSamples, seg_loader: SegLoader | None) -> list[Record]:
-    """Records whose image header matches the annotated size and whose segmentation masks load."""
-    kept = []
-    for r in records:
-        try:
-            w, h = image_size(r.image)
-            if (w, h) != (r.width, r.height):
-                raise DatasetError(r.image, f"image is {w}x{h} but {r.source} says {r.width}x{r.height}")
-            if seg_loader is not None and r.seg is not None:
-                seg_loader(r)
-        except DatasetError as exc:
-            bad.handle(exc)
-            continue
-        kept.append(r)
-    return kept
+DECODE_THREADS = min(8, len(os.sched_getaffinity(0)))
+"""Images decoded at once by :func:`verify_images` (PIL releases the GIL while it decodes)."""
+
+Progress = Callable[[Iterable[Any], int], Iterable[Any]]
+"""``progress(items, total)``: the same items, shown as they pass (``data check``'s bar on a terminal)."""
+
+
+def _problem(record: Record, seg_loader: SegLoader | None) -> DatasetError | None:
+    try:
+        check_decodes(record.image, record.width, record.height)
+        if seg_loader is not None and record.seg is not None:
+            seg_loader(record)
+    except DatasetError as exc:
+        return exc
+    return None
+
+
+class DataWarning(UserWarning):
+    """Something legal in a data set that would make a number mean less than it seems (``data check`` prints each)."""
+
+
+GROUP_SPLITS: tuple[str, ...] = ("val", "test")
+"""The splits group accuracies are measured on (val selects the front, test reports it)."""
+
+OVERLAP_PAIRS: tuple[tuple[str, str], ...] = (("train", "test"), ("train", "val"), ("train", "heldout"), ("val", "test"), ("heldout", "test"), ("val", "heldout"))
+"""Pairs of splits that must not share an image, the worst leak first."""
+
+
+def group_warning(dataset: str, split: str, group_counts: dict[int, int], group_names: Sequence[str]) -> str | None:
+    """Why ``split`` cannot measure worst-group accuracy, or None: it holds fewer than two groups.
+
+    Worst-group accuracy is ``min_g acc_g`` over the groups present; with one group it is that
+    group's accuracy (1.0 for a model that gets the majority group right), with none it is absent.
+    """
+    if not group_names or len(group_counts) >= 2:
+        return None
+    held = ", ".join(f"{group_names[g]} ({n} image{'s' if n != 1 else ''})" for g, n in group_counts.items()) or "no group"
+    return f"{dataset}: the {split} split holds only {held}: it cannot measure worst-group accuracy (the minimum over one group is that group's accuracy)"
+
+
+def split_warnings(dataset: str, info: Any, splits: dict[str, Sequence[Record]]) -> list[str]:
+    """What ``data check`` warns about, besides errors: images listed twice in a split, images shared between splits, degenerate groups.
+
+    An image is identified by its resolved file path (VOC ids and Waterbirds rows name one
+    file; COCO's ids are per file and say nothing across files). A test image that is also
+    a training image is a leak: its warning starts with ``LEAK``.
+    """
+    out = []
+    paths = {split: [str(Path(r.image).resolve()) for r in records] for split, records in splits.items()}
+    for split, listed in paths.items():
+        twice = [p for p, n in Counter(listed).items() if n > 1]
+        if twice:
+            out.append(f"{dataset}: the {split} split lists {len(twice)} image(s) more than once (first: {twice[0]}); each copy counts as a sample")
+    for a, b in OVERLAP_PAIRS:
+        if a in paths and b in paths:
+            shared = sorted(set(paths[a]) & set(paths[b]))
+            if shared:
+                loud = "LEAK: " if a == "train" else ""
+                out.append(f"{loud}{dataset}: {len(shared)} image(s) of the {b} split are also in the {a} split (first: {shared[0]}); {b} metrics are measured partly on {a} images")
+    for split in GROUP_SPLITS:
+        if split in splits and info.group_names:
+            counts = dict(sorted(Counter(r.group for r in splits[split] if r.group >= 0).items()))
+            text = group_warning(dataset, split, counts, info.group_names)
+            if text:
+                out.append(text)
+    return out
+
+
+def verify_images(records: Iterable[Record], bad: BadSamples, seg_loader: SegLoader | None, progress: Progress | None = None) -> list[Record]:
+    """The records whose image decodes whole at the annotated size and whose segmentation masks load.
+
+    Images are decoded :data:`DECODE_THREADS` at a time, problems handled in record order
+    (``bad`` raises the first one in ``error`` mode, so the error is the same on every run;
+    the images not yet decoded are then cancelled).
+    """
+    records = list(records)
+    pool = ThreadPoolExecutor(max_workers=DECODE_THREADS)
+    try:
+        problems = pool.map(_problem, records, [seg_loader] * len(records))
+        kept = []
+        for record, problem in zip(records, progress(problems, len(records)) if progress else problems):
+            if problem is None:
+                kept.append(record)
+            else:
+                bad.handle(problem)
+        return kept
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

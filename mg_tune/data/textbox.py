@@ -25,6 +25,7 @@ SMERF Table 1 (``"simple_fr"``, ``"simple_nr"``, ``"complex_fr"``, ``"complex_cr
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from typing import Any, ClassVar
 
 import numpy as np
@@ -114,6 +115,10 @@ class TextBoxDataset(Dataset):
         if not 0 <= i < self.size:
             raise IndexError(f"index {i} out of range for dataset of size {self.size}")
         return self._make_scene(np.random.default_rng([self.seed, SPLITS[self.split], int(i)]))
+
+    def group_counts(self) -> dict[int, int]:
+        """Number of samples per group present (empty without groups)."""
+        return dict(sorted(Counter(g for g in (self.scene(i).group for i in range(self.size)) if g >= 0).items()))
 
     def boxes(self, i: int) -> list[tuple[int, int, int, int, int]]:
         """``(class_index, x0, y0, x1, y1)`` of every box forming ``masks`` for sample ``i``, before dilation."""

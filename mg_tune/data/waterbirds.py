@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 from pathlib import Path
 from typing import Literal
 
@@ -57,7 +58,7 @@ from mg_tune.data.errors import DatasetError
 from mg_tune.data.images import image_size
 from mg_tune.data.real import Loader, register_loader
 from mg_tune.data.records import BadSamples, Record, carve, pixel_box, require_dir, require_file
-from mg_tune.textfiles import decode_problem, read_utf8
+from mg_tune.textfiles import decode_problem, read_text
 
 SETTINGS: tuple[str, ...] = ("conventional", "reversed")
 GROUP_NAMES: tuple[str, ...] = ("landbird/land", "landbird/water", "waterbird/land", "waterbird/water")
@@ -81,14 +82,14 @@ class WaterbirdsOptions(BaseModel):
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file with a header holding ``columns``, each with its line number (CRLF, BOM and UTF-16 as :func:`read_text` reads them)."""
     require_file(path, "CSV file")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DatasetError(path, f"missing column(s) {', '.join(missing)} (header: {reader.fieldnames})")
-            return [(reader.line_num, row) for row in reader]
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(path, f"missing column(s) {', '.join(missing)} (header: {reader.fieldnames})")
+        return [(reader.line_num, row) for row in reader]
     except csv.Error as exc:
         raise DatasetError(path, f"corrupt CSV ({exc})") from None
     except UnicodeDecodeError as exc:
@@ -108,7 +109,7 @@ def _number(path: Path, line: int, column: str, value: str | None, choices: tupl
 def _cub_lines(path: Path, fields: int) -> list[tuple[int, list[str]]]:
     rows = []
     try:
-        text = read_utf8(path)
+        text = read_text(path)
     except UnicodeDecodeError as exc:
         raise DatasetError(path, decode_problem(exc)) from None
     for n, line in enumerate(text.splitlines(), 1):
