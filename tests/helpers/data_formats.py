@@ -150,14 +150,30 @@ def coco_val_json() -> dict:
     return {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
 
 
-def write_coco(tmp_path: Path) -> Path:
-    """A COCO directory (annotations/, train2014/, val2014/) under ``tmp_path``."""
+def coco_val_json_renumbered() -> dict:
+    """instances_val2014.json as a per-split export writes it: categories numbered by first appearance (dog 1, person 2, car 3).
+
+    Image 7: a dog [1, 1, 10, 10] and a person [20, 20, 10, 10]; image 8: a car [5, 5, 8, 8]. The train
+    file numbers them person 1, car 3, dog 18, so the classes are (person, car, dog) = 0, 1, 2.
+    """
+    images = [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg", "width": S, "height": S} for i in (7, 8)]
+    categories = [{"id": 1, "name": "dog", "supercategory": "animal"}, {"id": 2, "name": "person", "supercategory": "person"}, {"id": 3, "name": "car", "supercategory": "vehicle"}]
+    annotations = [
+        {"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 0, "area": 100.0, "bbox": [1, 1, 10, 10], "segmentation": [[1, 1, 11, 1, 11, 11, 1, 11]]},
+        {"id": 2, "image_id": 7, "category_id": 2, "iscrowd": 0, "area": 100.0, "bbox": [20, 20, 10, 10], "segmentation": [[20, 20, 30, 20, 30, 30, 20, 30]]},
+        {"id": 3, "image_id": 8, "category_id": 3, "iscrowd": 0, "area": 64.0, "bbox": [5, 5, 8, 8], "segmentation": [[5, 5, 13, 5, 13, 13, 5, 13]]},
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def write_coco(tmp_path: Path, train: dict | None = None, val: dict | None = None) -> Path:
+    """A COCO directory (annotations/, train2014/, val2014/) under ``tmp_path``; ``train``/``val`` replace the default instances files."""
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)
-    for subset, data in (("train2014", coco_train_json()), ("val2014", coco_val_json())):
+    for subset, data in (("train2014", train or coco_train_json()), ("val2014", val or coco_val_json())):
         (root / "annotations" / f"instances_{subset}.json").write_text(json.dumps(data))
         for img in data["images"]:
-            _image(root / subset / img["file_name"], img["width"], img["height"])
+            _image(root / subset / img["file_name"], int(img["width"]), int(img["height"]))
     return root
 
 
@@ -192,3 +208,15 @@ def write_waterbirds(tmp_path: Path) -> Path:
     for _, path, _, _, _, (w, h), (x, y, bw, bh) in WATERBIRDS:
         _image(root / path, w, h, white=(math.floor(x), math.floor(y), math.ceil(x + bw), math.ceil(y + bh)))
     return root
+
+
+def truncate_jpeg(path: Path) -> None:
+    """Cut a JPEG to its first half: the header (size) still reads, the pixels do not (an interrupted copy or download)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def windows_text(text: str, encoding: str = "utf-8-sig") -> bytes:
+    """``text`` as Windows tools save it: CRLF line ends, with a byte-order mark (``utf-8-sig``: Notepad's "UTF-8 with BOM",
+    Excel's "CSV UTF-8"; ``utf-16``: Notepad's "Unicode", little-endian with its BOM)."""
+    return text.replace("\n", "\r\n").encode(encoding)
