@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import sys
@@ -17,11 +18,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from typer.testing import CliRunner
 
 from mg_tune.cli import app
@@ -78,6 +81,28 @@ def export_case(what: str, *args: str, files: dict | None = None) -> Case:
     return Case(what, ["export", *merged], files or {}, store=True)
 
 
+def _truncated_jpeg() -> bytes:
+    """The first half of a 64x64 JPEG: its header (size) reads, its pixels do not (an interrupted copy)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+TRUNCATED_JPEG = _truncated_jpeg()
+
+
+def coco_files(train: dict, val: dict | None = None, images: dict[str, bytes] | None = None) -> dict[str, str | bytes]:
+    """A COCO root's instances files (JSON of ``train``/``val``), its train2014/ folder and ``images`` in it."""
+    empty = {"images": [], "annotations": [], "categories": train.get("categories", [])}
+    return {
+        "annotations/instances_train2014.json": json.dumps({"images": [], "annotations": [], "categories": [], **train}),
+        "annotations/instances_val2014.json": json.dumps(val or empty),
+        "train2014/.keep": "",
+        **{f"train2014/{name}": content for name, content in (images or {}).items()},
+    }
+
+
+COCO_IMAGE = {"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}
 VOC_XML = "<annotation><size><width>8</width><height>8</height></size><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object></annotation>"
 COCO_VAL = '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}'
 CASES: list[Case] = [
@@ -138,6 +163,23 @@ CASES: list[Case] = [
     data_case("Waterbirds metadata that is not UTF-8 text", "waterbirds", {"metadata.csv": NOT_TEXT}),
     data_case("Waterbirds metadata cut short", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,", "boxes.csv": "img_filename,x,y,w,h\n/a/1.jpg,1,1,5,5\n"}),
     data_case("Waterbirds boxes that are not UTF-8 text", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,0\n", "boxes.csv": NOT_TEXT}),
+    data_case("COCO test file annotating a class the train file does not list", "coco", coco_files(
+        {"categories": [{"id": 1, "name": "person"}]},
+        {"images": [COCO_IMAGE], "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}], "categories": [{"id": 1, "name": "zebra"}]},
+    )),
+    data_case("COCO category name with two ids", "coco", coco_files({"categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "car"}]})),
+    data_case("COCO category id with two names", "coco", coco_files({"categories": [{"id": 1, "name": "car"}, {"id": 1, "name": "truck"}]})),
+    data_case("COCO image id listed twice", "coco", coco_files({"images": [COCO_IMAGE, {**COCO_IMAGE, "file_name": "b.jpg"}]})),
+    data_case("COCO image size that is not a number", "coco", coco_files({"images": [{**COCO_IMAGE, "width": "wide"}]})),
+    data_case("COCO box of zero width", "coco", coco_files(
+        {"images": [COCO_IMAGE], "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 4]}], "categories": [{"id": 1, "name": "car"}]},
+        images={"a.jpg": b""},
+    )),
+    data_case("truncated JPEG (its header reads, its pixels do not)", "voc", {
+        **{f"VOC2007/ImageSets/Main/{split}.txt": "000001\n" for split in ("train", "val")},
+        "VOC2007/Annotations/000001.xml": VOC_XML.replace("<width>8</width><height>8</height>", "<width>64</width><height>64</height>"),
+        "VOC2007/JPEGImages/000001.jpg": TRUNCATED_JPEG,
+    }),
     Case("data check of a data set without --root", ["data", "check", "voc"]),
     Case("data check of a spec with --root", ["data", "check", "spec.yaml", "--root", "voc"], {"spec.yaml": "data: {name: voc, root: voc}\n"}),
     Case("data check of a spec whose data is generated", ["data", "check", "spec.yaml"], {"spec.yaml": "data: {variant: multilabel}\n"}),
