@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from mg_tune.checkpoint import load_checkpoint
 from mg_tune.config import TrainConfig
 from mg_tune.data import build_split
+from mg_tune.data.card import check_classes
 from mg_tune.guidance import metrics as M
 from mg_tune.guidance.attribution import attribute
 from mg_tune.guidance.pruning import load_state
@@ -230,11 +231,14 @@ class CheckpointEvaluator:
         self.config = TrainConfig.model_validate(state["config"])
         self.device = device
         self._weights = state["model"]
+        self._card = state.get("dataset")
+        self.checkpoint = checkpoint
         self._model: StagedModel | None = None
 
     def split(self, split: str, iou_threshold: float | None = None) -> SplitEvaluation:
         """The :class:`SplitEvaluation` of ``split`` (``iou_threshold`` as in :func:`evaluate_split`)."""
         dataset = build_split(self.config.data, split)
+        check_classes(self._card, dataset.info, self.checkpoint)
         if self._model is None:
             self._model = build_model(self.config.model, dataset.info.num_classes).to(self.device)
             load_state(self._model, self._weights)

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mg_tune.data.errors import DatasetError
 from mg_tune.data.textbox import IMAGE_SIZE
 
-__all__ = ["DatasetCard", "dataset_card"]
+__all__ = ["DatasetCard", "check_classes", "dataset_card"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,23 @@ def dataset_card(info: Any, data: Any) -> DatasetCard:
     """
     size = IMAGE_SIZE if data.name == "textbox" else data.image_size
     return DatasetCard(info.name, tuple(info.class_names), bool(info.multilabel), int(size))
+
+
+def check_classes(card: Mapping[str, Any] | None, info: Any, where: str) -> None:
+    """Refuse a data set whose class list is not the one a model's card records (``card`` None: an old checkpoint, nothing to compare).
+
+    A model's output ``k`` means ``card["classes"][k]``; if the files were edited since it was
+    trained (a category added or renamed), the data set's index ``k`` would name another class
+    and every per-class number would silently swap. Raises :class:`mg_tune.data.DatasetError`.
+    """
+    if card is None or "classes" not in card:
+        return
+    recorded = tuple(str(c) for c in card["classes"])
+    if recorded != tuple(info.class_names):
+        differ = next((k for k, (a, b) in enumerate(zip(recorded, info.class_names)) if a != b), min(len(recorded), len(info.class_names)))
+        raise DatasetError(
+            where,
+            f"the model's classes ({len(recorded)}) are not the data set's ({len(info.class_names)}): output {differ} is "
+            f"{recorded[differ] if differ < len(recorded) else 'absent'!r} in the model's card but "
+            f"{info.class_names[differ] if differ < len(info.class_names) else 'absent'!r} in the data set (were its files changed since training?)",
+        )

@@ -67,7 +67,7 @@ def split_report(split: str, records: Iterable[Record], num_classes: int, has_se
     )
 
 
-DECODE_THREADS = min(8, len(os.sched_getaffinity(0)))
+DECODE_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 """Images decoded at once by :func:`verify_images` (PIL releases the GIL while it decodes)."""
 
 Progress = Callable[[Iterable[Any], int], Iterable[Any]]

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from mg_tune.cli import app
 from mg_tune.config import DataConfig
 from mg_tune.data import DatasetError, REAL_LOADERS, build_split, check_dataset
+from mg_tune.data.card import check_classes, dataset_card
 from mg_tune.data.masks import box_mask
 from mg_tune.search.split_sizes import small_splits
 
@@ -270,3 +271,23 @@ def test_check_dataset_returns_the_class_list_that_every_split_uses(tmp_path):
     assert info.class_names == ("person", "car", "dog")
     assert [r.split for r in reports] == ["train", "val", "heldout", "test"]
     assert reports[3].box_counts == [1, 1, 1]
+
+
+def test_a_model_whose_card_names_other_classes_than_the_files_is_refused(tmp_path):
+    """A checkpoint's card records its outputs' classes; files edited since (a category added) would shift them: refused."""
+    root = write_coco(tmp_path)
+    data = DataConfig(name="coco", root=str(root), options={"val_fraction": 0.3})
+    info = build_split(data, "train").info
+    card = dataset_card(info, data).to_json()
+    check_classes(card, build_split(data, "test").info, "ckpt.pt")  # the same files: nothing to say
+    check_classes(None, info, "ckpt.pt")  # a checkpoint without a card: nothing to compare
+    val = coco_val_json()
+    val["categories"].insert(0, {"id": 90, "name": "zebra"})
+    (root / "annotations" / "instances_val2014.json").write_text(json.dumps(val))
+    REAL_LOADERS["coco"].cache_clear()
+    with pytest.raises(DatasetError) as refused:
+        check_classes(card, build_split(data, "test").info, "ckpt.pt")
+    assert str(refused.value) == (
+        "ckpt.pt: the model's classes (3) are not the data set's (4): output 3 is 'absent' in the model's card but 'zebra' "
+        "in the data set (were its files changed since training?)"
+    )
