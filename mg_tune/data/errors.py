@@ -13,7 +13,7 @@ class DatasetError(ValueError):
 
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = str(path)
-        self.problem = " ".join(str(problem).split())
+        self.problem = " ".join(line.strip() for line in str(problem).splitlines() if line.strip())  # one line; spaces inside a line (an id's) kept
         super().__init__(f"{self.path}: {self.problem}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers and Ray

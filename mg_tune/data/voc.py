@@ -162,6 +162,9 @@ def parse_annotation(base: Path, image_id: str, keep_difficult: bool = True, lis
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
+        first = image_id.split()[0] if image_id.split() else image_id
+        if first != image_id and (base / "Annotations" / f"{first}.xml").is_file():  # "000005 -1": a per-class list's line
+            listed += f"; the line looks like one of a per-class list (<id> <1|0|-1>), but ImageSets/Main/{{train,val,trainval,test}}.txt hold one id per line"
         raise DatasetError(path, f"annotation file is missing ({listed})") from None
     except ET.ParseError as exc:
         raise DatasetError(path, f"corrupt XML ({exc})") from None

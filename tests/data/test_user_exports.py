@@ -291,3 +291,14 @@ def test_a_model_whose_card_names_other_classes_than_the_files_is_refused(tmp_pa
         "ckpt.pt: the model's classes (3) are not the data set's (4): output 3 is 'absent' in the model's card but 'zebra' "
         "in the data set (were its files changed since training?)"
     )
+
+
+def test_a_per_class_list_given_as_an_image_set_is_named_as_such(tmp_path):
+    """``aeroplane_train.txt`` lines are ``<id> <flag>``: copied over train.txt, the id with its flag names no file."""
+    root = write_voc(tmp_path)
+    main = root / "VOC2007" / "ImageSets" / "Main"
+    (main / "train.txt").write_text("000001  1\n000002 -1\n")
+    assert _error(DataConfig(name="voc", root=str(root))) == (
+        f"{root / 'VOC2007' / 'Annotations' / '000001  1.xml'}: annotation file is missing (image id '000001  1' listed in {main / 'train.txt'} line 1; "
+        "the line looks like one of a per-class list (<id> <1|0|-1>), but ImageSets/Main/{train,val,trainval,test}.txt hold one id per line)"
+    )
