@@ -138,7 +138,9 @@ def _id_order(value: Any) -> tuple[int, int, str]:
 
 
 def _positive_int(path: Path, what: str, field: str, value: Any) -> int:
-    """``value`` as an int if it is a positive whole number (``640`` or ``640.0``), else DatasetError naming it."""
+    """``value`` as an int if it is a positive whole number (``640``, ``640.0`` or ``"640"``), else DatasetError naming it."""
+    if isinstance(value, str) and value.strip().isdecimal():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value) or value <= 0:
         raise DatasetError(path, f"{what}: {field} {value!r} is not a positive whole number of pixels")
     return int(value)

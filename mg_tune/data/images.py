@@ -68,8 +68,8 @@ def build_transform(size: int, augment: bool) -> v2.Compose:
     return v2.Compose([*geometry, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)])
 
 
-def _decoded_rgb(path: str | Path, width: int, height: int) -> Image.Image:
-    """Every pixel of ``path`` decoded as RGB (a truncated file fails here, not at its header); DatasetError naming the file."""
+def _decoded_rgb(path: str | Path, width: int, height: int, source: str) -> Image.Image:
+    """Every pixel of ``path`` decoded as RGB (a truncated file fails here, not at its header); DatasetError naming the file (and ``source``, the annotation file, for a wrong size)."""
     try:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
@@ -78,16 +78,16 @@ def _decoded_rgb(path: str | Path, width: int, height: int) -> Image.Image:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DatasetError(path, f"not a readable image ({exc})") from None
     if rgb.size != (width, height):
-        raise DatasetError(path, f"image is {rgb.size[0]}x{rgb.size[1]} but its annotation says {width}x{height}")
+        raise DatasetError(path, f"image is {rgb.size[0]}x{rgb.size[1]} but {source} says {width}x{height}")
     return rgb
 
 
-def load_rgb(path: str, width: int, height: int) -> torch.Tensor:
-    """Decode ``path`` as uint8 ``[3, H, W]`` RGB; DatasetError if unreadable or not ``width`` x ``height``."""
-    return torch.from_numpy(np.asarray(_decoded_rgb(path, width, height)).copy()).permute(2, 0, 1)
+def load_rgb(path: str, width: int, height: int, source: str) -> torch.Tensor:
+    """Decode ``path`` as uint8 ``[3, H, W]`` RGB; DatasetError if unreadable or not ``width`` x ``height`` (as ``source`` says)."""
+    return torch.from_numpy(np.asarray(_decoded_rgb(path, width, height, source)).copy()).permute(2, 0, 1)
 
 
-def check_decodes(path: str | Path, width: int, height: int) -> None:
+def check_decodes(path: str | Path, width: int, height: int, source: str) -> None:
     """Decode the whole image at ``path`` once per process and file version; DatasetError if it cannot be, or is not ``width`` x ``height``.
 
     Headers alone do not find a truncated JPEG (PIL reads its size, then fails on the
@@ -99,15 +99,15 @@ def check_decodes(path: str | Path, width: int, height: int) -> None:
         stat = os.stat(path)
     except FileNotFoundError:
         raise DatasetError(path, "image file is missing") from None
-    problem = _decode_problem(str(path), stat.st_mtime_ns, stat.st_size, width, height)
+    problem = _decode_problem(str(path), stat.st_mtime_ns, stat.st_size, width, height, source)
     if problem is not None:
         raise DatasetError(path, problem)
 
 
 @functools.lru_cache(maxsize=None)
-def _decode_problem(path: str, mtime_ns: int, size: int, width: int, height: int) -> str | None:
+def _decode_problem(path: str, mtime_ns: int, size: int, width: int, height: int, source: str) -> str | None:
     try:
-        _decoded_rgb(path, width, height)
+        _decoded_rgb(path, width, height, source)
     except DatasetError as exc:
         return exc.problem
     return None

@@ -126,7 +126,7 @@ class AnnotatedImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.records[i]
-        image = load_rgb(r.image, r.width, r.height)
+        image = load_rgb(r.image, r.width, r.height, r.source)
         box_classes, seg_classes, planes = self._planes(r)
         out_image, out_masks = self.transform(tv_tensors.Image(image), PixelMask(torch.from_numpy(planes)))
         out_masks = out_masks.as_subclass(torch.Tensor)

@@ -76,7 +76,7 @@ Progress = Callable[[Iterable[Any], int], Iterable[Any]]
 
 def _problem(record: Record, seg_loader: SegLoader | None) -> DatasetError | None:
     try:
-        check_decodes(record.image, record.width, record.height)
+        check_decodes(record.image, record.width, record.height, record.source)
         if seg_loader is not None and record.seg is not None:
             seg_loader(record)
     except DatasetError as exc:
