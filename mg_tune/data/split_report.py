@@ -108,7 +108,7 @@ def group_warning(dataset: str, split: str, group_counts: dict[int, int], group_
 
 
 def split_warnings(dataset: str, info: Any, splits: dict[str, Sequence[Record]]) -> list[str]:
-    """What ``data check`` warns about, besides errors: images listed twice in a split, images shared between splits, degenerate groups.
+    """What ``data check`` warns about, besides errors: images listed twice in a split, images shared between splits, classes no image has, degenerate groups.
 
     An image is identified by its resolved file path (VOC ids and Waterbirds rows name one
     file; COCO's ids are per file and say nothing across files). A test image that is also
@@ -126,6 +126,11 @@ def split_warnings(dataset: str, info: Any, splits: dict[str, Sequence[Record]])
             if shared:
                 loud = "LEAK: " if a == "train" else ""
                 out.append(f"{loud}{dataset}: {len(shared)} image(s) of the {b} split are also in the {a} split (first: {shared[0]}); {b} metrics are measured partly on {a} images")
+    labelled = {k for records in splits.values() for r in records for k in r.labels}
+    unused = [name for k, name in enumerate(info.class_names) if k not in labelled]
+    if unused and len(splits) > 1:
+        listed = ", ".join(repr(n) for n in unused)
+        out.append(f"{dataset}: class(es) {listed} label no image of any split: the model gets an output for each that nothing trains or tests (a placeholder category of an export?)")
     for split in GROUP_SPLITS:
         if split in splits and info.group_names:
             counts = dict(sorted(Counter(r.group for r in splits[split] if r.group >= 0).items()))
