@@ -141,13 +141,13 @@ def coco_train_json() -> dict:
         {"id": 200 + i, "image_id": i, "category_id": 3, "iscrowd": 0, "area": 64.0, "bbox": [i, i, 8, 8], "segmentation": [[i, i, i + 8, i, i + 8, i + 8, i, i + 8]]}
         for i in range(5, 11)
     ]
-    return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+    return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": [dict(c) for c in COCO_CATEGORIES]}
 
 
 def coco_val_json() -> dict:
     images = [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg", "width": S, "height": S} for i in (7, 8)]
     annotations = [{"id": 1, "image_id": 7, "category_id": 18, "iscrowd": 0, "area": 100.0, "bbox": [1, 1, 10, 10], "segmentation": [[1, 1, 11, 1, 11, 11, 1, 11]]}]
-    return {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+    return {"images": images, "annotations": annotations, "categories": [dict(c) for c in COCO_CATEGORIES]}
 
 
 def coco_val_json_renumbered() -> dict:
