@@ -72,14 +72,15 @@ def check(
             where = ".".join(str(p) for p in err["loc"])
             fail(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
         what = dataset
+    found: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            info, reports = check_dataset(config, images=images, progress=_progress_bar)
+            info, reports = check_dataset(config, images=images, progress=_progress_bar, warn=found.append)
     except ValueError as exc:  # DatasetError and option errors
         fail(str(exc))
     print_reports(f"{info.name} at {config.root}", info, reports, output)
-    found = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # skipped samples, DataWarning
+    found = [str(w.message) for w in caught if issubclass(w.category, UserWarning)] + found  # skipped samples first
     for text in found:
         warning(text)
     count = f"; {len(found)} warning{'s' if len(found) != 1 else ''} above" if found else ""

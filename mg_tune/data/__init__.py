@@ -25,7 +25,7 @@ from mg_tune.data import voc, coco, waterbirds  # noqa: F401, I001  (registered 
 from mg_tune.data.base import DatasetInfo
 from mg_tune.data.errors import DatasetError
 from mg_tune.data.real import REAL_LOADERS, AnnotatedImageDataset, Loader, SplitReport, register_loader
-from mg_tune.data.split_report import DataWarning, Progress
+from mg_tune.data.split_report import Progress
 from mg_tune.data.textbox import TEXTBOX_VARIANTS, build_textbox
 
 
@@ -104,26 +104,29 @@ def unsupported_metrics(data: Any) -> dict[str, str]:
 
 
 def check_dataset(
-    data: Any, splits: Sequence[str] = SPLIT_NAMES, images: bool = True, progress: Callable[[str], Progress | None] = lambda split: None
+    data: Any,
+    splits: Sequence[str] = SPLIT_NAMES,
+    images: bool = True,
+    progress: Callable[[str], Progress | None] = lambda split: None,
+    warn: Callable[[str], None] = lambda text: None,
 ) -> tuple[DatasetInfo, list[SplitReport]]:
     """Load every split's index of a real data set and validate every annotation.
 
     With ``images``, every image is decoded whole (existence, readable pixels, size) and
     every segmentation file loaded; ``progress(split)`` may display that
     (:meth:`Loader.check`). Returns the data set's info and per-split counts; raises
-    :class:`DatasetError` on the first problem (``on_bad_sample="error"``); warns
-    (:class:`DataWarning`) about duplicates, leaks between splits and degenerate groups.
+    :class:`DatasetError` on the first problem (``on_bad_sample="error"``); hands ``warn``
+    one line per duplicate, leak between splits, class without images or degenerate group.
     """
     if data.name not in REAL_LOADERS:
         raise ValueError(f"check needs a real data set ({', '.join(REAL_LOADERS)}), got name={data.name!r}")
     for split in splits:
         _check_split(split)
-    return REAL_LOADERS[data.name].check(data, splits, images=images, progress=progress)
+    return REAL_LOADERS[data.name].check(data, splits, images=images, progress=progress, warn=warn)
 
 
 __all__ = [
     "AnnotatedImageDataset",
-    "DataWarning",
     "DatasetError",
     "DatasetInfo",
     "Loader",

@@ -33,7 +33,6 @@ its masks) and :mod:`mg_tune.data.split_report` (what ``data check`` counts).
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from mg_tune.data.images import PixelMask, build_transform, load_rgb
 from mg_tune.data.masks import annotated_subset, dilate_box
 from mg_tune.data.records import BadSamples, Box5, Record, SegLoader
 from mg_tune.data.remote import local_root  # s3:// roots are mirrored into a node-local cache
-from mg_tune.data.split_report import DataWarning, Progress, SplitReport, split_report, split_warnings, verify_images
+from mg_tune.data.split_report import Progress, SplitReport, split_report, split_warnings, verify_images
 
 class AnnotatedImageDataset(Dataset):
     """Images decoded lazily from an index of :class:`Record`; the sample dict of the module doc.
@@ -227,15 +226,20 @@ class Loader:
         )
 
     def check(
-        self, data: Any, splits: Sequence[str], images: bool = True, progress: Callable[[str], Progress | None] = lambda split: None
+        self,
+        data: Any,
+        splits: Sequence[str],
+        images: bool = True,
+        progress: Callable[[str], Progress | None] = lambda split: None,
+        warn: Callable[[str], None] = lambda text: None,
     ) -> tuple[DatasetInfo, list[SplitReport]]:
         """Load and validate every split's index (with ``images``: every image decoded whole, and segmentation files).
 
         Indexes are re-read from disk (the cache is cleared first). ``progress(split)`` gives
         the progress display of a split's decoding (or None). What is legal but suspicious
-        is warned about (``warnings.warn``, :func:`split_warnings`): images listed twice in a
-        split, images shared between splits (a leak into the evaluation), a split whose
-        groups cannot measure worst-group accuracy.
+        is handed to ``warn``, one line each (:func:`split_warnings`): images listed twice in a
+        split, images shared between splits (a leak into the evaluation), classes no image
+        has, a split whose groups cannot measure worst-group accuracy.
         """
         self.cache_clear()
         reports, info, kept = [], None, {}
@@ -246,7 +250,7 @@ class Loader:
             kept[split] = records
             reports.append(split_report(split, records, info.num_classes, lambda r: r.seg is not None))
         for text in split_warnings(f"{self.title or self.name} at {data.root}", info, kept):
-            warnings.warn(text, DataWarning, stacklevel=2)
+            warn(text)
         return info, reports
 
 

@@ -84,10 +84,6 @@ def _problem(record: Record, seg_loader: SegLoader | None) -> DatasetError | Non
     return None
 
 
-class DataWarning(UserWarning):
-    """Something legal in a data set that would make a number mean less than it seems (``data check`` prints each)."""
-
-
 GROUP_SPLITS: tuple[str, ...] = ("val", "test")
 """The splits group accuracies are measured on (val selects the front, test reports it)."""
 

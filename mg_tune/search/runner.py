@@ -41,6 +41,7 @@ from mlflow import MlflowClient
 from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
 from mg_tune.front import ParetoResult, search_pareto
+from mg_tune.output import warning
 from mg_tune.pareto_plots import import_in_background
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StartingTable, StoppedTrialFinisher
@@ -312,8 +313,9 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     tracking_uri = move_credentials(tracking_uri, "tracking URI")
     if os.environ.get("MLFLOW_TRACKING_URI") == given_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # inherited by Ray's workers: without the password too
+    data_warnings: list[str] = []  # duplicates, leaks, classes without images: printed once the pre-flight passed
     if spec.data.name in REAL_LOADERS:
-        _, reports = check_dataset(spec.data, images=False)
+        _, reports = check_dataset(spec.data, images=False, warn=data_warnings.append)
         spec.check_segmentation(next(r.with_seg for r in reports if r.split == "val"))
     if spec.fixed.get("init_checkpoint"):
         check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
@@ -328,6 +330,8 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     points = initial_points(spec, tracking_uri)
     study = study_storage(spec)
     search_run = start_search(spec.name, spec.model_dump(mode="json"), spec_text, tracking_uri, resume=resume)
+    for text in data_warnings:
+        warning(text)
     warn_small_splits(spec.data, search_run)
     if not ray.is_initialized():
         ray.init(address=ray_address(address), include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -280,9 +280,11 @@ def test_a_waterbirds_validation_split_of_one_group_cannot_measure_worst_group_a
 
 def test_check_dataset_returns_the_class_list_that_every_split_uses(tmp_path):
     root = write_coco(tmp_path, val=coco_val_json_renumbered())
+    warned: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean data set warns about nothing
-        info, reports = check_dataset(DataConfig(name="coco", root=str(root), options={"val_fraction": 0.3}))
+        info, reports = check_dataset(DataConfig(name="coco", root=str(root), options={"val_fraction": 0.3}), warn=warned.append)
+    assert warned == []
     assert info.class_names == ("person", "car", "dog")
     assert [r.split for r in reports] == ["train", "val", "heldout", "test"]
     assert reports[3].box_counts == [1, 1, 1]
