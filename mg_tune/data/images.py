@@ -68,17 +68,25 @@ def build_transform(size: int, augment: bool) -> v2.Compose:
     return v2.Compose([*geometry, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)])
 
 
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag saying how a viewer turns the stored pixels; 5..8 swap width and height. mg-tune reads the stored pixels, as the official data sets store them."""
+
+
 def _decoded_rgb(path: str | Path, width: int, height: int, source: str) -> Image.Image:
     """Every pixel of ``path`` decoded as RGB (a truncated file fails here, not at its header); DatasetError naming the file (and ``source``, the annotation file, for a wrong size)."""
     try:
         with Image.open(path) as im:
+            turned = im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
             rgb = im.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(path, "image file is missing") from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DatasetError(path, f"not a readable image ({exc})") from None
     if rgb.size != (width, height):
-        raise DatasetError(path, f"image is {rgb.size[0]}x{rgb.size[1]} but {source} says {width}x{height}")
+        hint = ""
+        if turned and rgb.size == (height, width):  # phone photos: labelling tools show (and annotate) them turned
+            hint = "; its EXIF orientation turns it by 90 degrees and the annotation was drawn on the turned image: save the images turned (PIL.ImageOps.exif_transpose)"
+        raise DatasetError(path, f"image is {rgb.size[0]}x{rgb.size[1]} but {source} says {width}x{height}{hint}")
     return rgb
 
 

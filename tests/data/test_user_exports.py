@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
@@ -318,4 +319,21 @@ def test_a_per_class_list_given_as_an_image_set_is_named_as_such(tmp_path):
     assert _error(DataConfig(name="voc", root=str(root))) == (
         f"{root / 'VOC2007' / 'Annotations' / '000001  1.xml'}: annotation file is missing (image id '000001  1' listed in {main / 'train.txt'} line 1; "
         "the line looks like one of a per-class list (<id> <1|0|-1>), but ImageSets/Main/{train,val,trainval,test}.txt hold one id per line)"
+    )
+
+
+def test_a_phone_photo_annotated_turned_is_named_with_its_exif_orientation(tmp_path):
+    """Stored 80x48 with EXIF orientation 6 (turn 90 degrees): a tool showed it 48x80 and the XML says 48x80."""
+    root = write_voc(tmp_path)
+    base = root / "VOC2007"
+    jpeg = base / "JPEGImages" / "000004.jpg"  # val: stored 80x48
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(jpeg).save(jpeg, exif=exif)
+    (base / "Annotations" / "000004.xml").write_text(voc_xml("000004", 48, 80, [("bus", 4, 8, 40, 70, 0)]))
+    result = CliRunner().invoke(app, ["data", "check", "voc", "--root", str(root)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {jpeg}: image is 80x48 but {base / 'Annotations' / '000004.xml'} says 48x80; its EXIF orientation turns it by 90 degrees "
+        "and the annotation was drawn on the turned image: save the images turned (PIL.ImageOps.exif_transpose)"
     )
