@@ -22,14 +22,16 @@ lets them through), never their warnings and errors.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NoReturn
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn
 
 import typer
 from rich.console import Console
@@ -65,6 +67,19 @@ def fail(message: str) -> NoReturn:
 def warning(text: str) -> None:
     """Print one warning line on stderr (``warning: text``, the text literally); the command goes on."""
     Console(stderr=True, soft_wrap=True).print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Python warnings raised inside print afterwards as ``warning: text`` lines, each text once.
+
+    Not as Python shows them (``file.py:123: UserWarning: text`` and the source line): a
+    warning of mg-tune's (a split without boxes, a checkpoint without weights) is for the user.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    for text in dict.fromkeys(str(w.message) for w in caught):
+        warning(text)
 
 
 def check_output_format(value: str) -> str:

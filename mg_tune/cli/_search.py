@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from mg_tune.cli._common import console, tracking_uri_option
-from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short
+from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short, warnings_as_lines
 
 if TYPE_CHECKING:
     from mg_tune.pareto import Objectives
@@ -173,10 +173,11 @@ def evaluate(
     chosen, own = front_objectives(uri, search_name, objectives)
     names = list(chosen.names)
     try:
-        table = evaluate_pareto(
-            uri, search_name, names, list(chosen.maximize), constraints=chosen.constraints,
-            pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
-        )
+        with warnings_as_lines():  # e.g. a test split without boxes: no test EPG/IoU, and why
+            table = evaluate_pareto(
+                uri, search_name, names, list(chosen.maximize), constraints=chosen.constraints,
+                pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
+            )
     except ValueError as exc:
         fail(str(exc))
     which = "every checkpoint" if all_checkpoints else "the Pareto checkpoints"
