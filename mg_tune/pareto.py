@@ -284,7 +284,7 @@ class Objectives:
 
     @classmethod
     def parse(cls, text: str, constraints: Sequence[Constraint] = ()) -> "Objectives":
-        """``"f1,epg,loss:min"``: comma-separated metrics, each ``name`` (maximised), ``name:max`` or ``name:min``.
+        """``"f1,epg,train_loss:min"``: comma-separated metrics, each ``name`` (maximised), ``name:max`` or ``name:min``.
 
         Raises:
             ValueError: one line naming the item at fault (empty, a direction other than max/min, a repeated metric).
@@ -293,7 +293,7 @@ class Objectives:
         for item in (part.strip() for part in text.split(",")):
             name, _, direction = (p.strip() for p in item.partition(":"))
             if not name or direction not in ("", "max", "min"):
-                raise ValueError(f"--objectives {text!r}: {item!r} must be a metric name, optionally with :max or :min (e.g. f1,epg:max,loss:min)")
+                raise ValueError(f"--objectives {text!r}: {item!r} must be a metric name, optionally with :max or :min (e.g. f1,epg:max,train_loss:min)")
             if name in names:
                 raise ValueError(f"--objectives {text!r}: {name!r} is given twice")
             names.append(name)

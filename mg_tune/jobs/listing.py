@@ -62,7 +62,7 @@ def search_progress(tracking_uri: str, name: str) -> Progress | None:
     progress = Progress(statuses.count("FINISHED"), statuses.count("FAILED"), total_trials(SearchSpec.model_validate(raw)), front=0, hypervolume=None)
     try:
         objectives = objectives_of(raw)
-        pareto = search_pareto(tracking_uri, name, list(objectives.names), list(objectives.maximize), tag=False, constraints=objectives.constraints)
+        pareto = search_pareto(tracking_uri, name, list(objectives.names), list(objectives.maximize), tag=False, constraints=objectives.constraints, require_checkpoints=True)
     except ValueError:  # no checkpoint logged yet
         return progress
     progress.front, progress.hypervolume = len(pareto.front), pareto.hypervolume
