@@ -141,7 +141,7 @@ def pareto(
         if registered.left:
             message(f"left the front (tagged pareto=false): versions {', '.join(registered.left)}", output)
         message(f"load: mlflow.pyfunc.load_model('models:/{register}@{KNEE_ALIAS}')", output)
-    for line in where_to_look(uri, search_name, register):
+    for line in where_to_look(uri, search_name, register, front_tag=result.tags.pareto):
         message(line, output)
 
 

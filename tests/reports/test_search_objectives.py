@@ -120,6 +120,7 @@ def test_a_front_on_other_objectives_is_tagged_apart_and_leaves_the_search_front
     assert result.exit_code == 0, result.output
     assert {row["trial_id"] for row in json.loads(result.stdout)} == F1_EPG_IOU_FRONT
     assert f"not the search's own objectives: tagged {OVERRIDE_TAG}=true" in result.stderr
+    assert "searchFilter=tags.%60pareto.f1-max.epg-max.iou-max%60+%3D+%27true%27" in result.stderr  # the UI link to this front
     assert tagged(store, OVERRIDE_TAG) == (F1_EPG_IOU_FRONT, F1_EPG_IOU_FRONT)
     assert tagged(store, "pareto") == (OWN_FRONT, OWN_FRONT)  # untouched
     tags = parent_tags(store)
