@@ -85,6 +85,7 @@ class FrontTags:
 
     @classmethod
     def of(cls, objectives: Sequence[str], maximize: Sequence[bool], own: bool) -> "FrontTags":
+        """The search's own names (``own``), else the names suffixed with the objectives and their directions."""
         if own:
             return cls()
         suffix = "".join(f".{name}-{'max' if up else 'min'}" for name, up in zip(objectives, maximize))

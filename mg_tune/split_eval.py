@@ -225,12 +225,11 @@ def evaluate_split(
     result = SplitEvaluation({}, thresholds, iou_sums, iou_count)
     metrics: dict[str, float] = {}
     threshold = result.best_iou_threshold()
-    if threshold is None:  # choosing a threshold (iou_threshold None): the caller says that none was chosen
-        images = sum(len(t) for t in targets)
-        if iou_threshold is not None:
-                warnings.warn(f"{name} has no image with a box of its class ({images} images): EPG and IoU are not measured on it (absent, not 0)", stacklevel=2)
-    else:
+    if threshold is not None:
         metrics.update(epg=epg.value, iou=float(result.iou_curve[thresholds.index(threshold)]), iou_threshold=threshold)
+    elif iou_threshold is not None:  # no box to measure on (when choosing a threshold, None, the caller warns that none was chosen)
+        images = sum(len(t) for t in targets)
+        warnings.warn(f"{name} has no image with a box of its class ({images} images): EPG and IoU are not measured on it (absent, not 0)", stacklevel=2)
     optional = {"seg_epg": seg_epg, "x_seg_epg": x_seg_epg, **({"pafl": pafl, "safl": safl} if smerf else {})}
     metrics.update({key: mean.value for key, mean in optional.items() if mean.count})
     metrics.update(_classification(torch.cat(scores), torch.cat(targets), torch.cat(groups), multilabel, group_names))
