@@ -64,6 +64,7 @@ def evaluate_pareto(
     pareto_only: bool = True,
     device: str = "cpu",
     iou_threshold: str = "checkpoint",
+    constraints: Sequence[Any] = (),
 ) -> pd.DataFrame:
     """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of search ``search_name`` on ``split``.
 
@@ -71,7 +72,8 @@ def evaluate_pareto(
     skipped with a warning (their validation metrics stay in MLflow).
 
     The front is that of :func:`~mg_tune.front.search_pareto` over
-    ``objectives`` (no tags are written). ``iou_threshold`` is one of
+    ``objectives`` and ``constraints`` (no tags are written): pass the search's own
+    (:func:`mg_tune.search.logged_spec.search_objectives`) to test the front the search tagged. ``iou_threshold`` is one of
     :data:`IOU_THRESHOLD_MODES`. Results are logged to MLflow as described in
     the module docstring.
 
@@ -81,15 +83,21 @@ def evaluate_pareto(
         then ``<split>_<metric>`` for every metric of ``evaluate_checkpoint``.
 
     Raises:
-        ValueError: unknown split, IoU threshold mode, search or objective.
+        ValueError: unknown split, IoU threshold mode, search or objective; a
+            search with no checkpoint, or none on the front (nothing to evaluate).
     """
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
     if iou_threshold not in IOU_THRESHOLD_MODES:
         modes = "; ".join(f"{mode} ({what})" for mode, what in IOU_THRESHOLD_MODES.items())
         raise ValueError(f"IoU threshold mode {iou_threshold!r} is not one of: {modes}")
-    result = search_pareto(tracking_uri, search_name, list(objectives), list(maximize), tag=False)
+    result = search_pareto(tracking_uri, search_name, list(objectives), list(maximize), tag=False, constraints=constraints)
+    if result.table.empty:
+        raise ValueError(f"search {search_name!r} has no checkpoint yet (no trial finished an epoch): nothing to evaluate")
     checkpoints = result.front if pareto_only else result.table
+    if checkpoints.empty:
+        why = f" meets the constraints ({'; '.join(result.constraints)}) and" if result.constraints else ""
+        raise ValueError(f"no checkpoint of search {search_name!r}{why} has every objective ({', '.join(objectives)}) measured: its front is empty, nothing to evaluate")
     deleted = checkpoints["weights_deleted"].astype(bool)
     if deleted.any():  # the search's retention policy (spec checkpoints.keep) kept their metrics, not their weights
         warnings.warn(f"{int(deleted.sum())} of {len(checkpoints)} checkpoints have no weights (deleted by the search's checkpoints.keep policy); evaluating the other {int((~deleted).sum())}", stacklevel=2)
@@ -103,8 +111,8 @@ def evaluate_pareto(
         rows = [_evaluate_row(client, row, path, list(objectives), split, device, threshold) for row, path in zip(checkpoints, paths)]
         for row in rows:  # the search's checkpoint index (if complete) gets the same metrics
             add_to_index(row["run_id"], row["epoch"], {k: v for k, v in row.items() if k.startswith(f"{split}_")})
-    columns = ID_COLUMNS + list(objectives)
-    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    columns = ID_COLUMNS + list(objectives) + [f"{split}_{o}" for o in objectives]  # a metric the split cannot measure: NaN, shown '-'
+    table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(columns + [c for row in rows for c in row]))) if rows else pd.DataFrame(columns=columns)
     table = table[columns + sorted(set(table.columns) - set(columns))]
     return table.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
 

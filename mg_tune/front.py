@@ -43,6 +43,7 @@ from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_fi
 from mg_tune.tracking import count_requests, iter_logged_models
 
 __all__ = [
+    "FrontTags",
     "PARETO_EPOCHS_TAG",
     "PARETO_TAG",
     "ParetoResult",
@@ -64,6 +65,33 @@ HYPERVOLUME_METRIC = "pareto_hypervolume"
 PLOT_DIR = "pareto"
 
 
+@dataclass(frozen=True)
+class FrontTags:
+    """The names a front is written under in MLflow (tags, metric, artifact folder).
+
+    The search's own front (its spec's objectives): ``pareto``, ``pareto_epochs``,
+    ``pareto_hypervolume``, ``pareto_objectives``, ``pareto_constraints``, ``pareto/``.
+    A front on other objectives (``mg-tune pareto --objectives``): the same names with
+    ``.<objective>-<direction>...`` appended (``pareto.f1-max.epg-max.iou-max``), so it
+    never overwrites, and cannot be mistaken for, the search's own.
+    """
+
+    pareto: str = PARETO_TAG
+    epochs: str = PARETO_EPOCHS_TAG
+    hypervolume: str = HYPERVOLUME_METRIC
+    objectives: str = OBJECTIVES_TAG
+    constraints: str = CONSTRAINTS_TAG
+    plot_dir: str = PLOT_DIR
+
+    @classmethod
+    def of(cls, objectives: Sequence[str], maximize: Sequence[bool], own: bool) -> "FrontTags":
+        """The search's own names (``own``), else the names suffixed with the objectives and their directions."""
+        if own:
+            return cls()
+        suffix = "".join(f".{name}-{'max' if up else 'min'}" for name, up in zip(objectives, maximize))
+        return cls(*(name + suffix for name in (PARETO_TAG, PARETO_EPOCHS_TAG, HYPERVOLUME_METRIC, OBJECTIVES_TAG, CONSTRAINTS_TAG, PLOT_DIR)))
+
+
 @dataclass
 class ParetoResult:
     """``table``: every (trial, epoch) with a ``pareto`` bool column; ``front``: its Pareto rows."""
@@ -76,6 +104,7 @@ class ParetoResult:
     constraints: list[str] = field(default_factory=list)
     plot_path: Path | None = None
     bounds: list[tuple[float, float]] = field(default_factory=list)
+    tags: FrontTags = field(default_factory=FrontTags)
 
 
 
@@ -93,6 +122,8 @@ def search_pareto(
     bounds: Sequence[tuple[float, float]] | None = None,
     constraints: Sequence[Any] | None = None,
     plot_dir: str | Path | None = None,
+    own: bool = True,
+    require_checkpoints: bool = False,
 ) -> ParetoResult:
     """Pareto-optimal checkpoints of a search over ``objectives``, from MLflow alone.
 
@@ -119,12 +150,20 @@ def search_pareto(
       ``pareto/pareto.html`` (self-contained plotly) and ``pareto/pareto.png``;
       with ``plot_dir`` the two files are also kept there (``plot_path``).
 
+    ``own``: whether ``objectives`` are the search's own (its spec's). A front on
+    other objectives is written under :class:`FrontTags` names of its own
+    (``pareto.f1-max.epg-max`` ...), leaving the search's front as it is.
+
     Raises:
-        ValueError: unknown search, mismatched ``maximize``, or an objective
-            no checkpoint logged.
+        ValueError: unknown search, mismatched ``maximize``, an objective
+            no checkpoint logged, or (``require_checkpoints``) a search with
+            no checkpoint at all, before anything is written.
     """
     data = read_search(tracking_uri, search_name)
+    if require_checkpoints and not data.records:
+        raise ValueError(f"search {search_name!r} has no checkpoint yet (no trial finished an epoch): no front to compute")
     result = mark_pareto(search_table(data), objectives, maximize, constraints, bounds, search_name)
+    result.tags = FrontTags.of(result.objectives, result.maximize, own)
     if tag:
         _write_back(data, result, plot_dir)
     return result
@@ -207,6 +246,7 @@ def feasible_rows(table: pd.DataFrame, constraints: Sequence[Any], search_name: 
 
 def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | Path | None) -> None:
     client = data.client
+    names = result.tags
     front_epochs: dict[str, list[int]] = {}
     for run_id, epoch in zip(result.front["run_id"], result.front["epoch"]):
         front_epochs.setdefault(run_id, []).append(int(epoch))
@@ -214,23 +254,23 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
         tags = run.data.tags
         if run_id in front_epochs:
             want = ",".join(str(e) for e in sorted(set(front_epochs[run_id])))
-            if tags.get(PARETO_TAG) != "true" or tags.get(PARETO_EPOCHS_TAG) != want:
-                client.log_batch(run_id, tags=[RunTag(PARETO_TAG, "true"), RunTag(PARETO_EPOCHS_TAG, want)])
+            if tags.get(names.pareto) != "true" or tags.get(names.epochs) != want:
+                client.log_batch(run_id, tags=[RunTag(names.pareto, "true"), RunTag(names.epochs, want)])
         else:
-            for key in (PARETO_TAG, PARETO_EPOCHS_TAG):
+            for key in (names.pareto, names.epochs):
                 if key in tags:
                     client.delete_tag(run_id, key)
     front_models = set(result.front["model_id"])
-    models = data.models.values() if not data.from_index else iter_logged_models(client, data.experiment_id, f"tags.`{PARETO_TAG}` = 'true'")
+    models = data.models.values() if not data.from_index else iter_logged_models(client, data.experiment_id, f"tags.`{names.pareto}` = 'true'")
     tagged = set()
     for model in models:
         tags = model.tags or {}
-        if tags.get(PARETO_TAG) == "true":
+        if tags.get(names.pareto) == "true":
             tagged.add(model.model_id)
-        if model.model_id not in front_models and PARETO_TAG in tags:
-            client.delete_logged_model_tag(model.model_id, PARETO_TAG)
+        if model.model_id not in front_models and names.pareto in tags:
+            client.delete_logged_model_tag(model.model_id, names.pareto)
     for model_id in sorted(front_models - tagged):
-        client.set_logged_model_tags(model_id, {PARETO_TAG: "true"})
+        client.set_logged_model_tags(model_id, {names.pareto: "true"})
     if data.parent is None:
         return
     parent_id = data.parent.info.run_id
@@ -238,16 +278,16 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
     spec = ",".join(f"{o}:{'max' if m else 'min'}" for o, m in zip(result.objectives, result.maximize))
     client.log_batch(
         parent_id,
-        metrics=[Metric(HYPERVOLUME_METRIC, result.hypervolume, _now_ms(), finite)],
-        tags=[RunTag(OBJECTIVES_TAG, spec), RunTag(CONSTRAINTS_TAG, "; ".join(result.constraints))],
+        metrics=[Metric(names.hypervolume, result.hypervolume, _now_ms(), finite)],
+        tags=[RunTag(names.objectives, spec), RunTag(names.constraints, "; ".join(result.constraints))],
     )
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(plot_dir) if plot_dir is not None else Path(tmp) / PLOT_DIR
+        folder = Path(plot_dir) if plot_dir is not None else Path(tmp) / names.plot_dir
         folder.mkdir(parents=True, exist_ok=True)
         title = f"Pareto report of search {data.parent.info.run_name!r}"
         (folder / "pareto.html").write_text(report_html(result, title), encoding="utf-8")
         png = pareto_png(result.table, result.objectives, result.maximize, folder / "pareto.png")
-        client.log_artifacts(parent_id, str(folder), PLOT_DIR)
+        client.log_artifacts(parent_id, str(folder), names.plot_dir)
         if plot_dir is not None:
             result.plot_path = png
 

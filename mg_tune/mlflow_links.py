@@ -58,14 +58,19 @@ def registered_model_link(base: str, name: str) -> str:
     return _link(base, f"models/{quote(name, safe='')}")
 
 
-def where_to_look(tracking_uri: str, search_name: str, registered: str | None = None, mlflow_url: str | None = None) -> list[str]:
-    """Lines a command prints after a search, ``pareto`` or ``export``: how to open the UI and the deep links."""
+def where_to_look(tracking_uri: str, search_name: str, registered: str | None = None, mlflow_url: str | None = None, front_tag: str = "pareto") -> list[str]:
+    """Lines a command prints after a search, ``pareto`` or ``export``: how to open the UI and the deep links.
+
+    ``front_tag``: the tag of the front just computed (``pareto.f1-max...`` for a front on other
+    objectives than the search's, :class:`mg_tune.front.FrontTags`), which the "on front" link filters on.
+    """
     base = mlflow_url or default_mlflow_url(tracking_uri)
     lines = [] if tracking_uri.startswith(("http://", "https://")) else [f"MLflow UI:     mlflow ui --backend-store-uri {tracking_uri}   (then open the links below)"]
     experiment = MlflowClient(tracking_uri).get_experiment_by_name(experiment_name(search_name))
     if experiment is not None:
         lines.append(f"MLflow runs:   {runs_link(base, experiment.experiment_id)}")
-        lines.append(f"  on front:    {runs_link(base, experiment.experiment_id, FRONT_FILTER)}")
+        front = FRONT_FILTER if front_tag == "pareto" else f"tags.`{front_tag}` = 'true'"
+        lines.append(f"  on front:    {runs_link(base, experiment.experiment_id, front)}")
         lines.append(f"MLflow models: {models_link(base, experiment.experiment_id)}")
     if registered:
         lines.append(f"Registered:    {registered_model_link(base, registered)}")

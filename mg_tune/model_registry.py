@@ -22,7 +22,8 @@ Versions
 
 :func:`register_front` (``mg-tune pareto --register NAME``)
     * each front checkpoint: a version of NAME with tags ``pareto=true``,
-      its objectives (``f1`` …), hyperparameters (``param.<name>``),
+      ``pareto_objectives`` (what the front is on, ``f1:max,epg:max,iou:max``),
+      its objectives' values (``f1`` …), hyperparameters (``param.<name>``),
       ``search``, ``trial_id``, ``epoch``;
     * versions of the same search that left the front: ``pareto=false``;
     * aliases ``best-<objective>`` (the front checkpoint with the best value
@@ -172,7 +173,8 @@ def register_front(tracking_uri: str, search_name: str, front: pd.DataFrame, obj
             publish_mlflow_model(client, tracking_uri, model)
             version = register_version(client, name, model).version
             versions[row["model_id"]] = str(version)
-            for key, value in _version_tags(row, objectives, search_name).items():
+            on = ",".join(f"{o}:{'max' if up else 'min'}" for o, up in zip(objectives, maximize))
+            for key, value in {**_version_tags(row, objectives, search_name), "pareto_objectives": on}.items():
                 client.set_model_version_tag(name, version, key, value)
         points = front[list(objectives)].to_numpy(dtype=float)
         aliases = {f"best-{o}": versions[front.loc[int(np.argmax(points[:, i] if up else -points[:, i])), "model_id"]]

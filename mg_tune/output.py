@@ -22,19 +22,22 @@ lets them through), never their warnings and errors.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NoReturn
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 OUTPUT_FORMATS = ("table", "json", "csv")
 """Values of ``--output``."""
@@ -56,14 +59,27 @@ def stdout_console() -> Console:
 
 
 def fail(message: str) -> NoReturn:
-    """Print one error line on stderr and exit with code 2."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one error line on stderr, ``message`` literally (``[x, y, w, h]`` is no rich markup), and exit with code 2."""
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
 def warning(text: str) -> None:
-    """Print one warning line on stderr (``warning: text``); the command goes on."""
+    """Print one warning line on stderr (``warning: text``, the text literally); the command goes on."""
     Console(stderr=True, soft_wrap=True).print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Python warnings raised inside print afterwards as ``warning: text`` lines, each text once.
+
+    Not as Python shows them (``file.py:123: UserWarning: text`` and the source line): a
+    warning of mg-tune's (a split without boxes, a checkpoint without weights) is for the user.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    for text in dict.fromkeys(str(w.message) for w in caught):
+        warning(text)
 
 
 def check_output_format(value: str) -> str:
@@ -121,12 +137,16 @@ def _plain(value: Any) -> Any:
 
 
 def rich_table(title: str | None, columns: list[Column], rows: Iterable[Mapping[str, Any]]) -> Table:
-    """The rich table of ``rows``; id columns fold rather than cut."""
-    table = Table(title=title)
+    """The rich table of ``rows``; id columns fold rather than cut.
+
+    Title, headers and cells are :class:`rich.text.Text`: shown literally, never read as markup
+    (a trial id or search name ``[a]`` stays ``[a]``).
+    """
+    table = Table(title=Text(title) if title is not None else None)
     for c in columns:
-        table.add_column(c.header or c.key, justify=c.justify, overflow="fold" if c.is_id else "ellipsis")
+        table.add_column(Text(c.header or c.key), justify=c.justify, overflow="fold" if c.is_id else "ellipsis")
     for row in rows:
-        table.add_row(*(c.format(row[c.key]) for c in columns))
+        table.add_row(*(Text(c.format(row[c.key])) for c in columns))
     return table
 
 

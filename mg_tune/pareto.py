@@ -44,6 +44,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "Constraint",
+    "Objectives",
     "crowding_distance",
     "hypervolume",
     "hypervolume_over_time",
@@ -265,3 +267,45 @@ class Constraint:
 
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """What a front is computed on: objective metrics, their directions, the constraints a point must meet.
+
+    Built once (from a search's spec, :func:`mg_tune.search.logged_spec.search_objectives`,
+    or from ``--objectives`` with :meth:`parse`) and passed along. ``label`` is the
+    ``"f1:max,epg:max"`` form that tags and messages use.
+    """
+
+    names: tuple[str, ...]
+    maximize: tuple[bool, ...]
+    constraints: tuple[Constraint, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, constraints: Sequence[Constraint] = ()) -> "Objectives":
+        """``"f1,epg,train_loss:min"``: comma-separated metrics, each ``name`` (maximised), ``name:max`` or ``name:min``.
+
+        Raises:
+            ValueError: one line naming the item at fault (empty, a direction other than max/min, a repeated metric).
+        """
+        names, maximize = [], []
+        for item in (part.strip() for part in text.split(",")):
+            name, _, direction = (p.strip() for p in item.partition(":"))
+            if not name or direction not in ("", "max", "min"):
+                raise ValueError(f"--objectives {text!r}: {item!r} must be a metric name, optionally with :max or :min (e.g. f1,epg:max,train_loss:min)")
+            if name in names:
+                raise ValueError(f"--objectives {text!r}: {name!r} is given twice")
+            names.append(name)
+            maximize.append(direction != "min")
+        return cls(tuple(names), tuple(maximize), tuple(constraints))
+
+    @property
+    def label(self) -> str:
+        """``"f1:max,epg:max,iou:max"``."""
+        return ",".join(f"{name}:{'max' if up else 'min'}" for name, up in zip(self.names, self.maximize))
+
+    def describe(self) -> str:
+        """``"f1 (max), epg (max)"``, then ``"; constraints: f1 >= 0.5"`` when there are any: the line saying what a front is on."""
+        text = ", ".join(f"{name} ({'max' if up else 'min'})" for name, up in zip(self.names, self.maximize))
+        return text + (f"; constraints: {'; '.join(str(c) for c in self.constraints)}" if self.constraints else "")

@@ -15,6 +15,13 @@ a ``TrainConfig.iou_threshold`` fixes one for the whole search instead, and
 :func:`pooled_iou_threshold` chooses one for many checkpoints at once on their
 pooled held-out evaluations (``mg-tune evaluate --iou-threshold pooled``).
 
+Images without objects (background images, hard negatives) are legal anywhere, in any
+batch: they count for classification and give no map. EPG, IoU and every other per-map
+metric average over the maps of the split; a split with no map at all (no image with a box
+of its class) has none of them: they are absent with one warning saying why, never 0.0.
+Likewise a held-out split without a box chooses no IoU threshold: a warning says so and IoU
+is measured at :data:`FALLBACK_IOU_THRESHOLD`.
+
 A metric the split cannot support is absent from the result, never 0.0: SegEPG and
 X-SegEPG when no map of the split has a segmentation mask (VOC without
 ``SegmentationClass``, Waterbirds), PAFL / SAFL outside the SMERF settings (or without
@@ -27,6 +34,7 @@ not grow with the resolution of the data set.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +53,9 @@ from mg_tune.models import build_model
 from mg_tune.models.staged import StagedModel
 
 IOU_THRESHOLDS: tuple[float, ...] = M.DEFAULT_IOU_THRESHOLDS
+FALLBACK_IOU_THRESHOLD = 0.5
+"""The IoU threshold when none can be chosen (the held-out split has no box): the middle of
+:data:`IOU_THRESHOLDS`, with a warning. ``fixed: {iou_threshold: ...}`` in a spec avoids it."""
 
 
 @dataclass
@@ -59,8 +70,9 @@ class _Mean:
         self.count += values.numel()
 
     @property
-    def value(self) -> float:
-        return self.total / self.count if self.count else 0.0
+    def value(self) -> float | None:
+        """The mean, or None over zero maps (absent, never 0)."""
+        return self.total / self.count if self.count else None
 
 
 @dataclass
@@ -82,9 +94,21 @@ class SplitEvaluation:
         """Mean IoU at every threshold (0 without a single map)."""
         return self.iou_sums / max(self.iou_maps, 1)
 
-    def best_iou_threshold(self) -> float:
-        """The threshold with the highest mean IoU (ties: the smallest)."""
+    def best_iou_threshold(self) -> float | None:
+        """The threshold with the highest mean IoU (ties: the smallest); None without a single map: nothing to choose on."""
+        if self.iou_maps == 0:
+            return None
         return float(self.thresholds[int(torch.argmax(self.iou_curve))])
+
+
+def _fallback(where: str) -> float:
+    """:data:`FALLBACK_IOU_THRESHOLD`, with the warning that no threshold was chosen."""
+    warnings.warn(
+        f"{where} has no image with a box of its class: no IoU threshold can be chosen on it; "
+        f"IoU is measured at the fallback {FALLBACK_IOU_THRESHOLD} (fix one with fixed: {{iou_threshold: ...}} in the spec)",
+        stacklevel=3,
+    )
+    return FALLBACK_IOU_THRESHOLD
 
 
 def pooled_iou_threshold(evaluations: Sequence[SplitEvaluation]) -> float:
@@ -103,15 +127,20 @@ def pooled_iou_threshold(evaluations: Sequence[SplitEvaluation]) -> float:
     if any(e.thresholds != thresholds for e in evaluations):
         raise ValueError("held-out evaluations over different IoU thresholds cannot be pooled")
     pooled = SplitEvaluation({}, thresholds, sum(e.iou_sums for e in evaluations), sum(e.iou_maps for e in evaluations))
-    return pooled.best_iou_threshold()
+    chosen = pooled.best_iou_threshold()
+    return chosen if chosen is not None else _fallback("the pooled held-out split")
 
 
 def choose_iou_threshold(fixed: float | None, heldout: Callable[[], SplitEvaluation]) -> float:
     """The threshold of a model's reported IoU: ``fixed`` (``TrainConfig.iou_threshold``) if set, else the best on ``heldout()``.
 
     ``heldout`` evaluates the model on its held-out split; it is called only when needed.
+    A held-out split without a box chooses nothing: :data:`FALLBACK_IOU_THRESHOLD`, with a warning.
     """
-    return fixed if fixed is not None else heldout().best_iou_threshold()
+    if fixed is not None:
+        return fixed
+    chosen = heldout().best_iou_threshold()
+    return chosen if chosen is not None else _fallback("the held-out split")
 
 
 def ground_truth_pairs(labels: Tensor, multilabel: bool) -> tuple[Tensor, Tensor]:
@@ -143,6 +172,7 @@ def evaluate_split(
     iou_threshold: float | None = None,
     device: torch.device | str = "cpu",
     smerf: bool = False,
+    name: str = "the split",
 ) -> SplitEvaluation:
     """Evaluate ``model`` (switched to eval mode) on every batch of ``loader``.
 
@@ -150,7 +180,9 @@ def evaluate_split(
     value in (0, 1)); when None (evaluating the held-out split itself), every
     threshold of :data:`IOU_THRESHOLDS` is tried, ``iou`` is reported at the best
     one of this split and ``iou_threshold`` says which it was. ``smerf``
-    (``DatasetInfo.smerf``): report PAFL / SAFL. Unsupported metrics are absent (module doc).
+    (``DatasetInfo.smerf``): report PAFL / SAFL. Unsupported metrics are absent (module doc),
+    and so are EPG, IoU and the threshold when no image of the split has a box of its class
+    (one warning naming ``name``, e.g. ``"the val split"``).
     """
     model.eval()
     scores, targets, groups = [], [], []
@@ -192,10 +224,15 @@ def evaluate_split(
         if on_secondary.any():
             safl.add(M.attribution_focus(maps[on_secondary], secondary[on_secondary]))
     result = SplitEvaluation({}, thresholds, iou_sums, iou_count)
+    metrics: dict[str, float] = {}
     threshold = result.best_iou_threshold()
-    metrics = {"epg": epg.value, "iou": float(result.iou_curve[thresholds.index(threshold)]), "iou_threshold": threshold}
+    if threshold is not None:
+        metrics.update(epg=epg.value, iou=float(result.iou_curve[thresholds.index(threshold)]), iou_threshold=threshold)
+    elif iou_threshold is not None:  # no box to measure on (when choosing a threshold, None, the caller warns that none was chosen)
+        images = sum(len(t) for t in targets)
+        warnings.warn(f"{name} has no image with a box of its class ({images} images): EPG and IoU are not measured on it (absent, not 0)", stacklevel=2)
     optional = {"seg_epg": seg_epg, "x_seg_epg": x_seg_epg, **({"pafl": pafl, "safl": safl} if smerf else {})}
-    metrics.update({name: mean.value for name, mean in optional.items() if mean.count})
+    metrics.update({key: mean.value for key, mean in optional.items() if mean.count})
     metrics.update(_classification(torch.cat(scores), torch.cat(targets), torch.cat(groups), multilabel, group_names))
     result.metrics = metrics
     return result
@@ -252,6 +289,7 @@ class CheckpointEvaluator:
             iou_threshold=iou_threshold,
             device=self.device,
             smerf=dataset.info.smerf,
+            name=f"the {split} split",
         )
 
     def iou_threshold(self) -> float:

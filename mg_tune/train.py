@@ -263,24 +263,34 @@ class GuidedTrainer:
             device=self.device,
             smerf=self.info.smerf,
         )
-        threshold = choose_iou_threshold(self.config.iou_threshold, lambda: evaluate_split(loader=self.loader(self.heldout_set, shuffle=False), **common))
-        return evaluate_split(loader=self.loader(self.val_set, shuffle=False), iou_threshold=threshold, **common).metrics
+        threshold = choose_iou_threshold(self.config.iou_threshold, lambda: evaluate_split(loader=self.loader(self.heldout_set, shuffle=False), name="the heldout split", **common))
+        return evaluate_split(loader=self.loader(self.val_set, shuffle=False), iou_threshold=threshold, name="the val split", **common).metrics
 
     def write_overlay(self, path: Path) -> Path | None:
-        """Attribution overlay of the first ``overlay_images`` validation images."""
+        """Attribution overlay of the first ``overlay_images`` validation images.
+
+        Each image shows the map of its first ground-truth class and that class's mask; an
+        image without objects (a background image) shows the map of its highest-scoring class
+        and no mask, so where the model looks on hard negatives is visible too.
+        """
         n = min(self.config.overlay_images, len(self.val_set))
         if n == 0:
             return None
         batch = next(iter(DataLoader(torch.utils.data.Subset(self.val_set, range(n)), batch_size=n)))
-        rows, classes = ground_truth_pairs(batch["labels"], self.info.multilabel)
-        first_of_image = torch.ones_like(rows, dtype=torch.bool)
-        first_of_image[1:] = rows[1:] != rows[:-1]  # pairs come sorted by image: keep one class each
-        rows, classes = rows[first_of_image], classes[first_of_image]
         self.model.eval()
-        images = batch["image"][rows].to(self.device)
+        images = batch["image"].to(self.device)
+        rows, classes = ground_truth_pairs(batch["labels"], self.info.multilabel)
+        with torch.no_grad():
+            shown = self.model(images).argmax(1).cpu()  # background images: the class the model would say
+        first_of_image = torch.ones_like(rows, dtype=torch.bool)
+        first_of_image[1:] = rows[1:] != rows[:-1]  # pairs come sorted by image: its first class
+        shown[rows[first_of_image]] = classes[first_of_image]
+        has_object = torch.zeros(n, dtype=torch.bool)
+        has_object[rows] = True
+        masks = batch[self.mask_key][torch.arange(n), shown] * has_object[:, None, None]
         size = (images.shape[-2], images.shape[-1])
-        maps = attribute(self.model, images, classes.to(self.device), self.config.attribution, self.config.layer, size=size, target=self.target).maps
-        return save_overlay(path, images.cpu(), maps.detach().cpu(), batch[self.mask_key][rows, classes])
+        maps = attribute(self.model, images, shown.to(self.device), self.config.attribution, self.config.layer, size=size, target=self.target).maps
+        return save_overlay(path, images.cpu(), maps.detach().cpu(), masks)
 
 
 def train(

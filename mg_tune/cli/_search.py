@@ -7,12 +7,15 @@ and exit code 2; nothing is written before the input has been validated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from mg_tune.cli._common import console, tracking_uri_option
-from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short
+from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short, warnings_as_lines
+
+if TYPE_CHECKING:
+    from mg_tune.pareto import Objectives
 
 
 def pareto_columns(front, objectives: list[str]) -> list[Column]:
@@ -72,29 +75,65 @@ def search(
         console.print(f"Pareto plot: {outcome.pareto.plot_path}")
 
 
+OBJECTIVES_HELP = "comma-separated metrics, each NAME, NAME:max or NAME:min (default: the search's own objectives and constraints, from its logged spec)"
+
+
+def front_objectives(tracking_uri: str, search_name: str, override: str | None) -> tuple["Objectives", bool]:
+    """The objectives a command's front is on and whether they are the search's own.
+
+    Default: the search's own objectives, directions and constraints, read back from
+    its logged spec (:func:`mg_tune.search.logged_spec.search_objectives`). ``--objectives``
+    overrides the objectives; the search's constraints still decide which checkpoints
+    are eligible (none when its spec cannot be read). One error line and exit 2 otherwise.
+    """
+    from mg_tune.pareto import Objectives
+    from mg_tune.search.logged_spec import search_objectives
+
+    try:
+        if override is None:
+            return search_objectives(tracking_uri, search_name), True
+        given = Objectives.parse(override)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        own = search_objectives(tracking_uri, search_name)
+    except ValueError:  # an unknown search fails where the front is read, naming it
+        return given, False
+    mine = (given.names, given.maximize) == (own.names, own.maximize)
+    return Objectives(given.names, given.maximize, own.constraints), mine
+
+
 def pareto(
     search_name: str = typer.Option(..., "--search", help="search name"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
-    objectives: str = typer.Option("f1,epg,iou", "--objectives", help="comma-separated metrics, all maximised"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help=OBJECTIVES_HELP),
     register: Optional[str] = typer.Option(
         None, "--register", help="register the front as versions of this MLflow registered model, with aliases best-<objective> and knee"
     ),
     output: str = output_option(),
 ) -> None:
-    """Compute the Pareto front of a search from MLflow alone, tag it and print it (and register it with --register)."""
+    """Compute the Pareto front of a search from MLflow alone, tag it and print it (and register it with --register).
+
+    The front is on the search's own objectives and constraints unless --objectives names others;
+    such a front is tagged pareto.<objective>-<direction>... and leaves the search's `pareto` tags alone.
+    """
     check_output_format(output)
     from mg_tune.mlflow_links import where_to_look
     from mg_tune.model_registry import KNEE_ALIAS, register_front
     from mg_tune.front import search_pareto
 
-    names = [o.strip() for o in objectives.split(",") if o.strip()]
     uri = tracking_uri_option(tracking_uri)
+    chosen, own = front_objectives(uri, search_name, objectives)
+    names, maximize = list(chosen.names), list(chosen.maximize)
     try:
-        result = search_pareto(uri, search_name, names, [True] * len(names))
-        registered = register_front(uri, search_name, result.front, names, [True] * len(names), register) if register else None
+        result = search_pareto(uri, search_name, names, maximize, constraints=chosen.constraints, own=own, require_checkpoints=True)
+        registered = register_front(uri, search_name, result.front, names, maximize, register) if register else None
     except ValueError as exc:
         fail(str(exc))
     print_pareto(result.front, names, f"Pareto front of search {search_name!r} ({len(result.table)} checkpoints)", output)
+    message(f"front on {chosen.describe()}" + ("" if own else f"; not the search's own objectives: tagged {result.tags.pareto}=true, the search's front (tag pareto) is unchanged"), output)
+    if result.front.empty:
+        message(f"no checkpoint has every objective measured{' and meets the constraints' if chosen.constraints else ''}: the front is empty", output)
     message(f"hypervolume: {result.hypervolume:.4f}", output)
     if registered is not None:
         aliases = ", ".join(f"{alias} → v{version}" for alias, version in registered.aliases.items())
@@ -102,7 +141,7 @@ def pareto(
         if registered.left:
             message(f"left the front (tagged pareto=false): versions {', '.join(registered.left)}", output)
         message(f"load: mlflow.pyfunc.load_model('models:/{register}@{KNEE_ALIAS}')", output)
-    for line in where_to_look(uri, search_name, register):
+    for line in where_to_look(uri, search_name, register, front_tag=result.tags.pareto):
         message(line, output)
 
 
@@ -116,7 +155,7 @@ def evaluation_columns(table, objectives: list[str]) -> list[Column]:
 def evaluate(
     search_name: str = typer.Option(..., "--search", help="search name"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
-    objectives: str = typer.Option("f1,epg,iou", "--objectives", help="comma-separated metrics, all maximised"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help=OBJECTIVES_HELP),
     all_checkpoints: bool = typer.Option(False, "--all", help="evaluate every checkpoint, not only the Pareto front"),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda"),
     iou_threshold: str = typer.Option(
@@ -126,20 +165,25 @@ def evaluate(
     ),
     output: str = output_option(),
 ) -> None:
-    """Evaluate the Pareto checkpoints of a search on the test split; log test_* metrics to MLflow."""
+    """Evaluate the Pareto checkpoints of a search (its own objectives and constraints unless --objectives) on the test split; log test_* metrics to MLflow."""
     check_output_format(output)
     from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
 
-    names = [o.strip() for o in objectives.split(",") if o.strip()]
+    uri = tracking_uri_option(tracking_uri)
+    chosen, own = front_objectives(uri, search_name, objectives)
+    names = list(chosen.names)
     try:
-        table = evaluate_pareto(
-            tracking_uri_option(tracking_uri), search_name, names, [True] * len(names),
-            pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
-        )
+        with warnings_as_lines():  # e.g. a test split without boxes: no test EPG/IoU, and why
+            table = evaluate_pareto(
+                uri, search_name, names, list(chosen.maximize), constraints=chosen.constraints,
+                pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
+            )
     except ValueError as exc:
         fail(str(exc))
     which = "every checkpoint" if all_checkpoints else "the Pareto checkpoints"
     print_table(f"Test metrics of {which} of search {search_name!r} ({len(table)})", evaluation_columns(table, names), table.to_dict("records"), output)
+    if not all_checkpoints:
+        message(f"front on {chosen.describe()}" + ("" if own else " (--objectives: not the search's own)"), output)
     message(TEST_METRICS_HINT, output)
 
 
@@ -180,18 +224,16 @@ def dashboard(
     port: int = typer.Option(8050, "--port"),
     host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on (default: this machine only)"),
     refresh: float = typer.Option(10.0, "--refresh", help="seconds between re-reads of MLflow (live while the search runs)"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="comma-separated metrics, all maximised (default: the search's)"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help=OBJECTIVES_HELP),
     mlflow_url: Optional[str] = typer.Option(None, "--mlflow-url", help="MLflow UI for run links (default: the tracking server, else http://127.0.0.1:5000)"),
 ) -> None:
     """Serve the Pareto explorer of a search: plots, filters, checkpoint details; reads MLflow only."""
     from mg_tune.dashboard import serve
 
-    names = [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None
-
     def ready(url: str) -> None:
         console.print(f"Pareto explorer of search {search_name!r}: {url}   (Ctrl+C to stop)", highlight=False, markup=False)
 
     try:
-        serve(tracking_uri_option(tracking_uri), search_name, host=host, port=port, refresh_s=refresh, objectives=names, mlflow_url=mlflow_url, on_ready=ready)
+        serve(tracking_uri_option(tracking_uri), search_name, host=host, port=port, refresh_s=refresh, objectives=objectives, mlflow_url=mlflow_url, on_ready=ready)
     except ValueError as exc:
         fail(str(exc))

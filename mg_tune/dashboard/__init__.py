@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Sequence
 
 from mg_tune.dashboard._app import build_app, export_command
 from mg_tune.dashboard._data import FILTERS, Snapshot, Source
@@ -22,13 +21,14 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8050,
     refresh_s: float = 10.0,
-    objectives: Sequence[str] | None = None,
+    objectives: str | None = None,
     mlflow_url: str | None = None,
     on_ready=None,
 ) -> None:
     """Read the search once, check that ``host:port`` is free, then serve the page until interrupted.
 
-    ``on_ready(url)`` is called just before serving.
+    ``on_ready(url)`` is called just before serving. ``objectives``: ``--objectives`` as given
+    (``"f1,epg:max"``), None for the search's own (:class:`Source`).
 
     Raises:
         ValueError: unknown search or objective, ``refresh_s <= 0``, or the port is taken.

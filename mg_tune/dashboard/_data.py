@@ -9,33 +9,32 @@ the objectives and constraints of the search, and the parent run.
 the rows left with :func:`mg_tune.front.mark_pareto`, so with no
 filter the front is the one ``mg-tune pareto`` tags in MLflow.
 
-Objectives: ``--objectives`` if given, else the parent run's tag
-``pareto_objectives`` (written when the search ended), else the spec's
-(``spec.yaml`` on the parent run), else F1, EPG, IoU maximised.
+Objectives: ``--objectives`` if given, else the search's own, read back from its
+logged spec (:func:`mg_tune.search.logged_spec.search_objectives`, the reader
+``mg-tune pareto`` and ``evaluate`` use); the constraints are always the search's.
+A search whose spec cannot be read is refused in one line (give ``--objectives``).
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 
-from mg_tune.front import CONSTRAINTS_TAG, ID_COLUMNS, OBJECTIVES_TAG, ParetoResult, checkpoint_table, mark_pareto
-from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec, SpecError, load_spec
-from mg_tune.tracking import SPEC_ARTIFACT, experiment_name, find_search_run, overlay_artifact
+from mg_tune.front import ID_COLUMNS, ParetoResult, checkpoint_table, mark_pareto
+from mg_tune.pareto import Objectives
+from mg_tune.search.logged_spec import logged_spec, search_objectives
+from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec
+from mg_tune.tracking import experiment_name, find_search_run, overlay_artifact
 
 __all__ = ["FILTERS", "Snapshot", "Source", "overlay_artifact"]
 
 FILTERS = dict(zip(FRONT_GROUP_KEYS, ("loss", "attribution method", "layer", "annotation fraction")))
-DEFAULT_OBJECTIVES = (["f1", "epg", "iou"], [True, True, True])
 
 
 def _text(value) -> str:
@@ -99,14 +98,18 @@ def _sort_key(value: str):
 class Source:
     """A search in MLflow, re-read on :meth:`refresh`; the latest :class:`Snapshot` is :attr:`current` (thread-safe).
 
+    ``objectives``: ``--objectives`` as given (``"f1,epg:max"``), else None for the search's own.
+
     Raises (on construction, which reads once):
-        ValueError: no search of that name, or an objective it did not log.
+        ValueError: no search of that name, objectives that cannot be read or
+            parsed, or an objective it did not log.
     """
 
-    def __init__(self, tracking_uri: str, search_name: str, objectives: Sequence[str] | None = None) -> None:
+    def __init__(self, tracking_uri: str, search_name: str, objectives: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.search_name = search_name
-        self.objectives = list(objectives) if objectives else None
+        own = search_objectives(tracking_uri, search_name) if objectives is None else None
+        self.objectives: Objectives = own or Objectives.parse(objectives, _own_constraints(tracking_uri, search_name))
         self._lock = threading.Lock()
         self._spec: SearchSpec | None = None
         self._spec_read = False
@@ -119,9 +122,9 @@ class Source:
         if experiment is None:
             raise ValueError(f"no search named {self.search_name!r}")
         parent = find_search_run(client, experiment.experiment_id)
-        spec = self._read_spec(client, parent)
-        objectives, maximize = self._objectives(parent, spec)
-        constraints = _constraints(parent, spec)
+        spec = self._read_spec(parent)
+        objectives, maximize = list(self.objectives.names), list(self.objectives.maximize)
+        constraints = [str(c) for c in self.objectives.constraints]
         fixed = _fixed_values(spec)
         for key in FILTERS:
             column = table[f"params.{key}"] if f"params.{key}" in table.columns else pd.Series(math.nan, index=table.index, dtype=object)
@@ -132,37 +135,24 @@ class Source:
             self.current = snapshot
         return snapshot
 
-    def _read_spec(self, client: MlflowClient, parent: Run | None) -> SearchSpec | None:
-        """The search's spec from its parent run's ``spec.yaml`` (read once), or ``None`` if absent or not a valid spec."""
+    def _read_spec(self, parent: Run | None) -> SearchSpec | None:
+        """The search's logged spec (read once; for the filters' fixed values), or ``None`` if absent or not valid here."""
         if self._spec_read or parent is None:
             return self._spec
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT, tmp)
-                self._spec = load_spec(Path(path))[0]
-            except (OSError, SpecError, MlflowException):
-                self._spec = None
+        try:
+            self._spec = SearchSpec.model_validate(logged_spec(self.tracking_uri, self.search_name))
+        except ValueError:  # pydantic's ValidationError too; e.g. an init_checkpoint or data root this machine lacks
+            self._spec = None
         self._spec_read = True
         return self._spec
 
-    def _objectives(self, parent: Run | None, spec: SearchSpec | None) -> tuple[list[str], list[bool]]:
-        if self.objectives:
-            return self.objectives, [True] * len(self.objectives)
-        tagged = parent.data.tags.get(OBJECTIVES_TAG) if parent is not None else None
-        if tagged:
-            pairs = [item.rsplit(":", 1) for item in tagged.split(",")]
-            return [name for name, _ in pairs], [mode == "max" for _, mode in pairs]
-        if spec is not None:
-            return spec.metric_names, [m == "max" for m in spec.modes]
-        return list(DEFAULT_OBJECTIVES[0]), list(DEFAULT_OBJECTIVES[1])
 
-
-def _constraints(parent: Run | None, spec: SearchSpec | None) -> list[str]:
-    """The parent run's ``pareto_constraints`` tag if present (``"; "``-joined), else the spec's."""
-    tagged = parent.data.tags.get(CONSTRAINTS_TAG) if parent is not None else None
-    if tagged is not None:
-        return [c for c in tagged.split("; ") if c]
-    return [str(c) for c in spec.parsed_constraints] if spec is not None else []
+def _own_constraints(tracking_uri: str, search_name: str) -> tuple:
+    """The search's constraints, which still apply under ``--objectives`` (none when its spec cannot be read)."""
+    try:
+        return search_objectives(tracking_uri, search_name).constraints
+    except ValueError:
+        return ()
 
 
 def _fixed_values(spec: SearchSpec | None) -> dict[str, str]:

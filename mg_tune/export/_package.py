@@ -84,6 +84,8 @@ def _find_source(tracking_uri: str, search_name: str, trial_id: str, epoch: int)
     search_run = SearchRun(tracking_uri, experiment.experiment_id, parent.info.run_id, search_name)
     run = find_trial_run(client, search_run, trial_id)
     if run is None:
+        if not client.search_logged_models([experiment.experiment_id], max_results=1):
+            raise ValueError(f"search {search_name!r} has no checkpoint yet (no trial finished an epoch): nothing to export")
         raise ValueError(f"search {search_name!r} has no trial {trial_id!r}")
     try:
         model = find_checkpoint_model(client, run.info.run_id, epoch)

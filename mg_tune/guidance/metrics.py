@@ -142,19 +142,21 @@ def iou(A: Tensor, M: Tensor, threshold: float) -> Tensor:
     return torch.where(has_positive, _safe_div(inter, union), torch.zeros_like(inter))
 
 
-def select_iou_threshold(A: Tensor, M: Tensor, thresholds: Sequence[float] | None = None) -> float:
+def select_iou_threshold(A: Tensor, M: Tensor, thresholds: Sequence[float] | None = None) -> float | None:
     """Threshold maximising mean :func:`iou` on a held-out set of maps (main paper Sec. 3.3).
 
     ``thresholds`` defaults to 0.05, 0.10, ..., 0.95; ties go to the smallest
-    threshold. With no maps (N = 0) every mean IoU is 0, so the smallest wins.
+    threshold. With no maps (N = 0, a held-out set without boxes) there is
+    nothing to choose on: None, never a threshold that only looks chosen.
     """
     grid = sorted(DEFAULT_IOU_THRESHOLDS if thresholds is None else thresholds)
     if not grid:
         raise ValueError("thresholds must not be empty")
+    if A.numel() == 0:
+        return None
     best_t, best_score = grid[0], -1.0
     for t in grid:
-        scores = iou(A, M, t)
-        score = scores.mean().item() if scores.numel() else 0.0
+        score = iou(A, M, t).mean().item()
         if score > best_score:
             best_t, best_score = t, score
     return float(best_t)

@@ -2,26 +2,25 @@
 
 Ray gives the job (id, status, start, end); MLflow gives the progress: trials finished and
 failed (child runs FINISHED / FAILED), the total (the spec's), and the Pareto front over
-every checkpoint logged so far with its normalised hypervolume
+every checkpoint logged so far, on the search's own objectives and constraints
+(:func:`mg_tune.search.logged_spec.objectives_of`), with its normalised hypervolume
 (:func:`mg_tune.front.search_pareto`, read-only: nothing is tagged).
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-import yaml
 from mlflow import MlflowClient
 from ray.job_submission import JobDetails
 
 from mg_tune.front import search_pareto
+from mg_tune.search.logged_spec import logged_spec, objectives_of
 from mg_tune.search.runner import total_trials
 from mg_tune.search.spec import SearchSpec
-from mg_tune.tracking import ROLE_TAG, SPEC_ARTIFACT, experiment_name, find_search_run, iter_runs
+from mg_tune.tracking import ROLE_TAG, experiment_name, find_search_run, iter_runs
 
 
 @dataclass
@@ -59,11 +58,11 @@ def search_progress(tracking_uri: str, name: str) -> Progress | None:
     if parent is None:
         return None
     statuses = [run.info.status for run in iter_runs(client, experiment.experiment_id, f"tags.`{ROLE_TAG}` = 'trial'")]
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = SearchSpec.model_validate(yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, SPEC_ARTIFACT, tmp)).read_text()))
-    progress = Progress(statuses.count("FINISHED"), statuses.count("FAILED"), total_trials(spec), front=0, hypervolume=None)
+    raw = logged_spec(tracking_uri, name)
+    progress = Progress(statuses.count("FINISHED"), statuses.count("FAILED"), total_trials(SearchSpec.model_validate(raw)), front=0, hypervolume=None)
     try:
-        pareto = search_pareto(tracking_uri, name, spec.metric_names, [m == "max" for m in spec.modes], tag=False, constraints=spec.parsed_constraints)
+        objectives = objectives_of(raw)
+        pareto = search_pareto(tracking_uri, name, list(objectives.names), list(objectives.maximize), tag=False, constraints=objectives.constraints, require_checkpoints=True)
     except ValueError:  # no checkpoint logged yet
         return progress
     progress.front, progress.hypervolume = len(pareto.front), pareto.hypervolume

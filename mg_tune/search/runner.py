@@ -24,6 +24,7 @@ reason, their Optuna trials FAIL, and ``--resume`` continues them.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -118,7 +119,8 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search_run: SearchRun) -
 
     def report(epoch: EpochResult) -> None:
         record = logger.log_epoch(epoch)
-        tune.report({**epoch.metrics, "epoch": epoch.epoch, RESULT_KEY: record})
+        unmeasured = {m: math.nan for m in spec.metric_names}  # an objective the split could not measure (no box): NaN to Tune, absent in MLflow
+        tune.report({**unmeasured, **epoch.metrics, "epoch": epoch.epoch, RESULT_KEY: record})
         wait_at_gate(trial_id)  # tests only (mg_tune.search.gate)
         shutil.rmtree(epoch_dir(work / "checkpoints", epoch.epoch - 1), ignore_errors=True)  # in MLflow now: no local copy of every epoch
 

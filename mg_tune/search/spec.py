@@ -83,7 +83,7 @@ from pydantic import Field, field_validator, model_validator
 from mg_tune.config import DataConfig, TrainConfig
 from mg_tune.data import SEGMENTATION_METRICS, unsupported_metrics
 from mg_tune.guidance.losses import LOSSES
-from mg_tune.pareto import Constraint
+from mg_tune.pareto import Constraint, Objectives
 from mg_tune.search.lambda_grid import PAPER_LAMBDA_GRID, default_lambda_range, grid_points
 from mg_tune.search.samplers import SAMPLERS
 from mg_tune.search.spec_fields import (  # re-exported: mg_tune.search.spec is where they are imported from
@@ -289,6 +289,11 @@ class SearchSpec(StrictModel):
     @property
     def modes(self) -> list[str]:
         return [o.direction for o in self.objectives]
+
+    @property
+    def front_objectives(self) -> Objectives:
+        """Objectives, directions and constraints as the one value a front is computed on."""
+        return Objectives(tuple(self.metric_names), tuple(m == "max" for m in self.modes), tuple(self.parsed_constraints))
 
     def losses(self) -> list[str]:
         if "loss" in self.space:

@@ -58,6 +58,24 @@ def _truncated_checkpoint() -> bytes:
 TRUNCATED = _truncated_checkpoint()
 
 
+def _jpeg() -> bytes:
+    """An 8x8 grey JPEG: a real image file for the data cases that get past the images."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (128, 128, 128)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _coco_without_box() -> str:
+    """A COCO annotation file whose one annotation has ``bbox: null`` (the message holds brackets: printed literally)."""
+    return json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": None, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "cat"}],
+    })
+
+
 @dataclass(frozen=True)
 class Case:
     what: str
@@ -160,6 +178,10 @@ CASES: list[Case] = [
     data_case("VOC annotation that is not UTF-8 text", "voc", {"VOC2007/ImageSets/Main/train.txt": "000001\n", "VOC2007/Annotations/000001.xml": NOT_TEXT, "VOC2007/JPEGImages/.keep": ""}),
     data_case("VOC image id listed without its annotation", "voc", {"VOC2007/ImageSets/Main/train.txt": "\n000001\n", "VOC2007/Annotations/.keep": "", "VOC2007/JPEGImages/.keep": ""}),
     data_case("COCO annotation file that is not UTF-8 text", "coco", {"annotations/instances_train2014.json": NOT_TEXT}),
+    data_case("COCO box that is not [x, y, w, h] (brackets printed literally)", "coco", {
+        "annotations/instances_train2014.json": _coco_without_box(), "annotations/instances_val2014.json": _coco_without_box(),
+        "train2014/a.jpg": _jpeg(), "val2014/a.jpg": _jpeg(),
+    }),
     data_case("Waterbirds metadata that is not UTF-8 text", "waterbirds", {"metadata.csv": NOT_TEXT}),
     data_case("Waterbirds metadata cut short", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,", "boxes.csv": "img_filename,x,y,w,h\n/a/1.jpg,1,1,5,5\n"}),
     data_case("Waterbirds boxes that are not UTF-8 text", "waterbirds", {"metadata.csv": "img_filename,y,place,split\n/a/1.jpg,1,0,0\n", "boxes.csv": NOT_TEXT}),
@@ -188,10 +210,17 @@ CASES: list[Case] = [
     spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
     spec_case("tracking store in a missing directory", "trials: 2\n", "--tracking-uri", "sqlite:///no/such/dir/mlflow.db"),
     Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
+    Case("search name with brackets (printed literally, not as markup)", ["pareto", "--search", "runs[bold]", "--tracking-uri", STORE_URI], store=True),
+    Case("Pareto front of a search with no checkpoint", ["pareto", "--search", "empty", "--tracking-uri", STORE_URI], store=True),
+    Case("Pareto front on an objective the search did not log", ["pareto", "--search", "tiny", "--objectives", "worst_group_acc", "--tracking-uri", STORE_URI], store=True),
+    Case("objective direction that does not exist", ["pareto", "--search", "tiny", "--objectives", "f1:up", "--tracking-uri", STORE_URI], store=True),
+    Case("evaluation of an unknown search", ["evaluate", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
+    Case("evaluation of a search with no checkpoint", ["evaluate", "--search", "empty", "--tracking-uri", STORE_URI], store=True),
     Case("table format that does not exist", ["pareto", "--search", "tiny", "--output", "yaml", "--tracking-uri", STORE_URI], store=True),
     Case("IoU threshold mode of evaluate that does not exist", ["evaluate", "--search", "tiny", "--iou-threshold", "median", "--tracking-uri", STORE_URI], store=True),
     export_case("export of an unknown search", "--search", "nope"),
     export_case("export of an unknown trial", "--trial", "t9"),
+    export_case("export from a search with no checkpoint", "--search", "empty"),
     export_case("export of an epoch never logged", "--epoch", "7"),
     export_case("export of a checkpoint holding pickled code"),
     export_case("export of a checkpoint cut short", "--trial", "t1"),
@@ -208,7 +237,8 @@ CASES: list[Case] = [
 
 
 def make_store(uri: str) -> None:
-    """Search 'tiny': trial t0's epoch-1 checkpoint holds pickled code, trial t1's is cut short."""
+    """Search 'tiny': trial t0's epoch-1 checkpoint holds pickled code, trial t1's is cut short; search 'empty': no trial yet."""
+    start_search("empty", {"trials": 2}, "trials: 2\n", uri, resume=False)
     search = start_search("tiny", {"trials": 2}, "trials: 2\n", uri, resume=False)
     for trial, content in (("t0", PICKLED), ("t1", TRUNCATED)):
         logger = TrialLogger(search, trial, {"lr": 0.001})
@@ -261,7 +291,8 @@ def document(rows: list[str]) -> str:
             "real runs of the CLI (`tests/cli/test_errors.py` checks every row). Commands run in a directory holding",
             "the files named; `MLFLOW_TRACKING_URI=sqlite:///mlflow.db` unless the command says otherwise; the",
             "export and Pareto rows run against a store holding search `tiny` (trial `t0`, epoch 1, whose",
-            "checkpoint holds pickled code; trial `t1`, whose checkpoint is cut short). Spec and data files are",
+            "checkpoint holds pickled code; trial `t1`, whose checkpoint is cut short) and search `empty` (no trial",
+            "yet). Spec and data files are",
             "shown in `tests/cli/test_errors.py`; `NOT_TEXT` there is the bytes `00 ff fe 00` followed by `garbage`.",
             "",
             "| bad input | command | message |",

@@ -166,3 +166,12 @@ def test_quiet_drops_routine_lines_and_keeps_warnings_and_errors(mode):
         assert routine == [] and done.stdout.split() == ["0", "WARNING"]
     else:
         assert len(routine) == 4 and done.stdout.split() == ["None", "None"]  # alembic: MLflow's own default is WARNING
+
+
+def test_table_titles_and_cells_print_literally(capsys):
+    """User text in a table (a search name, a trial id) is never read as rich markup."""
+    from mg_tune.output import Column, print_table
+
+    print_table("Pareto front of search 'runs[bold]'", [Column("trial_id", "trial", is_id=True), Column("loss")], [{"trial_id": "t[red]1[/red]", "loss": "[x, y]"}])
+    out = capsys.readouterr().out
+    assert "Pareto front of search 'runs[bold]'" in out and "t[red]1[/red]" in out and "[x, y]" in out

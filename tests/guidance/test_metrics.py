@@ -134,6 +134,11 @@ def test_select_iou_threshold_empty_grid():
         select_iou_threshold(IOU_A, IOU_M, thresholds=[])
 
 
+def test_select_iou_threshold_without_maps_chooses_nothing():
+    # a held-out set without boxes: no map to choose on, so no threshold (not the smallest of the grid)
+    assert select_iou_threshold(torch.zeros(0, 2, 2), torch.zeros(0, 2, 2)) is None
+
+
 # --------------------------------------------------------------------------- SegEPG / X-SegEPG
 
 # 3x3 map, box = top-left 2x2, segmentation = middle column of the box

@@ -101,6 +101,21 @@ def write_voc(tmp_path: Path) -> Path:
     return tmp_path / "VOCdevkit"
 
 
+VOC_BACKGROUNDS = ["bg0001", "bg0002", "bg0003"]
+"""Background images (hard negatives) of :func:`write_voc_backgrounds`: annotations without ``<object>``."""
+
+
+def write_voc_backgrounds(tmp_path: Path, val: list[str]) -> Path:
+    """The VOC fixture plus the :data:`VOC_BACKGROUNDS` images; ``val.txt`` lists ``val`` (e.g. backgrounds first)."""
+    root = write_voc(tmp_path)
+    base = root / "VOC2007"
+    for image_id in VOC_BACKGROUNDS:
+        (base / "Annotations" / f"{image_id}.xml").write_text(voc_xml(image_id, S, S, []))
+        _image(base / "JPEGImages" / f"{image_id}.jpg", S, S)
+    (base / "ImageSets" / "Main" / "val.txt").write_text("".join(f"{i}\n" for i in val))
+    return root
+
+
 COCO_CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 3, "name": "car", "supercategory": "vehicle"}, {"id": 18, "name": "dog", "supercategory": "animal"}]
 
 
