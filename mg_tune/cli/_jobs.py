@@ -80,7 +80,7 @@ def list_jobs(
     from mg_tune.tracking import check_tracking_uri
 
     client, jobs = _on_cluster(address, search_jobs)
-    uri = tracking_uri_option(tracking_uri)
+    uri = tracking_uri_option(tracking_uri, check=False)  # an unreachable MLflow leaves columns empty here, it does not stop the listing
     try:
         check_tracking_uri(uri, timeout=5)
     except ValueError as exc:

@@ -42,17 +42,21 @@ def search(
     """Run a multi-objective search and print its Pareto front."""
     if verbose:
         quiet_libraries(verbose=True)
-    from mg_tune.search.spec import SpecError, load_spec
-    from mg_tune.mlflow_links import where_to_look
-    from mg_tune.tracking import default_tracking_uri
+    from mg_tune.search.spec_file import SpecError, read_spec_file
+    from mg_tune.tracking import check_tracking_uri, default_tracking_uri
 
-    try:
+    try:  # the file and the tracking store first: a missing file or an unreachable server fails in seconds, before torch and Ray are imported
+        raw, _ = read_spec_file(spec_path)
+        uri = tracking_uri or (raw.get("tracking_uri") if isinstance(raw.get("tracking_uri"), str) else None) or default_tracking_uri()
+        check_tracking_uri(uri)
+        from mg_tune.search.spec import load_spec
+
         spec, text = load_spec(spec_path)
-    except SpecError as exc:
+    except ValueError as exc:  # SpecError is one
         fail(str(exc))
     overrides = {"name": name, "storage_path": storage_path}
     spec = spec.model_copy(update={k: v for k, v in overrides.items() if v})
-    uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
+    from mg_tune.mlflow_links import where_to_look
     from mg_tune.search.runner import run_search
 
     try:
@@ -83,12 +87,12 @@ def pareto(
 ) -> None:
     """Compute the Pareto front of a search from MLflow alone, tag it and print it (and register it with --register)."""
     check_output_format(output)
+    uri = tracking_uri_option(tracking_uri)  # before the heavy imports: an unreachable server is one line within seconds
     from mg_tune.mlflow_links import where_to_look
     from mg_tune.model_registry import KNEE_ALIAS, register_front
     from mg_tune.front import search_pareto
 
     names = [o.strip() for o in objectives.split(",") if o.strip()]
-    uri = tracking_uri_option(tracking_uri)
     try:
         result = search_pareto(uri, search_name, names, [True] * len(names))
         registered = register_front(uri, search_name, result.front, names, [True] * len(names), register) if register else None
@@ -128,12 +132,13 @@ def evaluate(
 ) -> None:
     """Evaluate the Pareto checkpoints of a search on the test split; log test_* metrics to MLflow."""
     check_output_format(output)
+    uri = tracking_uri_option(tracking_uri)
     from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
 
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     try:
         table = evaluate_pareto(
-            tracking_uri_option(tracking_uri), search_name, names, [True] * len(names),
+            uri, search_name, names, [True] * len(names),
             pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
         )
     except ValueError as exc:
@@ -154,10 +159,10 @@ def export(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Export one checkpoint as a model package (model.pt, config.json, dataset.json, metrics.json, MODEL_CARD.md)."""
+    tracking_uri = tracking_uri_option(tracking_uri)
     from mg_tune.export import export_checkpoint
     from mg_tune.mlflow_links import where_to_look
 
-    tracking_uri = tracking_uri_option(tracking_uri)
     try:
         uri = export_checkpoint(
             tracking_uri, search_name, trial, epoch, to,
@@ -184,6 +189,7 @@ def dashboard(
     mlflow_url: Optional[str] = typer.Option(None, "--mlflow-url", help="MLflow UI for run links (default: the tracking server, else http://127.0.0.1:5000)"),
 ) -> None:
     """Serve the Pareto explorer of a search: plots, filters, checkpoint details; reads MLflow only."""
+    uri = tracking_uri_option(tracking_uri)
     from mg_tune.dashboard import serve
 
     names = [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None
@@ -192,6 +198,6 @@ def dashboard(
         console.print(f"Pareto explorer of search {search_name!r}: {url}   (Ctrl+C to stop)", highlight=False, markup=False)
 
     try:
-        serve(tracking_uri_option(tracking_uri), search_name, host=host, port=port, refresh_s=refresh, objectives=names, mlflow_url=mlflow_url, on_ready=ready)
+        serve(uri, search_name, host=host, port=port, refresh_s=refresh, objectives=names, mlflow_url=mlflow_url, on_ready=ready)
     except ValueError as exc:
         fail(str(exc))

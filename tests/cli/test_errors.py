@@ -9,9 +9,11 @@ Plus property-based tests (hypothesis) over the spec schema: whatever YAML mappi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from mg_tune.train import EpochResult
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 STORE_URI = "sqlite:///mlflow.db"  # relative: in the case's working directory
+BUSY_PORT = 5391  # a case with listen=True holds it (or finds it held already: the same refusal)
 
 
 def _pickled_code_checkpoint() -> bytes:
@@ -61,6 +64,7 @@ class Case:
     args: list[str]
     files: dict[str, str | bytes] = field(default_factory=dict)
     store: bool = False  # an MLflow store at ./mlflow.db holding search 'tiny' (trial t0, epoch 1) first
+    listen: bool = False  # something listens on BUSY_PORT while the command runs
 
 
 def spec_case(what: str, spec: str | bytes, *extra: str, files: dict | None = None) -> Case:
@@ -145,6 +149,11 @@ CASES: list[Case] = [
     spec_case("unreachable tracking server, password in the URI", "tracking_uri: http://admin:s3cret@127.0.0.1:9\n"),
     spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
     spec_case("tracking store in a missing directory", "trials: 2\n", "--tracking-uri", "sqlite:///no/such/dir/mlflow.db"),
+    Case("Pareto front from an unreachable tracking server", ["pareto", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
+    Case("evaluation against an unreachable tracking server", ["evaluate", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
+    export_case("export from an unreachable tracking server", "--tracking-uri", "http://127.0.0.1:9"),
+    Case("dashboard of an unreachable tracking server", ["dashboard", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
+    Case("tracking server on a port already in use", ["server", "--port", str(BUSY_PORT)], listen=True),
     Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
     Case("table format that does not exist", ["pareto", "--search", "tiny", "--output", "yaml", "--tracking-uri", STORE_URI], store=True),
     Case("IoU threshold mode of evaluate that does not exist", ["evaluate", "--search", "tiny", "--iou-threshold", "median", "--tracking-uri", STORE_URI], store=True),
@@ -195,11 +204,24 @@ def run_case(case: Case, workdir: Path, store: Path | None) -> tuple[int, str, b
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI, "RAY_ADDRESS": None}, catch_exceptions=True)
+        with listening(BUSY_PORT) if case.listen else contextlib.nullcontext():
+            result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI, "RAY_ADDRESS": None}, catch_exceptions=True)
     finally:
         os.chdir(cwd)
     output = result.output.replace(f"{workdir.resolve()}/", "")  # messages that resolve a path: shown relative, as in the doc
     return result.exit_code, output, snapshot(workdir) != before
+
+
+@contextlib.contextmanager
+def listening(port: int):
+    """A socket listening on 127.0.0.1:``port`` while the block runs (none of ours if something else holds the port already)."""
+    try:
+        listener = socket.create_server(("127.0.0.1", port))
+    except OSError:
+        yield
+        return
+    with listener:
+        yield
 
 
 def row(case: Case, message: str) -> str:

@@ -22,6 +22,7 @@ from mg_tune.cli import app
 from mg_tune.search.runner import experiment_path, study_storage
 from mg_tune.search.spec import SearchSpec
 from mg_tune.server import AUTH_PASSWORD_ENV, MlflowServer, ServerConfig, ServerError, check_port_free, free_port
+from mg_tune.tracking import check_tracking_uri
 
 runner = CliRunner()
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
@@ -59,7 +60,7 @@ def test_unreachable_backend_store_is_one_line_without_the_password():
 
 
 @pytest.mark.slow  # starts an MLflow server
-def test_basic_auth_server_refuses_anonymous_requests_and_a_node_with_the_credentials_file_logs(tmp_path):
+def test_basic_auth_server_refuses_anonymous_requests_and_a_node_with_the_credentials_file_logs(tmp_path, monkeypatch):
     """The cluster's way: cluster/mlflow-credentials.sh writes ~/.mlflow/credentials from mg-tune.env, MLflow's client reads it."""
     password = "admin-pass-for-test"
     config = ServerConfig(backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts_destination=str(tmp_path / "art"), port=free_port(), auth=True)
@@ -69,6 +70,21 @@ def test_basic_auth_server_refuses_anonymous_requests_and_a_node_with_the_creden
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(url, timeout=10)
         assert denied.value.code == 401
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(ValueError) as refused:  # what every command says first, instead of MLflow's retries and traceback
+            check_tracking_uri(server.uri)
+        assert str(refused.value) == (
+            f"tracking URI {server.uri}: refused (HTTP 401, no credentials were given); "
+            "set $MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials"
+        )
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(ValueError, match=r"refused \(HTTP 401, the credentials given were refused\)"):
+            check_tracking_uri(server.uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        check_tracking_uri(server.uri)
         token = base64.b64encode(f"admin:{password}".encode()).decode()
         with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Basic {token}"}), timeout=10) as ok:
             assert ok.status == 200
