@@ -152,7 +152,8 @@ def export(
     search_name: str = typer.Option(..., "--search", help="search name"),
     trial: str = typer.Option(..., "--trial", help="trial id (tag mg_tune.trial_id)"),
     epoch: int = typer.Option(..., "--epoch", help="epoch of the checkpoint"),
-    to: str = typer.Option(..., "--to", help="a new directory or s3://bucket/prefix"),
+    to: str = typer.Option(..., "--to", help="a new (or empty) directory or s3://bucket/prefix"),
+    force: bool = typer.Option(False, "--force", help="replace an earlier export at --to (never other files)"),
     register: Optional[str] = typer.Option(None, "--register", help="also register in the MLflow Model Registry under this name"),
     alias: Optional[str] = typer.Option(None, "--alias", help="alias of the registered version (needs --register)"),
     s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", help="S3 endpoint (default $MLFLOW_S3_ENDPOINT_URL)"),
@@ -166,7 +167,7 @@ def export(
     try:
         uri = export_checkpoint(
             tracking_uri, search_name, trial, epoch, to,
-            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias,
+            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias, force=force,
         )
     except ValueError as exc:
         fail(str(exc))

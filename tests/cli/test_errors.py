@@ -164,6 +164,7 @@ CASES: list[Case] = [
     export_case("export of a checkpoint cut short", "--trial", "t1"),
     export_case("export target outside the current directory", "--to", "../outside"),
     export_case("export target that is a file", "--to", "exported", files={"exported": "not a directory\n"}),
+    export_case("export into an earlier export without --force", "--to", "exported", files={"exported/metrics.json": '{"model_id": "m-0"}', "exported/model.pt": ""}),
     export_case("export target of an unsupported kind", "--to", "ftp://host/models"),
     Case("submit of a spec that fails validation", ["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], {"spec.yaml": "trails: 8\n"}),
     Case("submit of a spec whose tracking URI holds a password", ["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], {"spec.yaml": "tracking_uri: http://admin:s3cret@10.0.0.5:5000\n"}),
