@@ -7,6 +7,7 @@ spec file cost 4-7 s of imports. The commands run as real subprocesses (the cons
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -66,24 +67,38 @@ def test_an_unknown_host_is_named_as_such():
 
 
 @pytest.mark.parametrize("args", [["--help"], ["search", "--help"], ["search", "missing.yaml"]], ids=" ".join)
-def test_help_and_argument_errors_answer_within_a_second_and_a_half(args, tmp_path):
-    """Best of three runs: the machine is shared, and one slow run says more about the neighbours than about mg-tune."""
-    took = []
+def test_help_and_argument_errors_take_under_a_second_of_cpu(args, tmp_path):
+    """The command's own CPU time (user + sys), < 1 s, and its wall time, < 1.5 s at best of three.
+
+    Measured on the shared 2-core machine (December 2026): 0.5 s of CPU each; wall 0.2-0.5 s when
+    it was quiet, up to 1.8 s at a load average of 10 from other work. So wall time gets three tries
+    and, only when all three are slow while CPU time stays low, the neighbours are named as the cause.
+    """
+    cpu, wall = [], []
     for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         result, seconds = _run(args, tmp_path)
-        took.append(seconds)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        wall.append(seconds)
         if seconds < 1.5:
             break
     assert result.returncode == (2 if args[-1] == "missing.yaml" else 0), result.stderr
     if args[-1] == "missing.yaml":
         assert result.stderr == "error: missing.yaml: cannot read spec (No such file or directory)\n"
-    assert min(took) < 1.5, [f"{t:.2f} s" for t in took]
+    assert min(cpu) < 1.0, [f"{t:.2f} s" for t in cpu]
+    if min(wall) >= 1.5:
+        load = os.getloadavg()[0]
+        assert load > os.cpu_count() * 2, f"wall {[f'{t:.2f} s' for t in wall]} at load {load:.1f} on {os.cpu_count()} cores"
 
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["search", "missing.yaml"], ["search", "spec.yaml", "--tracking-uri", "http://127.0.0.1:{port}"], ["pareto", "--search", "S", "--tracking-uri", "http://127.0.0.1:{port}"]],
-    ids=lambda args: " ".join(args[:2]),
+    [
+        ["--help"], ["search", "missing.yaml"], ["submit", "missing.yaml"], ["data", "check", "missing.yaml"],
+        ["search", "spec.yaml", "--tracking-uri", "http://127.0.0.1:{port}"], ["pareto", "--search", "S", "--tracking-uri", "http://127.0.0.1:{port}"],
+    ],
+    ids=lambda args: " ".join(args[:3]).replace("http://127.0.0.1:{port}", "unreachable"),
 )
 def test_failing_early_imports_neither_torch_nor_ray_nor_mlflow(args, tmp_path):
     """The import-based check behind the timings: which heavy packages a command loaded before it failed."""
