@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.server
 import io
 import os
 import shutil
 import socket
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,8 @@ from mg_tune.train import EpochResult
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 STORE_URI = "sqlite:///mlflow.db"  # relative: in the case's working directory
-BUSY_PORT = 5391  # a case with listen=True holds it (or finds it held already: the same refusal)
+BUSY_PORT = 5391  # a case with listen="socket" holds it (or finds it held already: the same refusal)
+AUTH_PORT = 5392  # a case with listen="401" serves HTTP 401 there, as MLflow's basic-auth app does without credentials
 
 
 def _pickled_code_checkpoint() -> bytes:
@@ -64,7 +67,7 @@ class Case:
     args: list[str]
     files: dict[str, str | bytes] = field(default_factory=dict)
     store: bool = False  # an MLflow store at ./mlflow.db holding search 'tiny' (trial t0, epoch 1) first
-    listen: bool = False  # something listens on BUSY_PORT while the command runs
+    listen: str | None = None  # "socket": something listens on BUSY_PORT; "401": AUTH_PORT answers 401 (while the command runs)
 
 
 def spec_case(what: str, spec: str | bytes, *extra: str, files: dict | None = None) -> Case:
@@ -153,7 +156,8 @@ CASES: list[Case] = [
     Case("evaluation against an unreachable tracking server", ["evaluate", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
     export_case("export from an unreachable tracking server", "--tracking-uri", "http://127.0.0.1:9"),
     Case("dashboard of an unreachable tracking server", ["dashboard", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
-    Case("tracking server on a port already in use", ["server", "--port", str(BUSY_PORT)], listen=True),
+    Case("tracking server on a port already in use", ["server", "--port", str(BUSY_PORT)], listen="socket"),
+    Case("tracking server that wants credentials", ["pareto", "--search", "tiny", "--tracking-uri", f"http://127.0.0.1:{AUTH_PORT}"], listen="401"),
     Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
     Case("table format that does not exist", ["pareto", "--search", "tiny", "--output", "yaml", "--tracking-uri", STORE_URI], store=True),
     Case("IoU threshold mode of evaluate that does not exist", ["evaluate", "--search", "tiny", "--iou-threshold", "median", "--tracking-uri", STORE_URI], store=True),
@@ -205,8 +209,8 @@ def run_case(case: Case, workdir: Path, store: Path | None) -> tuple[int, str, b
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        with listening(BUSY_PORT) if case.listen else contextlib.nullcontext():
-            result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI, "RAY_ADDRESS": None}, catch_exceptions=True)
+        with {"socket": lambda: listening(BUSY_PORT), "401": lambda: refusing(AUTH_PORT), None: contextlib.nullcontext}[case.listen]():
+            result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI, "RAY_ADDRESS": None, "MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None}, catch_exceptions=True)
     finally:
         os.chdir(cwd)
     output = result.output.replace(f"{workdir.resolve()}/", "")  # messages that resolve a path: shown relative, as in the doc
@@ -223,6 +227,29 @@ def listening(port: int):
         return
     with listener:
         yield
+
+
+@contextlib.contextmanager
+def refusing(port: int):
+    """An HTTP server on 127.0.0.1:``port`` answering every request with 401, while the block runs."""
+
+    class Unauthorized(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Unauthorized)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def row(case: Case, message: str) -> str:
@@ -248,6 +275,16 @@ def document(rows: list[str]) -> str:
             "| bad input | command | message |",
             "|---|---|---|",
             *rows,
+            "",
+            "Refusals that need a process in a given state, checked (with their own port, store and timeout) by the tests named:",
+            "",
+            "| situation | command | message | test |",
+            "|---|---|---|---|",
+            "| the port was free when checked, then another process bound it and answered `/health` | `mg-tune server --port P` "
+            "| `error: port P is answered by another process, not by the mlflow server started for STORE; choose another --port` "
+            "| `tests/services/test_server.py` |",
+            "| a tracking server that accepts connections but does not answer within 10 s | `mg-tune pareto --search S` "
+            "| `error: tracking URI URI: cannot connect (no answer within 10 s)` | `tests/cli/test_fast_failures.py` |",
             "",
         ]
     )
