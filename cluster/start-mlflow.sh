@@ -32,8 +32,13 @@ artifacts="${MG_TUNE_ARTIFACTS:-$HOME/mlartifacts}"
 uri="http://$host:$port"
 
 # A restarted head (ray up again) replaces the old server.
-pkill -f "mlflow server .*--port $port" 2>/dev/null || true
-pkill -f "mg-tune server .*--port $port" 2>/dev/null || true
+pkill -f "mg-tune server .*--port $port" 2>/dev/null || true  # SIGTERM: it stops its MLflow, waits for it, exits
+pkill -f "mlflow server .*--port $port" 2>/dev/null || true   # one started by hand
+# The new server refuses a port still in use (issue 29): wait until the old ones are gone.
+for _ in $(seq 1 90); do
+  pgrep -f "(mg-tune|mlflow) server .*--port $port" > /dev/null || break
+  sleep 0.5
+done
 
 nohup mg-tune server --host "$host" --port "$port" --workers 2 \
   --backend-store-uri "$backend" --artifacts-destination "$artifacts" \

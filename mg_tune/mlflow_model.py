@@ -48,6 +48,7 @@ mg-tune installed reproduces the predictions.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -102,6 +103,12 @@ def _signature(card: DatasetCard, config: TrainConfig) -> ModelSignature:
     )
 
 
+PICKLE_WARNING = "Saving pytorch model by Pickle or CloudPickle format"
+"""Start of the warning MLflow logs on every ``serialization_format="pickle"`` save: mg-tune chose that
+format (module docstring, "Flavors"), so :func:`save_mlflow_model` drops it (it was printed once per
+front checkpoint by ``pareto --register``); MLflow's other warnings pass."""
+
+
 def save_mlflow_model(model: StagedModel, config: TrainConfig, card: DatasetCard, path: str | Path, metadata_: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` as a complete MLflow Model directory at ``path`` (see the module docstring).
 
@@ -111,10 +118,15 @@ def save_mlflow_model(model: StagedModel, config: TrainConfig, card: DatasetCard
     path = Path(path)
     model = model.cpu().eval()
     example = np.full((1, 3, EXAMPLE_SIZE, EXAMPLE_SIZE), 0.5, dtype=np.float32)
-    mlflow.pytorch.save_model(
-        model, str(path), serialization_format="pickle", signature=_signature(card, config), input_example=example,
-        pip_requirements=requirements(), metadata={"mg_tune": card.to_json(), **(metadata_ or {})},
-    )
+    chosen_pickle = lambda record: not record.getMessage().startswith(PICKLE_WARNING)  # noqa: E731
+    logging.getLogger("mlflow.pytorch").addFilter(chosen_pickle)
+    try:
+        mlflow.pytorch.save_model(
+            model, str(path), serialization_format="pickle", signature=_signature(card, config), input_example=example,
+            pip_requirements=requirements(), metadata={"mg_tune": card.to_json(), **(metadata_ or {})},
+        )
+    finally:
+        logging.getLogger("mlflow.pytorch").removeFilter(chosen_pickle)
     package = path / PACKAGE_DIR
     package.mkdir()
     torch.save(model.state_dict(), package / MODEL_FILE)

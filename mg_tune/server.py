@@ -15,11 +15,25 @@ from ``MLFLOW_AUTH_ADMIN_PASSWORD`` in the environment, never from a flag. A
 password in the backend store's URI moves to the server's environment
 (``PGPASSFILE``; :func:`mg_tune.tracking.move_credentials`), so it is not
 on the ``mlflow server`` command line either.
+
+"Ready" is said only of the server this process started: MLflow's ``/health``
+answers "OK" for any MLflow server, so before starting, the port must be free
+(:func:`check_port_free`), and once ``/health`` answers, the socket listening
+on the port must belong to the started process or one of its children
+(:func:`listening`, psutil). That process was started with the backend
+store asked for, so the store that answers is that one too.
+
+Stopping: :meth:`MlflowServer.serve` forwards SIGTERM and SIGINT to the
+server's process group, waits for it (SIGKILL after a grace period), and
+returns; ``mg-tune server`` then exits 0 (a requested stop), so a supervisor
+(systemd, docker, ``supervisord``) sees a clean end.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +59,49 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind ``(host, port)`` once, as the server will (``SO_REUSEADDR``, so a closing connection does not count).
+
+    Raises:
+        ServerError: the port is taken (by another MLflow server or anything else), or the address is not this machine's.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerError(f"port {port} on {host} is already in use (another server is listening there); choose another --port") from None
+            raise ServerError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+def listening(pids: set[int], port: int) -> set[int]:
+    """Those of ``pids`` that hold a TCP socket listening on ``port`` (any address)."""
+    import psutil
+
+    found = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections):
+            found.add(pid)
+    return found
+
+
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and its descendants (the ``mlflow`` command, its uvicorn server and workers); empty once it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(child.pid for child in root.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 @dataclass
@@ -83,8 +140,10 @@ class ServerConfig:
 class MlflowServer:
     """A running ``mlflow server`` process: ``with MlflowServer(config) as server: server.uri``.
 
-    ``start()`` returns once ``/health`` answers; output goes to ``log_path``
-    (or is discarded). ``stop()`` terminates the process and waits for it.
+    ``start()`` checks that the port is free, starts the process and returns
+    once ``/health`` answers from it (see the module docstring); output goes to
+    ``log_path`` (or is discarded). ``stop()`` terminates the process group
+    and waits for it; ``serve()`` waits for it, forwarding SIGTERM/SIGINT.
     """
 
     def __init__(self, config: ServerConfig, env: dict[str, str] | None = None, log_path: str | Path | None = None) -> None:
@@ -106,13 +165,18 @@ class MlflowServer:
             raise ServerError(f"--auth needs the admin password in ${AUTH_PASSWORD_ENV} (never on the command line)")
         if self.config.auth:
             self.env.setdefault(AUTH_SECRET_ENV, os.urandom(24).hex())
+        check_port_free(self.config.host, self.config.port)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(self.config.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             if self.log_path:
                 log.close()
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:  # not ready, refused, or interrupted (Ctrl+C, SIGTERM): no server is left behind
+            self.stop()
+            raise
         return self
 
     def wait_healthy(self, timeout: float) -> None:
@@ -124,29 +188,98 @@ class MlflowServer:
                 raise ServerError(f"mlflow server for {self.config.backend_store_uri} exited with code {self.process.returncode}{where}")
             try:
                 with urllib.request.urlopen(health, timeout=2):
-                    return
+                    pass
             except (urllib.error.URLError, OSError):
                 time.sleep(0.5)
-        self.stop()
+                continue
+            if self.answers_itself():
+                return
+            raise ServerError(
+                f"port {self.config.port} is answered by another process, not by the mlflow server started for {self.config.backend_store_uri}; "
+                "choose another --port"
+            )
         raise ServerError(f"mlflow server on {self.uri} did not answer /health within {timeout:.0f} s")
 
-    def wait(self) -> int:
-        """Block until the server exits; return its exit code."""
+    def answers_itself(self) -> bool:
+        """Whether a process of this server's tree listens on its port (then ``/health`` was its answer)."""
         assert self.process is not None
-        return self.process.wait()
+        return bool(listening(process_tree(self.process.pid), self.config.port))
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, 15)  # the server and its uvicorn workers
+    def serve(self, grace: float = 30.0) -> tuple[int, int | None]:
+        """Block until the server exits; return ``(its exit code, the signal that stopped it or None)``.
+
+        SIGTERM and SIGINT sent to this process are forwarded to the server's
+        process group (the ``mlflow`` command, uvicorn and its workers); if it
+        has not exited ``grace`` seconds after the first, the group gets SIGKILL.
+        The handlers only send signals: waiting happens here, in one place
+        (waiting inside a handler would interrupt this wait and deadlock on
+        ``Popen``'s lock, leaving a defunct child behind).
+        """
+        assert self.process is not None
+        received: list[int] = []
+
+        def forward(signum: int, _frame: object) -> None:
+            received.append(signum)
+            self._signal_group(signum)
+
+        previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
+            deadline = None
+            while True:
+                try:
+                    code = self.process.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if received and deadline is None:
+                        deadline = time.monotonic() + grace
+                    if deadline is not None and time.monotonic() > deadline:
+                        self._signal_group(signal.SIGKILL)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self._wait_group_gone()
+        return code, (received[0] if received else None)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Terminate the server's process group (SIGTERM, then SIGKILL after ``grace`` s) and wait for it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)  # the server and its uvicorn workers
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait()
+        self._wait_group_gone()
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:  # the group has ended already
+            pass
+
+    def _wait_group_gone(self, timeout: float = 10.0) -> None:
+        """After the ``mlflow`` command exits, its uvicorn processes may still be closing: wait (then SIGKILL) so the port is free on return."""
+        import psutil
+
+        assert self.process is not None
+        members = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == self.process.pid]
+        _, alive = psutil.wait_procs(members, timeout=timeout)
+        for process in alive:
+            process.kill()
+        psutil.wait_procs(alive, timeout=timeout)
 
     def __enter__(self) -> "MlflowServer":
         return self.start() if self.process is None else self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

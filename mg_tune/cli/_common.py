@@ -9,16 +9,22 @@ __all__ = ["console", "tracking_uri_option"]
 console = stdout_console()
 
 
-def tracking_uri_option(value: str | None) -> str:
+def tracking_uri_option(value: str | None, check: bool = True) -> str:
     """The tracking URI a command uses: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``.
 
     Its password, if any, leaves it here (:func:`mg_tune.tracking.move_credentials`),
-    so messages and links show the URI as it is kept; one that cannot be
-    moved fails in one line (exit 2).
+    so messages and links show the URI as it is kept. Then (``check``) the store
+    must answer (:func:`mg_tune.tracking.check_tracking_uri`: one request, at most
+    :data:`~mg_tune.tracking.REACHABILITY_TIMEOUT_S` seconds), so an unreachable
+    server is one line within seconds, not MLflow's minutes of retries and a
+    traceback. Either failure is one line, exit 2.
     """
-    from mg_tune.tracking import default_tracking_uri, move_credentials
+    from mg_tune.tracking import check_tracking_uri, default_tracking_uri, move_credentials
 
     try:
-        return move_credentials(value or default_tracking_uri(), "tracking URI")
+        uri = move_credentials(value or default_tracking_uri(), "tracking URI")
+        if check:
+            check_tracking_uri(uri)
+        return uri
     except ValueError as exc:
         fail(str(exc))

@@ -52,15 +52,15 @@ def check(
 ) -> None:
     """Validate every annotation of DATASET under --root (or of a spec's data) and print counts per split and class."""
     check_output_format(output)
-    from pydantic import ValidationError
-
-    from mg_tune.config import DataConfig
-    from mg_tune.data import REAL_LOADERS, check_dataset
-
     if dataset.endswith((".yaml", ".yml")):
         config = _spec_data(dataset, root=root, variant=variant, option=option, on_bad_sample=on_bad_sample)
         what = f"data of {dataset}"
     else:
+        from pydantic import ValidationError
+
+        from mg_tune.config import DataConfig
+        from mg_tune.data import REAL_LOADERS
+
         if dataset not in REAL_LOADERS:
             fail(f"DATASET {dataset!r} is not a real data set; valid: {', '.join(REAL_LOADERS)} (or a spec file ending in .yaml)")
         if root is None:
@@ -72,6 +72,8 @@ def check(
             where = ".".join(str(p) for p in err["loc"])
             fail(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
         what = dataset
+    from mg_tune.data import check_dataset
+
     found: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -100,13 +102,16 @@ def _spec_data(path: str, **flags) -> DataConfig:
 
     The flags that describe a data set on the command line are refused: the spec decides.
     """
-    from mg_tune.data import REAL_LOADERS
-    from mg_tune.search.spec import SpecError, load_spec
+    from mg_tune.search.spec_file import SpecError, read_spec_file
 
     given = [f"--{name.replace('_', '-')}" for name, value in flags.items() if value]
     if given:
         fail(f"{given[0]} cannot be given with a spec ({path}): its data block decides; edit data: in the spec")
     try:
+        read_spec_file(path)  # a missing or malformed file fails here, before the data loaders (torch) are imported
+        from mg_tune.data import REAL_LOADERS
+        from mg_tune.search.spec import load_spec
+
         spec, _ = load_spec(path)
     except SpecError as exc:
         fail(str(exc))

@@ -45,10 +45,13 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="follow the job's logs until it ends; exit with its status"),
 ) -> None:
     """Submit a search to a Ray cluster as a Ray job and return at once (the search runs on without this process)."""
-    from mg_tune.jobs.client import check_no_secrets, exit_code, follow_logs, submit_search
-    from mg_tune.search.spec import SpecError, load_spec
+    from mg_tune.search.spec_file import SpecError, read_spec_file
 
     try:
+        read_spec_file(spec_path)  # a missing or malformed file fails here, before Ray and the schema (torch) are imported
+        from mg_tune.jobs.client import check_no_secrets, exit_code, follow_logs, submit_search
+        from mg_tune.search.spec import load_spec
+
         spec, text = load_spec(spec_path)
         check_no_secrets(spec, spec_path)
     except (SpecError, ValueError) as exc:
@@ -80,7 +83,7 @@ def list_jobs(
     from mg_tune.tracking import check_tracking_uri
 
     client, jobs = _on_cluster(address, search_jobs)
-    uri = tracking_uri_option(tracking_uri)
+    uri = tracking_uri_option(tracking_uri, check=False)  # an unreachable MLflow leaves columns empty here, it does not stop the listing
     try:
         check_tracking_uri(uri, timeout=5)
     except ValueError as exc:

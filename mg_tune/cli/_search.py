@@ -45,17 +45,21 @@ def search(
     """Run a multi-objective search and print its Pareto front."""
     if verbose:
         quiet_libraries(verbose=True)
-    from mg_tune.search.spec import SpecError, load_spec
-    from mg_tune.mlflow_links import where_to_look
-    from mg_tune.tracking import default_tracking_uri
+    from mg_tune.search.spec_file import SpecError, read_spec_file
+    from mg_tune.tracking import check_tracking_uri, default_tracking_uri
 
-    try:
+    try:  # the file and the tracking store first: a missing file or an unreachable server fails in seconds, before torch and Ray are imported
+        raw, _ = read_spec_file(spec_path)
+        uri = tracking_uri or (raw.get("tracking_uri") if isinstance(raw.get("tracking_uri"), str) else None) or default_tracking_uri()
+        check_tracking_uri(uri)
+        from mg_tune.search.spec import load_spec
+
         spec, text = load_spec(spec_path)
-    except SpecError as exc:
+    except ValueError as exc:  # SpecError is one
         fail(str(exc))
     overrides = {"name": name, "storage_path": storage_path}
     spec = spec.model_copy(update={k: v for k, v in overrides.items() if v})
-    uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
+    from mg_tune.mlflow_links import where_to_look
     from mg_tune.search.runner import run_search
 
     try:
@@ -118,11 +122,11 @@ def pareto(
     such a front is tagged pareto.<objective>-<direction>... and leaves the search's `pareto` tags alone.
     """
     check_output_format(output)
+    uri = tracking_uri_option(tracking_uri)  # before the heavy imports: an unreachable server is one line within seconds
     from mg_tune.mlflow_links import where_to_look
     from mg_tune.model_registry import KNEE_ALIAS, register_front
     from mg_tune.front import search_pareto
 
-    uri = tracking_uri_option(tracking_uri)
     chosen, own = front_objectives(uri, search_name, objectives)
     names, maximize = list(chosen.names), list(chosen.maximize)
     try:
@@ -167,9 +171,9 @@ def evaluate(
 ) -> None:
     """Evaluate the Pareto checkpoints of a search (its own objectives and constraints unless --objectives) on the test split; log test_* metrics to MLflow."""
     check_output_format(output)
+    uri = tracking_uri_option(tracking_uri)
     from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
 
-    uri = tracking_uri_option(tracking_uri)
     chosen, own = front_objectives(uri, search_name, objectives)
     names = list(chosen.names)
     try:
@@ -191,21 +195,22 @@ def export(
     search_name: str = typer.Option(..., "--search", help="search name"),
     trial: str = typer.Option(..., "--trial", help="trial id (tag mg_tune.trial_id)"),
     epoch: int = typer.Option(..., "--epoch", help="epoch of the checkpoint"),
-    to: str = typer.Option(..., "--to", help="a new directory or s3://bucket/prefix"),
+    to: str = typer.Option(..., "--to", help="a new (or empty) directory or s3://bucket/prefix"),
+    force: bool = typer.Option(False, "--force", help="replace an earlier export at --to (never other files)"),
     register: Optional[str] = typer.Option(None, "--register", help="also register in the MLflow Model Registry under this name"),
     alias: Optional[str] = typer.Option(None, "--alias", help="alias of the registered version (needs --register)"),
     s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", help="S3 endpoint (default $MLFLOW_S3_ENDPOINT_URL)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Export one checkpoint as a model package (model.pt, config.json, dataset.json, metrics.json, MODEL_CARD.md)."""
+    tracking_uri = tracking_uri_option(tracking_uri)
     from mg_tune.export import export_checkpoint
     from mg_tune.mlflow_links import where_to_look
 
-    tracking_uri = tracking_uri_option(tracking_uri)
     try:
         uri = export_checkpoint(
             tracking_uri, search_name, trial, epoch, to,
-            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias,
+            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias, force=force,
         )
     except ValueError as exc:
         fail(str(exc))
@@ -228,12 +233,13 @@ def dashboard(
     mlflow_url: Optional[str] = typer.Option(None, "--mlflow-url", help="MLflow UI for run links (default: the tracking server, else http://127.0.0.1:5000)"),
 ) -> None:
     """Serve the Pareto explorer of a search: plots, filters, checkpoint details; reads MLflow only."""
+    uri = tracking_uri_option(tracking_uri)
     from mg_tune.dashboard import serve
 
     def ready(url: str) -> None:
         console.print(f"Pareto explorer of search {search_name!r}: {url}   (Ctrl+C to stop)", highlight=False, markup=False)
 
     try:
-        serve(tracking_uri_option(tracking_uri), search_name, host=host, port=port, refresh_s=refresh, objectives=objectives, mlflow_url=mlflow_url, on_ready=ready)
+        serve(uri, search_name, host=host, port=port, refresh_s=refresh, objectives=objectives, mlflow_url=mlflow_url, on_ready=ready)
     except ValueError as exc:
         fail(str(exc))

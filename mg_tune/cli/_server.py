@@ -33,7 +33,11 @@ def server(
     allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", help="comma-separated Host headers to accept besides localhost"),
     log_file: Optional[str] = typer.Option(None, "--log-file", help="append the server's output here"),
 ) -> None:
-    """Start the MLflow tracking server trials log to, and print the URI to use."""
+    """Start the MLflow tracking server trials log to, and print the URI to use.
+
+    It says "ready" only once its own server answers on --port (a port in use is refused, exit 2).
+    SIGTERM or SIGINT stops the server and then this command, with exit code 0.
+    """
     from mg_tune.server import MlflowServer, ServerConfig, ServerError
     from mg_tune.tracking import move_credentials
 
@@ -48,16 +52,20 @@ def server(
         workers=workers, auth=auth, allowed_hosts=[h.strip() for h in (allowed_hosts or "").split(",") if h.strip()],
     )
     mlflow_server = MlflowServer(config, log_path=log_file)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stop while starting: KeyboardInterrupt, start() stops the child
     try:
         mlflow_server.start()
     except ServerError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     console.print(f"MLflow tracking server ready ({backend_store_uri}, artifacts {artifacts_destination})", highlight=False, markup=False)
     console.print(f"export MLFLOW_TRACKING_URI={config.uri}", highlight=False, markup=False)
-    signal.signal(signal.SIGTERM, lambda *_: mlflow_server.stop())
-    try:
-        code = mlflow_server.wait()
-    except KeyboardInterrupt:
-        mlflow_server.stop()
-        code = 0
-    raise typer.Exit(code if code > 0 else 0)
+    code, stopped_by = mlflow_server.serve()  # SIGTERM/SIGINT go on to the server; it is reaped before this returns
+    if stopped_by is not None:
+        raise typer.Exit(0)  # a requested stop is a clean end (systemd, docker, supervisord)
+    where = f"; see {log_file}" if log_file else ""
+    typer.echo(f"error: mlflow server for {backend_store_uri} exited on its own with code {code}{where}", err=True)
+    raise typer.Exit(code if code > 0 else 1)  # killed by a signal nobody sent through this command: not a clean end

@@ -64,6 +64,7 @@ def export_checkpoint(
     s3_endpoint_url: str | None = None,
     register: str | None = None,
     alias: str | None = None,
+    force: bool = False,
 ) -> str:
     """Export the checkpoint of ``(trial_id, epoch)`` of search ``search_name`` as a model package at ``target``.
 
@@ -71,9 +72,9 @@ def export_checkpoint(
     run, models of that run: 4 requests), check the target, download
     ``checkpoint.pt``, write the package (see the module docstring) into a
     staging directory, register it if asked, then publish it: a local
-    directory (created; an existing one must be empty or hold an export of
-    the same checkpoint, which is then replaced) or ``s3://bucket/prefix``
-    (boto3; endpoint ``s3_endpoint_url`` or ``$MLFLOW_S3_ENDPOINT_URL`` /
+    directory (created; an existing one must be empty, or hold an earlier
+    export and ``force`` be given, which replaces it) or ``s3://bucket/prefix``
+    (the same rules; boto3; endpoint ``s3_endpoint_url`` or ``$MLFLOW_S3_ENDPOINT_URL`` /
     ``$AWS_ENDPOINT_URL``). With ``register``, the LoggedModel
     (``models:/<model_id>``) becomes a complete MLflow Model and a version
     of registered model ``register`` (:func:`mg_tune.model_registry.register_checkpoint`;
@@ -91,7 +92,7 @@ def export_checkpoint(
         raise ValueError(f"alias {alias!r} needs a registered model name (register=...)")
     source = _find_source(tracking_uri, search_name, trial_id, epoch)
     destination = _target(target, s3_endpoint_url)
-    destination.check(source.model.model_id)
+    destination.check(source.model.model_id, force)
     with destination.staging() as staged, tempfile.TemporaryDirectory(prefix="mg-tune-ckpt-") as tmp:
         checkpoint = download_model_file(tracking_uri, source.model, CHECKPOINT_FILE, Path(tmp))
         _write_package(source, checkpoint, staged, destination.uri, f"models:/{register}@{alias}" if register and alias else None)

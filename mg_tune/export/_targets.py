@@ -29,11 +29,16 @@ def _exported_model_id(text: str) -> str | None:
     return record.get("model_id") if isinstance(record, dict) else None
 
 
-def _refuse_foreign(uri: str, names: list[str], model_id: str | None, wanted: str) -> None:
-    """Refuse a non-empty target unless it holds only package files of the same checkpoint."""
-    if names and (set(names) - set(EXPORT_FILES) or model_id != wanted):
+def _refuse_foreign(uri: str, names: list[str], model_id: str | None, wanted: str, force: bool) -> None:
+    """Refuse a non-empty target: always if it holds anything but package files; an earlier export unless ``force``."""
+    if not names:
+        return
+    if set(names) - set(EXPORT_FILES):
         shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
-        raise ValueError(f"target {uri} is not empty and holds no export of this checkpoint (found {shown}); choose a new or empty location")
+        raise ValueError(f"target {uri} is not empty and holds no export (found {shown}); choose a new or empty location")
+    if not force:
+        which = "of this checkpoint" if model_id == wanted else f"of model {model_id}" if model_id else "without metrics.json"
+        raise ValueError(f"target {uri} holds an earlier export ({which}); add --force to replace it")
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ class _LocalTarget:
     def uri(self) -> str:
         return str(self.path)
 
-    def check(self, model_id: str) -> None:
-        """Refuse a symlink, a file, or a non-empty directory that is not an export of ``model_id``."""
+    def check(self, model_id: str, force: bool = False) -> None:
+        """Refuse a symlink, a file, or a non-empty directory (an earlier export is replaced with ``force``)."""
         if self.path.is_symlink():
             raise ValueError(f"target {self.path} is a symlink (to {os.readlink(self.path)}); name a real directory")
         if not self.path.exists():
@@ -74,7 +79,7 @@ class _LocalTarget:
             raise ValueError(f"target {self.path} holds {links[0]}, which is not a regular file; refusing to write there")
         metrics = self.path / METRICS_FILE
         model_id_found = _exported_model_id(metrics.read_text(encoding="utf-8", errors="replace")) if metrics.is_file() else None
-        _refuse_foreign(self.uri, [e.name for e in entries], model_id_found, model_id)
+        _refuse_foreign(self.uri, [e.name for e in entries], model_id_found, model_id, force)
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
@@ -91,7 +96,7 @@ class _LocalTarget:
             shutil.rmtree(folder, ignore_errors=True)
 
     def publish(self, staged: Path) -> None:
-        """Rename the staged directory into place, or replace the files of an earlier export of the same checkpoint."""
+        """Rename the staged directory into place, or replace the files of an earlier export (``check(force=True)``)."""
         if not self.path.exists() or not any(self.path.iterdir()):
             staged.replace(self.path)
             return
@@ -154,8 +159,8 @@ class _S3Target:
     def uri(self) -> str:
         return self.location.uri
 
-    def check(self, model_id: str) -> None:
-        """Refuse a prefix holding objects other than an export of ``model_id`` (also checks access)."""
+    def check(self, model_id: str, force: bool = False) -> None:
+        """Refuse a prefix holding objects (an earlier export is replaced with ``force``; also checks access)."""
         location = self.location
         client = location.client()
         with location.errors("write"):
@@ -164,7 +169,7 @@ class _S3Target:
             found = None
             if METRICS_FILE in names:
                 found = _exported_model_id(client.get_object(Bucket=location.bucket, Key=location.key(METRICS_FILE))["Body"].read().decode("utf-8", "replace"))
-        _refuse_foreign(self.uri, names, found, model_id)
+        _refuse_foreign(self.uri, names, found, model_id, force)
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:

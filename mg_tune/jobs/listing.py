@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mlflow import MlflowClient
-from ray.job_submission import JobDetails
+from ray.job_submission import JobDetails, JobStatus
 
 from mg_tune.front import search_pareto
 from mg_tune.search.logged_spec import logged_spec, objectives_of
@@ -44,10 +44,10 @@ class SearchRow:
 
     @property
     def running_s(self) -> float | None:
-        if not self.job.start_time:
+        """Seconds since the job started, only while it is RUNNING (for an ended job the column would read as still running)."""
+        if self.job.status != JobStatus.RUNNING or not self.job.start_time:
             return None
-        end = self.job.end_time or time.time() * 1000
-        return (end - self.job.start_time) / 1000
+        return time.time() - self.job.start_time / 1000
 
 
 def search_progress(tracking_uri: str, name: str) -> Progress | None:

@@ -77,7 +77,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from mg_tune.config import DataConfig, TrainConfig
@@ -98,7 +97,8 @@ from mg_tune.search.spec_fields import (  # re-exported: mg_tune.search.spec is 
     StrictModel,
     parse_constraint,
 )
-from mg_tune.textfiles import decode_problem, expected_one_of, read_utf8
+from mg_tune.search.spec_file import SpecError, read_spec_file  # SpecError re-exported: mg_tune.search.spec is where it is imported from
+from mg_tune.textfiles import expected_one_of
 
 __all__ = [
     "DATA_SEARCHABLE", "FRONT_GROUP_KEYS", "METRIC_NAMES", "PAPER_LAMBDA_GRID", "SAMPLERS", "SEARCHABLE", "Budget",
@@ -340,33 +340,15 @@ def _first_message(exc: ValueError, sep: str = ": ") -> str:
     return f"{sep}{described}" if exc.errors()[0]["loc"] else f": {described}"
 
 
-class SpecError(ValueError):
-    """A spec that cannot be used; the message names the file, field and value."""
-
-
 def load_spec(path: str | Path) -> tuple[SearchSpec, str]:
-    """Read and validate a YAML spec; return it with its text (logged to MLflow)."""
+    """Read (:func:`~mg_tune.search.spec_file.read_spec_file`) and validate a YAML spec; return it with its text (logged to MLflow)."""
     from pydantic import ValidationError
 
-    path = Path(path)
-    try:
-        text = read_utf8(path)
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read spec ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: {decode_problem(exc)}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}:{where} malformed YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a spec must be a mapping of fields, got {type(raw).__name__}")
+    raw, text = read_spec_file(path)
     try:
         return SearchSpec.model_validate(raw), text
     except ValidationError as exc:
-        raise SpecError(f"{path}: {format_validation_error(exc)}") from None
+        raise SpecError(f"{Path(path)}: {format_validation_error(exc)}") from None
 
 
 def format_validation_error(exc: Any) -> str:

@@ -86,34 +86,41 @@ Modules
 ====================  ==========================================================
 
 The public names (each module's ``__all__``) are re-exported here: ``from mg_tune.tracking import X``.
+They are imported on first use (PEP 562): ``from mg_tune.tracking import check_tracking_uri`` loads
+``uris`` only, not MLflow, torch and pandas, so a command checks its tracking URI (or fails in one line)
+within a second of starting; the modules are searched in :data:`_MODULES` order, light ones first.
 """
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
 # MLflow prints "View run ... at: <tracking URI>/#/..." on every run it ends: that URI may carry a password.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from mg_tune.tracking import checkpoint_index, checkpoints, layout, queries, requests, retry, search_run, credentials, trial_logger, uris  # noqa: E402
-from mg_tune.tracking.checkpoint_index import *  # noqa: E402, F403
-from mg_tune.tracking.checkpoints import *  # noqa: E402, F403
-from mg_tune.tracking.layout import *  # noqa: E402, F403
-from mg_tune.tracking.queries import *  # noqa: E402, F403
-from mg_tune.tracking.requests import *  # noqa: E402, F403
-from mg_tune.tracking.retry import *  # noqa: E402, F403
-from mg_tune.tracking.search_run import *  # noqa: E402, F403
-from mg_tune.tracking.credentials import *  # noqa: E402, F403
-from mg_tune.tracking.trial_logger import *  # noqa: E402, F403
-from mg_tune.tracking.uris import *  # noqa: E402, F403
+_MODULES = ("uris", "credentials", "retry", "layout", "requests", "queries", "checkpoints", "checkpoint_index", "search_run", "trial_logger")
 
-# Each module's ``__all__`` is its public API, named once, next to what it names; the package's is their union.
-__all__: list[str] = []
-__all__ += checkpoint_index.__all__
-__all__ += checkpoints.__all__
-__all__ += layout.__all__
-__all__ += queries.__all__
-__all__ += requests.__all__
-__all__ += retry.__all__
-__all__ += search_run.__all__
-__all__ += credentials.__all__
-__all__ += trial_logger.__all__
-__all__ += uris.__all__
+if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and readers
+    from mg_tune.tracking.checkpoint_index import *  # noqa: F403
+    from mg_tune.tracking.checkpoints import *  # noqa: F403
+    from mg_tune.tracking.credentials import *  # noqa: F403
+    from mg_tune.tracking.layout import *  # noqa: F403
+    from mg_tune.tracking.queries import *  # noqa: F403
+    from mg_tune.tracking.requests import *  # noqa: F403
+    from mg_tune.tracking.retry import *  # noqa: F403
+    from mg_tune.tracking.search_run import *  # noqa: F403
+    from mg_tune.tracking.trial_logger import *  # noqa: F403
+    from mg_tune.tracking.uris import *  # noqa: F403
+
+
+def __getattr__(name: str) -> Any:
+    """A public name of one of the modules (imported now), a module itself, or ``__all__``: the union of their ``__all__``."""
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name == "__all__":
+        return [n for module in _MODULES for n in importlib.import_module(f"{__name__}.{module}").__all__]
+    for module in _MODULES:
+        found = importlib.import_module(f"{__name__}.{module}")
+        if name in found.__all__:
+            return getattr(found, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,15 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from mg_tune.textfiles import first_line
 
-__all__ = ["check_database", "check_tracking_uri", "default_tracking_uri", "error_line", "redact_text", "redact_uri"]
+__all__ = ["REACHABILITY_TIMEOUT_S", "check_database", "check_tracking_uri", "default_tracking_uri", "error_line", "redact_text", "redact_uri"]
+
+REACHABILITY_TIMEOUT_S = 10.0
+"""Seconds :func:`check_tracking_uri` waits for a tracking server's (or database's) first answer.
+
+One request, no retries: an unreachable server is reported in one line within this bound instead of
+after MLflow's own HTTP retries (minutes by default; they follow ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, ``MLFLOW_HTTP_REQUEST_BACKOFF_JITTER`` and
+``MLFLOW_HTTP_REQUEST_TIMEOUT`` and still apply to every request after the check)."""
 
 
 def default_tracking_uri() -> str:
@@ -64,14 +72,16 @@ def redact_text(text: str) -> str:
     return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
 
 
-def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
+def check_tracking_uri(uri: str, timeout: float = REACHABILITY_TIMEOUT_S) -> None:
     """Fail fast, in one line, when the tracking store cannot be used; writes nothing.
 
-    An ``http(s)://`` server must answer one experiment search (connection
-    refused, timeouts and 401/403 are reported at once, not after MLflow's
-    minutes of retries); a ``sqlite:///`` file must lie in an existing
-    directory; a PostgreSQL/MySQL store must accept a connection. Other
-    stores are checked by their first request.
+    An ``http(s)://`` server must answer one experiment search within
+    ``timeout`` seconds, without retries (connection refused, unknown host,
+    no answer, 401/403 are reported at once, not after MLflow's minutes of
+    retries); a ``sqlite:///`` file must lie in an existing directory; a
+    PostgreSQL/MySQL store must accept a connection. Other stores are checked
+    by their first request. Every command that talks to MLflow passes here
+    first (``mg-tune search`` before Ray starts).
 
     Raises:
         ValueError: naming the (redacted) URI and the problem.
@@ -81,17 +91,24 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
     shown = redact_uri(uri)
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
-        from mlflow.utils.credentials import read_mlflow_creds
-
-        creds = read_mlflow_creds()  # what MLflow's client sends: $MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials
-        auth = (creds.username, creds.password) if creds.username and creds.password else None
+        url, auth = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", None
         try:
-            response = requests.post(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", json={"max_results": 1}, timeout=timeout, auth=auth)
+            response = requests.post(url, json={"max_results": 1}, timeout=timeout)
+            if response.status_code == 401:  # MLflow (slow to import) is asked for the credentials only when the server wants them
+                from mlflow.utils.credentials import read_mlflow_creds
+
+                creds = read_mlflow_creds()  # what MLflow's client sends: $MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials
+                if creds.username and creds.password:
+                    auth = (creds.username, creds.password)
+                    response = requests.post(url, json={"max_results": 1}, timeout=timeout, auth=auth)
         except requests.RequestException as exc:
-            reason = type(exc).__name__ if isinstance(exc, requests.ConnectionError) else redact_text(str(exc).splitlines()[0])
-            raise ValueError(f"tracking URI {shown}: cannot connect ({reason})") from None
+            raise ValueError(f"tracking URI {shown}: cannot connect ({_connection_problem(exc, timeout)})") from None
         if response.status_code in (401, 403):
-            raise ValueError(f"tracking URI {shown}: refused (HTTP {response.status_code}); check the user and password")
+            given = "the credentials given were refused" if auth else "no credentials were given"
+            raise ValueError(
+                f"tracking URI {shown}: refused (HTTP {response.status_code}, {given}); set $MLFLOW_TRACKING_USERNAME and "
+                "$MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials"
+            )
         if response.status_code != 200:
             raise ValueError(f"tracking URI {shown}: the server answered HTTP {response.status_code}; is it an MLflow tracking server?")
     elif scheme == "sqlite":
@@ -100,6 +117,30 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
             raise ValueError(f"tracking URI {shown}: directory {Path(db).parent} does not exist")
     elif scheme.split("+")[0] in ("postgresql", "mysql"):
         check_database(uri, "tracking URI", timeout)
+
+
+def _connection_problem(exc: BaseException, timeout: float) -> str:
+    """What went wrong under a ``requests`` error, in words: connection refused, unknown host, no answer in time."""
+    import socket
+
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s"
+    stack, seen = [exc], set()
+    while stack:  # requests wraps urllib3's MaxRetryError, whose reason wraps the socket's error
+        error = stack.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(error, socket.gaierror):
+            return "unknown host"
+        if isinstance(error, (TimeoutError, socket.timeout)):
+            return f"no answer within {timeout:g} s"
+        stack += [getattr(error, "reason", None), error.__cause__, error.__context__, *(a for a in error.args if isinstance(a, BaseException))]
+    return redact_text(first_line(str(exc))) or type(exc).__name__
 
 
 def error_line(exc: BaseException) -> str:

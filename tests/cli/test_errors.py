@@ -9,12 +9,16 @@ Plus property-based tests (hypothesis) over the spec schema: whatever YAML mappi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.server
 import io
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +39,8 @@ from mg_tune.train import EpochResult
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 STORE_URI = "sqlite:///mlflow.db"  # relative: in the case's working directory
+BUSY_PORT = 5391  # a case with listen="socket" holds it (or finds it held already: the same refusal)
+AUTH_PORT = 5392  # a case with listen="401" serves HTTP 401 there, as MLflow's basic-auth app does without credentials
 
 
 def _pickled_code_checkpoint() -> bytes:
@@ -82,6 +88,7 @@ class Case:
     args: list[str]
     files: dict[str, str | bytes] = field(default_factory=dict)
     store: bool = False  # an MLflow store at ./mlflow.db holding search 'tiny' (trial t0, epoch 1) first
+    listen: str | None = None  # "socket": something listens on BUSY_PORT; "401": AUTH_PORT answers 401 (while the command runs)
 
 
 def spec_case(what: str, spec: str | bytes, *extra: str, files: dict | None = None) -> Case:
@@ -209,6 +216,12 @@ CASES: list[Case] = [
     spec_case("unreachable tracking server, password in the URI", "tracking_uri: http://admin:s3cret@127.0.0.1:9\n"),
     spec_case("unreachable tracking database, password in the URI", "trials: 2\n", "--tracking-uri", "postgresql://mlflow:s3cret@127.0.0.1:9/mlflow"),
     spec_case("tracking store in a missing directory", "trials: 2\n", "--tracking-uri", "sqlite:///no/such/dir/mlflow.db"),
+    Case("Pareto front from an unreachable tracking server", ["pareto", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
+    Case("evaluation against an unreachable tracking server", ["evaluate", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
+    export_case("export from an unreachable tracking server", "--tracking-uri", "http://127.0.0.1:9"),
+    Case("dashboard of an unreachable tracking server", ["dashboard", "--search", "tiny", "--tracking-uri", "http://127.0.0.1:9"]),
+    Case("tracking server on a port already in use", ["server", "--port", str(BUSY_PORT)], listen="socket"),
+    Case("tracking server that wants credentials", ["pareto", "--search", "tiny", "--tracking-uri", f"http://127.0.0.1:{AUTH_PORT}"], listen="401"),
     Case("Pareto front of an unknown search", ["pareto", "--search", "nope", "--tracking-uri", STORE_URI], store=True),
     Case("search name with brackets (printed literally, not as markup)", ["pareto", "--search", "runs[bold]", "--tracking-uri", STORE_URI], store=True),
     Case("Pareto front of a search with no checkpoint", ["pareto", "--search", "empty", "--tracking-uri", STORE_URI], store=True),
@@ -226,6 +239,7 @@ CASES: list[Case] = [
     export_case("export of a checkpoint cut short", "--trial", "t1"),
     export_case("export target outside the current directory", "--to", "../outside"),
     export_case("export target that is a file", "--to", "exported", files={"exported": "not a directory\n"}),
+    export_case("export into an earlier export without --force", "--to", "exported", files={"exported/metrics.json": '{"model_id": "m-0"}', "exported/model.pt": ""}),
     export_case("export target of an unsupported kind", "--to", "ftp://host/models"),
     Case("submit of a spec that fails validation", ["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], {"spec.yaml": "trails: 8\n"}),
     Case("submit of a spec whose tracking URI holds a password", ["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], {"spec.yaml": "tracking_uri: http://admin:s3cret@10.0.0.5:5000\n"}),
@@ -267,11 +281,47 @@ def run_case(case: Case, workdir: Path, store: Path | None) -> tuple[int, str, b
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI, "RAY_ADDRESS": None}, catch_exceptions=True)
+        with {"socket": lambda: listening(BUSY_PORT), "401": lambda: refusing(AUTH_PORT), None: contextlib.nullcontext}[case.listen]():
+            result = CliRunner().invoke(app, case.args, env={"MLFLOW_TRACKING_URI": STORE_URI, "RAY_ADDRESS": None, "MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None}, catch_exceptions=True)
     finally:
         os.chdir(cwd)
     output = result.output.replace(f"{workdir.resolve()}/", "")  # messages that resolve a path: shown relative, as in the doc
     return result.exit_code, output, snapshot(workdir) != before
+
+
+@contextlib.contextmanager
+def listening(port: int):
+    """A socket listening on 127.0.0.1:``port`` while the block runs (none of ours if something else holds the port already)."""
+    try:
+        listener = socket.create_server(("127.0.0.1", port))
+    except OSError:
+        yield
+        return
+    with listener:
+        yield
+
+
+@contextlib.contextmanager
+def refusing(port: int):
+    """An HTTP server on 127.0.0.1:``port`` answering every request with 401, while the block runs."""
+
+    class Unauthorized(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Unauthorized)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def row(case: Case, message: str) -> str:
@@ -298,6 +348,16 @@ def document(rows: list[str]) -> str:
             "| bad input | command | message |",
             "|---|---|---|",
             *rows,
+            "",
+            "Refusals that need a process in a given state, checked (with their own port, store and timeout) by the tests named:",
+            "",
+            "| situation | command | message | test |",
+            "|---|---|---|---|",
+            "| the port was free when checked, then another process bound it and answered `/health` | `mg-tune server --port P` "
+            "| `error: port P is answered by another process, not by the mlflow server started for STORE; choose another --port` "
+            "| `tests/services/test_server.py` |",
+            "| a tracking server that accepts connections but does not answer within 10 s | `mg-tune pareto --search S` "
+            "| `error: tracking URI URI: cannot connect (no answer within 10 s)` | `tests/cli/test_fast_failures.py` |",
             "",
         ]
     )

@@ -91,9 +91,13 @@ def test_directory_export_reloads_with_the_logged_validation_metrics(tiny_search
     assert not model.training
     assert validation_metrics(model, config) == pytest.approx(record["validation"], abs=1e-6)
 
-    assert export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2") == written  # same checkpoint again: replaced
-    with pytest.raises(ValueError, match="not empty and holds no export of this checkpoint"):
+    with pytest.raises(ValueError, match=r"holds an earlier export \(of this checkpoint\); add --force to replace it"):
+        export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2")
+    assert export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2", force=True) == written  # same checkpoint again: replaced
+    with pytest.raises(ValueError, match=r"holds an earlier export \(of model m-"):
         export_checkpoint(uri, SEARCH, "t0", 2, "models/t1-e2")
+    export_checkpoint(uri, SEARCH, "t0", 2, "models/t1-e2", force=True)
+    assert (json.loads((package / "metrics.json").read_text())["trial_id"], sorted(p.name for p in package.iterdir())) == ("t0", sorted(EXPORT_FILES))
 
 
 def test_s3_export_writes_every_file_and_loads_back(tiny_search, s3_endpoint, s3_bucket, tmp_path, monkeypatch):
@@ -173,12 +177,14 @@ def test_export_refuses_escaping_or_foreign_targets_and_unknown_checkpoints(tiny
         "../escape": "contains '..'",
         "link/pkg": "through a symlink, outside the current directory",
         str(work / "link"): "is a symlink",
-        "notes": "not empty and holds no export",
+        "notes": "not empty and holds no export",  # --force or not: other files are never replaced
         "ftp://host/x": "only local directories and s3://",
     }
     for target, message in refusals.items():
         with pytest.raises(ValueError, match=message):
             export_checkpoint(uri, SEARCH, "t0", 1, target)
+    with pytest.raises(ValueError, match="not empty and holds no export"):
+        export_checkpoint(uri, SEARCH, "t0", 1, "notes", force=True)
     export_checkpoint(uri, SEARCH, "t0", 1, "pkg")
     (work / "pkg" / "model.pt").unlink()
     (work / "pkg" / "model.pt").symlink_to(outside / "model.pt")
