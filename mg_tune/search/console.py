@@ -94,20 +94,22 @@ class TrialLine:
 
 
 class SearchConsole(tune.Callback):
-    """Prints a search's progress (module docstring); ``live=None`` picks the live view exactly when stdout is a terminal.
+    """Prints a search's progress (module docstring) on ``console`` (default: stdout); ``live=None`` picks the live view exactly when it is a terminal.
 
     Ray pickles the run config, callbacks included, into the experiment
     state: the console (a terminal handle) is left out and made again on
     unpickling, for ``--resume``.
     """
 
-    def __init__(self, spec: SearchSpec, search_run: SearchRun, tracker: HypervolumeTracker, total: int, live: bool | None = None) -> None:
+    def __init__(
+        self, spec: SearchSpec, search_run: SearchRun, tracker: HypervolumeTracker, total: int, live: bool | None = None, console: Console | None = None
+    ) -> None:
         self.spec = spec
         self.search_run = search_run
         self.tracker = tracker
         self.total = total
         self.live_wanted = live
-        self._reset()
+        self._reset(console)
 
     def _reset(self, console: Console | None = None) -> None:
         self.console = console or Console(soft_wrap=True, highlight=False)
@@ -156,10 +158,10 @@ class SearchConsole(tune.Callback):
         scheduler = self.spec.scheduler.name if self.spec.scheduler is not None else "no early stopping"
         eta = self.eta()
         return (
-            f"search {self.spec.name} · {self.spec.sampler} · {scheduler} · trials: {c.get('done', 0)} done, "
-            f"{c.get('running', 0)} running, {c.get('paused', 0)} paused, {c.get('failed', 0)} failed of {self.total} · "
-            f"trial-epochs {len(self.tracker.points)}/{self.planned_trial_epochs()} · "
-            f"{format_duration(time.monotonic() - self.started)} elapsed · ETA {'-' if eta is None else format_duration(eta)}"
+            f"{self.spec.name} · {self.spec.sampler} · {scheduler} · {c.get('done', 0)} done, {c.get('running', 0)} running, "
+            f"{c.get('paused', 0)} paused, {c.get('failed', 0)} failed of {self.total} trials · "
+            f"{len(self.tracker.points)}/{self.planned_trial_epochs()} trial-epochs · "
+            f"{format_duration(time.monotonic() - self.started)} · ETA {'-' if eta is None else format_duration(eta)}"
         )
 
     def front_line(self) -> str:

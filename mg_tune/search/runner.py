@@ -39,6 +39,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from mlflow import MlflowClient
+from rich.console import Console
 
 from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
@@ -258,11 +259,12 @@ def build_tuner(
     points: list[dict[str, Any]] | None = None,
     verbose: bool = False,
     live: bool | None = None,
+    console: Console | None = None,
 ) -> tune.Tuner:
     """The Tuner of a search: OptunaSearch (+ ``points`` first; its study in ``study`` if given), the spec's scheduler and budget, tracking callbacks.
 
-    What it prints is mg-tune's :class:`~mg_tune.search.console.SearchConsole` (``live``: its live view;
-    None: on a terminal); Ray Tune's own reporter is off (``verbose=0``) unless ``verbose``, when Ray's
+    What it prints is mg-tune's :class:`~mg_tune.search.console.SearchConsole` on ``console`` (default
+    stdout; ``live``: its live view, None: on a terminal); Ray Tune's own reporter is off (``verbose=0``) unless ``verbose``, when Ray's
     output comes back and the console prints event lines, never redrawing over Ray's.
     """
     trainable = tune.with_resources(
@@ -282,7 +284,7 @@ def build_tuner(
         callbacks.append(CheckpointRetention(spec, search_run, index, starting_table))
     if scheduler is not None:
         callbacks.append(StoppedTrialFinisher(search_run))
-    callbacks.append(SearchConsole(spec, search_run, tracker, total_trials(spec), live=False if verbose else live))  # after the tracker: prints its numbers
+    callbacks.append(SearchConsole(spec, search_run, tracker, total_trials(spec), live=False if verbose else live, console=console))  # after the tracker: prints its numbers
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -336,11 +338,18 @@ def _orphan_reason(spec: SearchSpec, stop_requested: bool, status: str) -> str:
 
 
 def run_search(
-    spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False, verbose: bool = False, live: bool | None = None
+    spec: SearchSpec,
+    spec_text: str,
+    tracking_uri: str,
+    address: str | None = None,
+    resume: bool = False,
+    verbose: bool = False,
+    live: bool | None = None,
+    console: Console | None = None,
 ) -> SearchOutcome:
     """Run (or resume) the search ``spec.name`` and return its Pareto front.
 
-    It prints through :class:`~mg_tune.search.console.SearchConsole` (``live``, ``verbose``: see
+    It prints through :class:`~mg_tune.search.console.SearchConsole` (``live``, ``verbose``, ``console``: see
     :func:`build_tuner`); ``verbose`` also lets Ray's workers' output reach this console (``log_to_driver``).
     A search whose every trial failed ends FAILED in MLflow, without a front; each failed trial's
     cause is in ``failures`` (:mod:`mg_tune.search.failures`).
@@ -387,7 +396,7 @@ def run_search(
     status = "FAILED"
     stop = StopRequest()
     try:
-        tuner = build_tuner(spec, search_run, resume, study, points, verbose=verbose, live=live)
+        tuner = build_tuner(spec, search_run, resume, study, points, verbose=verbose, live=live, console=console)
         import_in_background()  # the front's plots at the end: their imports happen while the trials run
         with stop_on_sigterm() as stop, ray_reporter(verbose):  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
             results = tuner.fit()
