@@ -178,7 +178,7 @@ def test_the_demo_prints_under_60_lines_and_its_summary_under_40(tmp_path):
     summary = done.stdout.splitlines()
     start = next(i for i, line in enumerate(summary) if line.startswith("Pareto front of search 'demo'"))
     assert len(summary) - start < 40
-    assert sum(" epoch " in line for line in summary) == 18  # 6 trials x 3 epochs, one line each
+    assert sum(bool(EPOCH_LINE.match(line)) for line in events(done.stdout)) == 18  # 6 trials x 3 epochs, one line each
     for noise in ("Trial status", "TensorBoard", "SearchGenerator", "Traceback", "View detailed results"):
         assert noise not in done.stdout + done.stderr
     assert summary[-1].startswith("  mg-tune dashboard --search demo --tracking-uri ")
