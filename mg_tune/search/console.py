@@ -3,8 +3,9 @@
 Ray Tune's reporter prints what Ray knows (``train_loss``, ``iter``, a
 40-row box of every reported key per finished trial, a TensorBoard hint);
 with Ray's default output engine a ``progress_reporter`` given to Tune is
-dropped, so the search runs Tune with ``verbose=0`` and prints through this
-:class:`SearchConsole` instead (``mg-tune search --verbose`` gives Ray's
+dropped, so the search runs Tune with ``verbose=0`` on its legacy output engine
+(:func:`ray_reporter`: the default engine still prints a configuration box and a
+TensorBoard hint at ``verbose=0``) and prints through this :class:`SearchConsole` instead (``mg-tune search --verbose`` gives Ray's
 output back, and this console then prints its event lines alongside).
 
 Two forms, chosen by whether stdout is a terminal:
@@ -33,8 +34,11 @@ before it.
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,7 +56,7 @@ from mg_tune.search.sampling import trial_params
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import SearchRun
 
-__all__ = ["SearchConsole", "TrialLine", "format_duration", "format_value", "next_steps", "start_lines"]
+__all__ = ["SearchConsole", "TrialLine", "format_duration", "format_value", "next_steps", "ray_reporter", "start_lines"]
 
 RECENT = 6
 """Finished trials the live table keeps below the running ones."""
@@ -217,7 +221,11 @@ class SearchConsole(tune.Callback):
             self._drawn = time.monotonic()
 
     def _count(self, trials: list) -> None:
+        """Trials by Tune's state; a shown trial that Tune paused or resumed shows it."""
         states = [str(t.status) for t in trials]
+        for t, state in zip(trials, states):
+            if state in ("RUNNING", "PAUSED") and t.trial_id in self.trials:
+                self.trials[t.trial_id].state = state.lower()
         self.counts = {
             "done": states.count("TERMINATED"), "running": states.count("RUNNING"),
             "paused": states.count("PAUSED"), "failed": states.count("ERROR"),
@@ -299,6 +307,29 @@ class SearchConsole(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._count(trials)
         self.close()
+
+
+NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+
+
+@contextmanager
+def ray_reporter(verbose: bool) -> Iterator[None]:
+    """Ray Tune's own console output while the Tuner runs: off unless ``verbose`` (mg-tune's :class:`SearchConsole` prints instead).
+
+    ``verbose=0`` alone does not silence Ray's default output engine: it still prints the
+    experiment's configuration box, "View detailed results here" and a TensorBoard hint
+    (``ray/tune/experimental/output.py``, ``experiment_started``). With ``RAY_AIR_NEW_OUTPUT=0``
+    Tune takes its legacy engine, which at ``verbose=0`` prints nothing. Set only where the
+    user has not set it, and only while the Tuner runs.
+    """
+    if verbose or NEW_OUTPUT_ENV in os.environ:
+        yield
+        return
+    os.environ[NEW_OUTPUT_ENV] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(NEW_OUTPUT_ENV, None)
 
 
 def start_lines(tracking_uri: str, search_name: str) -> list[str]:

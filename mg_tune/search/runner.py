@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +46,7 @@ from mg_tune.pareto_plots import import_in_background
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StartingTable, StoppedTrialFinisher
 from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
-from mg_tune.search.console import SearchConsole
+from mg_tune.search.console import SearchConsole, ray_reporter
 from mg_tune.search.failures import failure_causes
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
@@ -303,29 +301,6 @@ def build_tuner(
             verbose=1 if verbose else 0,
         ),
     )
-
-
-NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
-
-
-@contextmanager
-def ray_reporter(verbose: bool) -> Iterator[None]:
-    """Ray Tune's own console output while the Tuner runs: off unless ``verbose`` (mg-tune's :class:`SearchConsole` prints instead).
-
-    ``verbose=0`` alone does not silence Ray's default output engine: it still prints the
-    experiment's configuration box, "View detailed results here" and a TensorBoard hint
-    (``ray/tune/experimental/output.py``, ``experiment_started``). With ``RAY_AIR_NEW_OUTPUT=0``
-    Tune takes its legacy engine, which at ``verbose=0`` prints nothing. Set only where the
-    user has not set it, and only while the Tuner runs.
-    """
-    if verbose or NEW_OUTPUT_ENV in os.environ:
-        yield
-        return
-    os.environ[NEW_OUTPUT_ENV] = "0"
-    try:
-        yield
-    finally:
-        os.environ.pop(NEW_OUTPUT_ENV, None)
 
 
 def _orphan_reason(spec: SearchSpec, stop_requested: bool, status: str) -> str:
