@@ -159,12 +159,11 @@ class SearchConsole(tune.Callback):
     def header(self) -> str:
         """One line: search, sampler, scheduler, trials by state of N, trial-epochs, elapsed, ETA."""
         c = self.counts
-        scheduler = self.spec.scheduler.name if self.spec.scheduler is not None else "no early stopping"
+        scheduler = self.spec.scheduler.name if self.spec.scheduler is not None else "fifo"  # Tune's default: every trial to its end
         eta = self.eta()
         return (
-            f"{self.spec.name} · {self.spec.sampler} · {scheduler} · {c.get('done', 0)} done, {c.get('running', 0)} running, "
-            f"{c.get('paused', 0)} paused, {c.get('failed', 0)} failed of {self.total} trials · "
-            f"{len(self.tracker.points)}/{self.planned_trial_epochs()} trial-epochs · "
+            f"{self.spec.name} · {self.spec.sampler} · {scheduler} · trials {c.get('done', 0)}/{self.total} done, {c.get('running', 0)} running, "
+            f"{c.get('paused', 0)} paused, {c.get('failed', 0)} failed · {len(self.tracker.points)}/{self.planned_trial_epochs()} trial-epochs · "
             f"{format_duration(time.monotonic() - self.started)} · ETA {'-' if eta is None else format_duration(eta)}"
         )
 

@@ -122,7 +122,7 @@ def test_the_live_view_and_the_event_lines_of_a_search_driven_by_hand(tmp_path):
     recorded = Console(record=True, width=140, file=io.StringIO())
     recorded.print(console.view())
     view = [line.rstrip() for line in recorded.export_text().splitlines()]
-    assert view[0].startswith("view · nsga2 · no early stopping · 1 done, 1 running, 0 paused, 1 failed of 6 trials · 3/12 trial-epochs · ")
+    assert view[0].startswith("view · nsga2 · fifo · trials 1/6 done, 1 running, 0 paused, 1 failed · 3/12 trial-epochs · ")
     assert view[1].split() == ["trial", "state", "loss", "lam", "lr", "epoch", "f1", "epg", "iou"]
     assert [line.split() for line in view[2:5]] == [
         ["b0002", "running", "l1", "0.5", "0.002", "1/2", "0.7", "0.1", "0.1"],
