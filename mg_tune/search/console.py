@@ -220,11 +220,13 @@ class SearchConsole(tune.Callback):
             self._drawn = time.monotonic()
 
     def _count(self, trials: list) -> None:
-        """Trials by Tune's state; a shown trial that Tune paused or resumed shows it."""
+        """Trials by Tune's state; a running trial that Tune paused or resumed shows it (an ended one stays ended:
+        Tune calls ``on_trial_complete`` while the trial is still RUNNING)."""
         states = [str(t.status) for t in trials]
         for t, state in zip(trials, states):
-            if state in ("RUNNING", "PAUSED") and t.trial_id in self.trials:
-                self.trials[t.trial_id].state = state.lower()
+            line = self.trials.get(t.trial_id)
+            if line is not None and line.state in ("running", "paused") and state in ("RUNNING", "PAUSED"):
+                line.state = state.lower()
         self.counts = {
             "done": states.count("TERMINATED"), "running": states.count("RUNNING"),
             "paused": states.count("PAUSED"), "failed": states.count("ERROR"),

@@ -92,11 +92,13 @@ def test_the_live_view_and_the_event_lines_of_a_search_driven_by_hand(tmp_path):
     console.on_trial_start(0, everyone, a)
     result(a, 1, 0.5, 0.2, 0.1)
     result(a, 2, 0.6, 0.3, 0.2)
+    console.on_trial_complete(0, everyone, a)  # as Tune calls it: the trial still RUNNING
     a.status = "TERMINATED"
-    console.on_trial_complete(0, everyone, a)
     console.on_trial_start(0, everyone, b)
+    b.status = "PAUSED"
     result(b, 1, 0.7, 0.1, 0.1)
     result(b, 1, 0.7, 0.1, 0.1)  # a restarted trial repeating its epoch: neither printed nor counted again
+    b.status = "RUNNING"
     console.on_trial_start(0, everyone, c)
     console.on_trial_recover(0, everyone, c)
     c.status = "ERROR"
