@@ -39,7 +39,7 @@ def search(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (auto, HOST:PORT); default $RAY_ADDRESS, else a new local Ray"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
     storage_path: Optional[str] = typer.Option(None, "--storage-path", help="where Ray Tune keeps the search state (dir or s3://)"),
-    verbose: bool = typer.Option(False, "--verbose", help="also print Ray's, MLflow's and Optuna's routine lines (their warnings and errors always show)"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray Tune's own reporter, the trials' output and Ray's, MLflow's and Optuna's routine lines (their warnings and errors always show)"),
 ) -> None:
     """Run a multi-objective search: print its progress (a live view on a terminal, one line per event otherwise), then its Pareto front."""
     if verbose:
