@@ -105,7 +105,7 @@ def print_search_summary(spec, outcome) -> None:
     if len(front):
         row = front.iloc[knee_index(front[spec.metric_names].to_numpy(dtype=float), maximize)]
         knee = (str(row["trial_id"]), int(row["epoch"]))
-    for line in next_steps(spec.name, tracking_uri, spec.metric_names, spec.modes, knee):
+    for line in next_steps(spec.name, tracking_uri, knee):
         message(line)
 
 

@@ -338,22 +338,17 @@ def start_lines(tracking_uri: str, search_name: str) -> list[str]:
     return [*where_to_look(tracking_uri, search_name), f"dashboard:     mg-tune dashboard --search {shlex.quote(search_name)} --tracking-uri {shlex.quote(tracking_uri)}"]
 
 
-DEFAULT_OBJECTIVES = ["f1", "epg", "iou"]
-"""What ``pareto``/``evaluate`` use without ``--objectives`` (where they do not read the search's own)."""
-
-
-def next_steps(search_name: str, tracking_uri: str, objectives: list[str], modes: list[str], knee: tuple[str, int] | None) -> list[str]:
+def next_steps(search_name: str, tracking_uri: str, knee: tuple[str, int] | None) -> list[str]:
     """The commands to run after a search, ready to paste: register the front, test it, export the knee, explore it.
 
-    ``--objectives`` is spelled out where the search's objectives are not the commands' default and all
-    are maximised (the option's meaning); ``knee`` is the front's knee checkpoint (trial id, epoch).
+    ``knee`` is the front's knee checkpoint (trial id, epoch). No ``--objectives``: ``pareto``,
+    ``evaluate`` and the dashboard default to the search's own objectives and constraints.
     """
     where = f"--search {shlex.quote(search_name)} --tracking-uri {shlex.quote(tracking_uri)}"
-    chosen = f" --objectives {','.join(objectives)}" if objectives != DEFAULT_OBJECTIVES and all(m == "max" for m in modes) else ""
     lines = [
         "next:",
-        f"  mg-tune pareto {where}{chosen} --register {shlex.quote(search_name)}   # register the front (aliases best-<objective>, knee)",
-        f"  mg-tune evaluate {where}{chosen}   # the front on the test split, logged to MLflow",
+        f"  mg-tune pareto {where} --register {shlex.quote(search_name)}   # register the front (aliases best-<objective>, knee)",
+        f"  mg-tune evaluate {where}   # the front on the test split, logged to MLflow",
     ]
     if knee is not None:
         lines.append(f"  mg-tune export {where} --trial {knee[0]} --epoch {knee[1]} --to {shlex.quote(search_name + '-knee')}   # the knee checkpoint as a model package")

@@ -261,9 +261,8 @@ def build_tuner(
 ) -> tune.Tuner:
     """The Tuner of a search: OptunaSearch (+ ``points`` first; its study in ``study`` if given), the spec's scheduler and budget, tracking callbacks.
 
-    What it prints is mg-tune's :class:`~mg_tune.search.console.SearchConsole` on ``console`` (default
-    stdout; ``live``: its live view, None: on a terminal); Ray Tune's own reporter is off (``verbose=0``) unless ``verbose``, when Ray's
-    output comes back and the console prints event lines, never redrawing over Ray's.
+    It prints through :class:`~mg_tune.search.console.SearchConsole` on ``console`` (stdout; ``live``: None = on a
+    terminal); Ray Tune's reporter only with ``verbose``, when the console prints event lines, never redrawing over Ray's.
     """
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, search_run=search_run),
@@ -313,21 +312,12 @@ def _orphan_reason(spec: SearchSpec, stop_requested: bool, status: str) -> str:
 
 
 def run_search(
-    spec: SearchSpec,
-    spec_text: str,
-    tracking_uri: str,
-    address: str | None = None,
-    resume: bool = False,
-    verbose: bool = False,
-    live: bool | None = None,
-    console: Console | None = None,
+    spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False, verbose: bool = False, live: bool | None = None, console: Console | None = None
 ) -> SearchOutcome:
     """Run (or resume) the search ``spec.name`` and return its Pareto front.
 
-    It prints through :class:`~mg_tune.search.console.SearchConsole` (``live``, ``verbose``, ``console``: see
-    :func:`build_tuner`); ``verbose`` also lets Ray's workers' output reach this console (``log_to_driver``).
-    A search whose every trial failed ends FAILED in MLflow, without a front; each failed trial's
-    cause is in ``failures`` (:mod:`mg_tune.search.failures`).
+    ``live``, ``verbose``, ``console``: see :func:`build_tuner`; ``verbose`` also lets the trials' output through
+    (``log_to_driver``). A search whose every trial failed ends FAILED, without a front; ``failures``: each cause.
 
     A real data set's annotations, the initial checkpoint, the tracking
     store and a ``warm_start`` search are checked before anything is written,

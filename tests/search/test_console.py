@@ -154,15 +154,14 @@ def test_the_live_form_redraws_instead_of_printing_event_lines(tmp_path):
 
 
 def test_the_next_commands_name_the_search_store_and_knee_ready_to_paste():
-    lines = next_steps("my search", "sqlite:///runs/mlflow.db", ["worst_group_acc", "epg"], ["max", "max"], ("ab12cd34", 3))
+    lines = next_steps("my search", "sqlite:///runs/mlflow.db", ("ab12cd34", 3))
     assert lines[0] == "next:"
     where = "--search 'my search' --tracking-uri sqlite:///runs/mlflow.db"
-    assert lines[1].startswith(f"  mg-tune pareto {where} --objectives worst_group_acc,epg --register 'my search'   # ")
-    assert lines[2].startswith(f"  mg-tune evaluate {where} --objectives worst_group_acc,epg   # ")
+    assert lines[1].startswith(f"  mg-tune pareto {where} --register 'my search'   # ")
+    assert lines[2].startswith(f"  mg-tune evaluate {where}   # ")
     assert lines[3].startswith(f"  mg-tune export {where} --trial ab12cd34 --epoch 3 --to 'my search-knee'   # ")
     assert lines[4].startswith(f"  mg-tune dashboard {where}   # ")
-    default = next_steps("demo", "sqlite:///m.db", OBJECTIVES, ["max"] * 3, None)
-    assert "--objectives" not in " ".join(default) and not any("export" in line for line in default)
+    assert not any("export" in line for line in next_steps("demo", "sqlite:///m.db", None))  # an empty front has no knee
 
 
 @pytest.mark.slow
