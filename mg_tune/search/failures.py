@@ -25,7 +25,7 @@ from ray import cloudpickle
 from mlflow import MlflowClient
 
 from mg_tune.textfiles import first_line
-from mg_tune.tracking import FAILURE_TAG, RetryPolicy, SearchRun, find_trial_run, redact_text
+from mg_tune.tracking import FAILURE_TAG, PARENT_TAG, TRIAL_TAG, RetryPolicy, SearchRun, iter_runs, redact_text
 
 __all__ = ["error_cause", "failure_causes", "failure_summary", "trial_error_cause"]
 
@@ -60,14 +60,17 @@ def trial_error_cause(trial: Any) -> str:
 
 
 def failure_causes(search_run: SearchRun, errors: dict[str, BaseException | None]) -> dict[str, str]:
-    """One cause per failed trial id: its MLflow run's ``mg_tune.failure_reason`` (the first failure), else Ray's exception."""
+    """One cause per failed trial id: its MLflow run's ``mg_tune.failure_reason`` (the first failure), else Ray's exception.
+
+    The search's FAILED trial runs are read in one paged query, not one request per failed trial.
+    """
+    if not errors:
+        return {}
     client = MlflowClient(search_run.tracking_uri)
-    causes = {}
-    for trial_id, error in errors.items():
-        run = RetryPolicy().call(find_trial_run, client, search_run, trial_id)
-        tagged = run.data.tags.get(FAILURE_TAG) if run is not None else None
-        causes[trial_id] = tagged or error_cause(error)
-    return causes
+    query = f"tags.`{PARENT_TAG}` = '{search_run.run_id}' AND attributes.status = 'FAILED'"
+    runs = RetryPolicy().call(lambda: list(iter_runs(client, search_run.experiment_id, query)))
+    tagged = {r.data.tags.get(TRIAL_TAG): r.data.tags[FAILURE_TAG] for r in runs if FAILURE_TAG in r.data.tags}
+    return {trial_id: tagged.get(trial_id) or error_cause(error) for trial_id, error in errors.items()}
 
 
 def failure_summary(causes: dict[str, str], trials: int) -> str:
