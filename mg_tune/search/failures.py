@@ -77,5 +77,5 @@ def failure_summary(causes: dict[str, str], trials: int) -> str:
     """``2 of 6 trials failed: DivergedError: non-finite loss (2)``; the most frequent causes first, at most 3."""
     counts = Counter(causes.values()).most_common()
     shown = "; ".join(f"{cause} ({n})" for cause, n in counts[:3])
-    more = f"; and {len(counts) - 3} other causes" if len(counts) > 3 else ""
+    more = f"; and {len(counts) - 3} other cause{'s' if len(counts) > 4 else ''}" if len(counts) > 3 else ""
     return f"{len(causes)} of {trials} trials failed: {shown}{more}"

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from ray import cloudpickle
+from ray.exceptions import RayTaskError
 from rich.console import Console
 
 from helpers.searches import FINISHED_SEARCH, OBJECTIVES, spec_dict
@@ -26,6 +27,7 @@ from mg_tune.data.errors import DatasetError
 from mg_tune.front import checkpoint_table
 from mg_tune.search.callbacks import HypervolumeTracker
 from mg_tune.search.console import SearchConsole, format_value, next_steps
+from mg_tune.search.failures import error_cause, failure_summary
 from mg_tune.search.spec import SearchSpec
 from mg_tune.tracking import start_search
 
@@ -162,6 +164,14 @@ def test_the_next_commands_name_the_search_store_and_knee_ready_to_paste():
     assert lines[3].startswith(f"  mg-tune export {where} --trial ab12cd34 --epoch 3 --to 'my search-knee'   # ")
     assert lines[4].startswith(f"  mg-tune dashboard {where}   # ")
     assert not any("export" in line for line in next_steps("demo", "sqlite:///m.db", None))  # an empty front has no knee
+
+
+def test_a_failure_is_its_cause_under_rays_wrapping_and_the_summary_counts_causes():
+    wrapped = RayTaskError("run_trial", "Traceback (most recent call last): ...", DatasetError("/d/000310.jpg", "not a readable image")).as_instanceof_cause()
+    assert error_cause(wrapped) == "DatasetError: /d/000310.jpg: not a readable image"
+    assert error_cause(None) == "unknown error (Ray kept no exception)"
+    causes = {"t1": "A: x", "t2": "A: x", "t3": "B: y", "t4": "C: z", "t5": "D: w"}
+    assert failure_summary(causes, 8) == "5 of 8 trials failed: A: x (2); B: y (1); C: z (1); and 1 other cause"
 
 
 @pytest.mark.slow
