@@ -190,9 +190,14 @@ QUIET_ENVIRONMENT: dict[str, str] = {
 
 QUIET_MESSAGES: dict[str, tuple[str, ...]] = {
     "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled for this Ray cluster",),
+    "ray.tune.execution.tune_controller": ("Trial task failed for trial",),
+    "ray.tune.tune": ("Trials did not complete",),
 }
 """Routine lines libraries log at WARNING level, by logger: dropped while quiet. Ray prints the token
-line whenever ``RAY_AUTH_MODE`` is unset and a token exists, i.e. on every search that starts its own Ray."""
+line whenever ``RAY_AUTH_MODE`` is unset and a token exists, i.e. on every search that starts its own Ray.
+Ray Tune logs every failed trial's traceback (40+ lines) and the list of failed trials at ERROR level:
+the search console prints each failure as one line with its cause instead
+(:mod:`mg_tune.search.console`), and the traceback stays in the trial's ``error.txt``."""
 
 QUIET_WARNINGS: tuple[str, ...] = ("Define-by-run function passed in the `space` argument took",)
 """Starts of routine Python warnings (``warnings.warn``): dropped while quiet. Ray Tune's OptunaSearch warns

@@ -115,14 +115,21 @@ def ray_local(gate_dir):
 
 
 @pytest.fixture(scope="session")
-def finished_search(tmp_path_factory, ray_local, new_mlflow_store):
+def finished_search_console(tmp_path_factory) -> Path:
+    """The file :func:`finished_search` printed its console to (event lines, as in a pipe or a job log)."""
+    return tmp_path_factory.mktemp("finished-search-console") / "console.txt"
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, ray_local, new_mlflow_store, finished_search_console):
     """One real search on the session's Ray, run once for every test that only reads it; returns ``(uri, outcome)``.
 
     :func:`helpers.searches.spec_dict` named ``FINISHED_SEARCH``: NSGA-II, 6 trials x 2 epochs, 4 at a time, overlays
     logged. Read it, never write to it (no new runs, tags or models): a test that must, works on a copy of the store
-    (``tests/services/test_dashboard.py``).
+    (``tests/services/test_dashboard.py``). What it printed is in :func:`finished_search_console`.
     """
     import yaml
+    from rich.console import Console
 
     from mg_tune.search.runner import run_search
     from mg_tune.search.spec import SearchSpec
@@ -132,7 +139,9 @@ def finished_search(tmp_path_factory, ray_local, new_mlflow_store):
     root = tmp_path_factory.mktemp("finished-search")
     uri = new_mlflow_store()
     raw = spec_dict(FINISHED_SEARCH, root / "runs", concurrency=4)
-    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
+    with finished_search_console.open("w") as printed:
+        console = Console(file=printed, width=200, soft_wrap=True, highlight=False)
+        outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri, live=False, console=console)
     return uri, outcome
 
 

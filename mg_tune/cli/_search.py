@@ -7,9 +7,11 @@ and exit code 2; nothing is written before the input has been validated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from mg_tune.cli._common import console, tracking_uri_option
 from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short, warnings_as_lines
@@ -40,9 +42,9 @@ def search(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (auto, HOST:PORT); default $RAY_ADDRESS, else a new local Ray"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
     storage_path: Optional[str] = typer.Option(None, "--storage-path", help="where Ray Tune keeps the search state (dir or s3://)"),
-    verbose: bool = typer.Option(False, "--verbose", help="also print Ray's, MLflow's and Optuna's routine lines (their warnings and errors always show)"),
+    verbose: bool = typer.Option(False, "--verbose", help="also print Ray Tune's own reporter, the trials' output and Ray's, MLflow's and Optuna's routine lines (their warnings and errors always show)"),
 ) -> None:
-    """Run a multi-objective search and print its Pareto front."""
+    """Run a multi-objective search: print its progress (a live view on a terminal, one line per event otherwise), then its Pareto front."""
     if verbose:
         quiet_libraries(verbose=True)
     from mg_tune.search.spec_file import SpecError, read_spec_file
@@ -59,24 +61,59 @@ def search(
         fail(str(exc))
     overrides = {"name": name, "storage_path": storage_path}
     spec = spec.model_copy(update={k: v for k, v in overrides.items() if v})
-    from mg_tune.mlflow_links import where_to_look
     from mg_tune.search.runner import run_search
 
     try:
-        outcome = run_search(spec, text, uri, address=address, resume=resume)
+        outcome = run_search(spec, text, uri, address=address, resume=resume, verbose=verbose)
     except SpecError as exc:  # the spec asks for what the data on disk cannot give
         fail(f"{spec_path}: {exc}")
     except ValueError as exc:
         fail(str(exc))
-    if outcome.pareto is None:
+    if outcome.stopped:
         console.print(f"search {spec.name!r} stopped ({outcome.trials} trials); continue it with --resume", highlight=False)
         return
-    print_pareto(outcome.pareto.front, spec.metric_names, f"Pareto front of search {spec.name!r} ({len(outcome.pareto.table)} checkpoints, {outcome.trials} trials, {outcome.errors} failed)", "table")
-    console.print(f"hypervolume: {outcome.pareto.hypervolume:.4f}")
-    for line in where_to_look(outcome.search_run.tracking_uri, spec.name):  # without the password run_search moved out
+    if outcome.all_failed:
+        trial_id, cause = next(iter(outcome.failures.items()))
+        search_failed(f"search {spec.name!r}: all {outcome.trials} trials failed; trial {trial_id}: {cause}")
+    print_search_summary(spec, outcome)
+
+
+SEARCH_FAILED = 1
+"""Exit code of a search that ran and whose every trial failed (input refused before the search starts: 2)."""
+
+
+def search_failed(text: str) -> NoReturn:
+    """One error line on stderr (printed literally) and exit :data:`SEARCH_FAILED`."""
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(text)}", highlight=False)
+    raise typer.Exit(SEARCH_FAILED)
+
+
+def print_search_summary(spec, outcome) -> None:
+    """The end of a search: its front, hypervolume, failures (count and causes), the links, and the commands to run next."""
+    from mg_tune.mlflow_links import where_to_look
+    from mg_tune.model_registry import knee_index
+    from mg_tune.search.console import next_steps
+    from mg_tune.search.failures import failure_summary
+
+    pareto = outcome.pareto
+    front = pareto.front.reset_index(drop=True)
+    title = f"Pareto front of search {spec.name!r}: {len(front)} of {len(pareto.table)} checkpoints ({outcome.trials} trials, {outcome.errors} failed)"
+    print_pareto(front, spec.metric_names, title, "table")
+    message(f"hypervolume: {pareto.hypervolume:.4f}")
+    if outcome.failures:
+        message(failure_summary(outcome.failures, outcome.trials))
+    tracking_uri = outcome.search_run.tracking_uri  # without the password run_search moved out
+    for line in where_to_look(tracking_uri, spec.name):
         message(line)
-    if outcome.pareto.plot_path is not None:
-        console.print(f"Pareto plot: {outcome.pareto.plot_path}")
+    if pareto.plot_path is not None:
+        message(f"Pareto plot:   {pareto.plot_path}")
+    maximize = [m == "max" for m in spec.modes]
+    knee = None
+    if len(front):
+        row = front.iloc[knee_index(front[spec.metric_names].to_numpy(dtype=float), maximize)]
+        knee = (str(row["trial_id"]), int(row["epoch"]))
+    for line in next_steps(spec.name, tracking_uri, knee):
+        message(line)
 
 
 OBJECTIVES_HELP = "comma-separated metrics, each NAME, NAME:max or NAME:min (default: the search's own objectives and constraints, from its logged spec)"

@@ -35,7 +35,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from ray import tune
 
-from mg_tune.pareto import hypervolume_over_time
+from mg_tune.pareto import hypervolume_over_time, pareto_front
 from mg_tune.checkpoint_table import checkpoint_table
 from mg_tune.front import feasible_rows
 from mg_tune.search.spec import SearchSpec
@@ -102,6 +102,7 @@ class HypervolumeTracker(_SearchRunCallback):
         self.spec = spec
         self.metrics = list(dict.fromkeys(spec.metric_names + [c.metric for c in spec.parsed_constraints]))
         self.points: dict[tuple[str, int], list[float]] = {}
+        self.logged: float | None = None  # the hypervolume logged last (None: none yet in this driver)
 
     def setup(self, **info: Any) -> None:
         table = self.starting_table.read()
@@ -118,16 +119,24 @@ class HypervolumeTracker(_SearchRunCallback):
         if key in self.points:  # a restarted trial repeating an epoch already counted
             return
         self.points[key] = [float(result.get(m, math.nan)) for m in self.metrics]
-        log_search_metrics(self.search_run, {HYPERVOLUME_METRIC: self.hypervolume()}, step=len(self.points))
+        self.logged = self.hypervolume()
+        log_search_metrics(self.search_run, {HYPERVOLUME_METRIC: self.logged}, step=len(self.points))
+
+    def _table(self) -> tuple[pd.DataFrame, list[str], list[bool], np.ndarray]:
+        table = pd.DataFrame(list(self.points.values()), columns=self.metrics, dtype=float)
+        return table, self.spec.metric_names, [mode == "max" for mode in self.spec.modes], feasible_rows(table, self.spec.parsed_constraints)
 
     def hypervolume(self) -> float:
         """``HV_s`` of the points seen so far (constraints applied): the last value of :func:`mg_tune.pareto.hypervolume_over_time`."""
-        table = pd.DataFrame(list(self.points.values()), columns=self.metrics, dtype=float)
-        objectives = self.spec.metric_names
-        maximize = [mode == "max" for mode in self.spec.modes]
-        feasible = feasible_rows(table, self.spec.parsed_constraints)
+        table, objectives, maximize, feasible = self._table()
         curve = hypervolume_over_time(table[objectives].to_numpy(dtype=float), [(0.0, 1.0)] * len(objectives), maximize, feasible)
         return float(curve[-1]) if len(curve) else 0.0
+
+    def front(self) -> list[tuple[str, int]]:
+        """The (trial id, epoch) keys of the points seen so far on their front (feasible, non-dominated): what ``search_pareto`` will tag."""
+        table, objectives, maximize, feasible = self._table()
+        keys = [key for key, ok in zip(self.points, feasible) if ok]
+        return [keys[i] for i in pareto_front(table.loc[feasible, objectives].to_numpy(dtype=float), maximize)] if keys else []
 
 
 class StoppedTrialFinisher(_SearchRunCallback):

@@ -28,7 +28,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from mlflow import MlflowClient
+from rich.console import Console
 
 from mg_tune.checkpoint import check_checkpoint, epoch_dir
 from mg_tune.data import REAL_LOADERS, check_dataset
@@ -47,6 +48,8 @@ from mg_tune.pareto_plots import import_in_background
 from mg_tune.search.budget import TrialEpochBudget
 from mg_tune.search.callbacks import HypervolumeTracker, StartingTable, StoppedTrialFinisher
 from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
+from mg_tune.search.console import SearchConsole, ray_reporter
+from mg_tune.search.failures import failure_causes
 from mg_tune.search.gate import wait_at_gate
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import DefineByRun, build_sampler, trial_params, warm_start_points
@@ -80,9 +83,16 @@ DIVERGED = f"{DivergedError.__name__}:"
 @dataclass
 class SearchOutcome:
     search_run: SearchRun
-    pareto: ParetoResult | None  # None: the search was stopped (SIGTERM) before it ended
+    pareto: ParetoResult | None  # None: the search was stopped (SIGTERM) before it ended, or every trial failed
     trials: int
     errors: int
+    failures: dict[str, str] = field(default_factory=dict)  # failed trial id -> cause (mg_tune.search.failures)
+    stopped: bool = False  # SIGTERM: the search can be continued with --resume
+
+    @property
+    def all_failed(self) -> bool:
+        """Every trial of the search failed (none ran to its end or was stopped by the scheduler or budget)."""
+        return self.trials > 0 and self.errors == self.trials
 
 
 def run_trial(config: dict[str, Any], spec: SearchSpec, search_run: SearchRun) -> None:
@@ -248,8 +258,15 @@ def build_tuner(
     resume: bool,
     study: optuna.storages.BaseStorage | None = None,
     points: list[dict[str, Any]] | None = None,
+    verbose: bool = False,
+    live: bool | None = None,
+    console: Console | None = None,
 ) -> tune.Tuner:
-    """The Tuner of a search: OptunaSearch (+ ``points`` first; its study in ``study`` if given), the spec's scheduler and budget, tracking callbacks."""
+    """The Tuner of a search: OptunaSearch (+ ``points`` first; its study in ``study`` if given), the spec's scheduler and budget, tracking callbacks.
+
+    It prints through :class:`~mg_tune.search.console.SearchConsole` on ``console`` (stdout; ``live``: None = on a
+    terminal); Ray Tune's reporter only with ``verbose``, when the console prints event lines, never redrawing over Ray's.
+    """
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, search_run=search_run),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -261,11 +278,13 @@ def build_tuner(
     budget = spec.budget
     starting_table = StartingTable(search_run)  # one read of MLflow for every callback's setup
     index = CheckpointIndexWriter(search_run, starting_table=starting_table)
-    callbacks: list[tune.Callback] = [index, HypervolumeTracker(spec, search_run, starting_table)]
+    tracker = HypervolumeTracker(spec, search_run, starting_table)
+    callbacks: list[tune.Callback] = [index, tracker]
     if spec.checkpoints.keep != "all":
         callbacks.append(CheckpointRetention(spec, search_run, index, starting_table))
     if scheduler is not None:
         callbacks.append(StoppedTrialFinisher(search_run))
+    callbacks.append(SearchConsole(spec, search_run, tracker, total_trials(spec), live=False if verbose else live, console=console))  # after the tracker: prints its numbers
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -281,7 +300,7 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=callbacks,
             stop=TrialEpochBudget(search_run, budget.trial_epochs) if budget is not None and budget.trial_epochs is not None else None,
-            verbose=1,
+            verbose=1 if verbose else 0,
         ),
     )
 
@@ -295,8 +314,13 @@ def _orphan_reason(spec: SearchSpec, stop_requested: bool, status: str) -> str:
     return "the search driver stopped before this trial finished"
 
 
-def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False) -> SearchOutcome:
+def run_search(
+    spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False, verbose: bool = False, live: bool | None = None, console: Console | None = None
+) -> SearchOutcome:
     """Run (or resume) the search ``spec.name`` and return its Pareto front.
+
+    ``live``, ``verbose``, ``console``: see :func:`build_tuner`; ``verbose`` also lets the trials' output through
+    (``log_to_driver``). A search whose every trial failed ends FAILED, without a front; ``failures``: each cause.
 
     A real data set's annotations, the initial checkpoint, the tracking
     store and a ``warm_start`` search are checked before anything is written,
@@ -336,26 +360,29 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
         warning(text)
     warn_small_splits(spec.data, search_run)
     if not ray.is_initialized():
-        ray.init(address=ray_address(address), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=ray_address(address), include_dashboard=False, log_to_driver=verbose, configure_logging=False)
     # Ray Tune snapshots the experiment at most every 10 s by default; a trial started after the last
     # snapshot is unknown to --resume (its MLflow run is marked KILLED, a replacement is sampled).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     status = "FAILED"
     stop = StopRequest()
     try:
-        tuner = build_tuner(spec, search_run, resume, study, points)
+        tuner = build_tuner(spec, search_run, resume, study, points, verbose=verbose, live=live, console=console)
         import_in_background()  # the front's plots at the end: their imports happen while the trials run
-        with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
+        with stop_on_sigterm() as stop, ray_reporter(verbose):  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
             results = tuner.fit()
-        status = "KILLED" if stop.requested else "FINISHED"
+        errors = {r.metrics["trial_id"]: r.error for r in results if r.error is not None}  # Ray fills trial_id in every Result
+        failures = failure_causes(search_run, errors)
+        outcome = SearchOutcome(search_run, None, trials=len(results), errors=len(errors), failures=failures, stopped=stop.requested)
+        status = "KILLED" if stop.requested else "FAILED" if outcome.all_failed else "FINISHED"
         if study is not None:
             fail_lost_trials(study, spec.name)
     finally:
         mark_orphans(search_run, reason=_orphan_reason(spec, stop.requested, status))
         finish_search(search_run, status)
-    if stop.requested:
-        return SearchOutcome(search_run, None, trials=len(results), errors=len(results.errors))
-    pareto = search_pareto(
+    if outcome.stopped or outcome.all_failed:
+        return outcome
+    outcome.pareto = search_pareto(
         tracking_uri,
         spec.name,
         spec.metric_names,
@@ -363,4 +390,4 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
         constraints=spec.parsed_constraints,
         plot_dir=Path(storage_path(spec)) / spec.name / "pareto" if "://" not in storage_path(spec) else None,
     )
-    return SearchOutcome(search_run, pareto, trials=len(results), errors=len(results.errors))
+    return outcome

@@ -359,8 +359,27 @@ def document(rows: list[str]) -> str:
             "| a tracking server that accepts connections but does not answer within 10 s | `mg-tune pareto --search S` "
             "| `error: tracking URI URI: cannot connect (no answer within 10 s)` | `tests/cli/test_fast_failures.py` |",
             "",
+            FAILED_SEARCH_SECTION,
         ]
     )
+
+
+FAILED_SEARCH_SECTION = """
+## A search whose trials failed
+
+The rows above are input refused before anything runs (exit code 2). A search that was accepted
+and ran, but whose every trial failed, exits with code **1**: nothing was wrong with the command,
+but it produced nothing. Its parent run ends `FAILED` in MLflow, no front is computed, and stderr
+holds one line naming the first failed trial and its cause (the trial run's tag
+`mg_tune.failure_reason`; Ray's traceback stays in the trial's `error.txt` under the storage path), e.g.
+
+`error: search 'allfail': all 2 trials failed; trial 9af06362: DivergedError: non-finite loss nan (class nan, localization 0.0) with lam=1.0, lr=1e+29`
+
+A search where only some trials failed exits 0; its summary names how many and why, e.g.
+`1 of 2 trials failed: DivergedError: non-finite loss … (1)`, and the console printed each failure
+as one line (`trial … FAILED: …`) when it happened (`tests/search/test_faults.py`).
+"""
+"""Not a refusal (the search ran): documented after the table; tested in tests/search/test_faults.py."""
 
 
 @pytest.fixture(scope="module")

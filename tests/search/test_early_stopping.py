@@ -1,11 +1,13 @@
 """Search efficiency: spec fields (scheduler, warm_start) and an end-to-end MO-ASHA search tracked in MLflow."""
 
+import io
 import math
 
 import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
+from rich.console import Console
 from ray.tune.experiment import Trial
 
 from helpers.searches import mo_asha_spec_dict
@@ -46,12 +48,13 @@ def mo_asha_search(tmp_path_factory, ray_local, new_mlflow_store):
     root = tmp_path_factory.mktemp("moasha")
     uri = new_mlflow_store()
     raw = mo_asha_spec_dict("moasha", root / "runs", epochs=EPOCHS)
-    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri)
-    return uri, outcome
+    printed = io.StringIO()  # the console's event lines (mg_tune.search.console)
+    outcome = run_search(SearchSpec.model_validate(raw), yaml.safe_dump(raw), uri, live=False, console=Console(file=printed, width=200, soft_wrap=True))
+    return uri, outcome, printed.getvalue()
 
 
 def test_mo_asha_stops_trials_early_and_keeps_their_checkpoints(mo_asha_search):
-    uri, outcome = mo_asha_search
+    uri, outcome, printed = mo_asha_search
     assert outcome.trials == 6 and outcome.errors == 0
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name("moasha"))
@@ -66,13 +69,15 @@ def test_mo_asha_stops_trials_early_and_keeps_their_checkpoints(mo_asha_search):
         last = stopped.get(trial, EPOCHS)
         assert last == 1 or trial not in stopped  # the only rung below max_t=3 is epoch 1 (η = 3)
         assert epochs[trial] == list(range(1, last + 1))  # every epoch it ran has its checkpoint, none more
+        ended = "stopped early after 1 epoch" if trial in stopped else f"finished after {EPOCHS} epochs"
+        assert [line.split(" ", 1)[1] for line in printed.splitlines() if f" trial {trial} " in line and "after" in line] == [f"trial {trial} {ended}"]
     # stopped trials' checkpoints are candidates for the front like any other
     result = search_pareto(uri, "moasha", ["f1", "epg"], [True, True], tag=False)
     assert len(result.table) == sum(len(v) for v in epochs.values())
 
 
 def test_parent_run_logs_hypervolume_after_every_trial_epoch(mo_asha_search):
-    uri, outcome = mo_asha_search
+    uri, outcome, _ = mo_asha_search
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name("moasha"))
     parent = find_search_run(client, experiment.experiment_id)
@@ -87,7 +92,7 @@ def test_parent_run_logs_hypervolume_after_every_trial_epoch(mo_asha_search):
 
 def test_resumed_tracker_continues_the_count_from_mlflow(mo_asha_search):
     """A resumed search rebuilds its points from MLflow: the next trial-epoch is logged at step total + 1."""
-    uri, outcome = mo_asha_search
+    uri, outcome, _ = mo_asha_search
     spec = SearchSpec.model_validate({"objectives": ["f1", "epg"]})
     tracker = HypervolumeTracker(spec, outcome.search_run)
     tracker.setup()

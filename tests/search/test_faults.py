@@ -75,12 +75,38 @@ def test_a_diverging_trial_fails_once_with_its_reason_and_the_search_goes_on(tmp
     runs = {float(r.data.params["lr"]): r for r in trial_runs(MlflowClient(uri), "diverge")}
     assert runs[1e-3].info.status == "FINISHED"
     assert runs[1e30].info.status == "FAILED"
-    assert runs[1e30].data.tags[FAILURE_TAG].startswith("DivergedError: non-finite loss")
+    cause = runs[1e30].data.tags[FAILURE_TAG]
+    assert cause.startswith("DivergedError: non-finite loss")
+    # the console: one line for the failure and one for the retry's, no traceback; the summary names count and cause
+    diverged = runs[1e30].data.tags[TRIAL_TAG]
+    assert f"trial {diverged} failed, retry 1 of 1: {cause}" in result.output
+    assert f"trial {diverged} FAILED: DivergedError: not retried: {cause}" in result.output
+    assert "Traceback" not in result.output
+    assert f"1 of 2 trials failed: {cause} (1)" in result.output.splitlines()
     # Ray's FailureConfig retried the trial (max_failures=1), but the retry failed at once without training
     errors = list((tmp_path / "runs" / "diverge").glob("*/error.txt"))
     assert len(errors) == 1 and "not retried: DivergedError: non-finite loss" in errors[0].read_text()
     states = {t.params["lr"]: t.state for t in optuna.load_study(study_name="diverge", storage=study).trials}
     assert states == {1e-3: optuna.trial.TrialState.COMPLETE, 1e30: optuna.trial.TrialState.FAIL}
+
+
+def test_a_search_whose_every_trial_failed_exits_1_with_the_first_cause_in_one_line(tmp_path, ray_local):
+    raw = tiny_spec("allfail", tmp_path, space={"lr": {"choice": [1e29, 1e30]}}, sampler="grid", max_failures=0)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = runner.invoke(app, ["search", str(tmp_path / "spec.yaml"), "--tracking-uri", uri])
+    assert result.exit_code == 1, result.output
+    client = MlflowClient(uri)
+    runs = trial_runs(client, "allfail")
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+    causes = {r.data.tags[TRIAL_TAG]: r.data.tags[FAILURE_TAG] for r in runs}
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: search 'allfail': all 2 trials failed; trial ")
+    trial_id = errors[0].split("; trial ")[1].split(":")[0]
+    assert errors[0].endswith(f"trial {trial_id}: {causes[trial_id]}") and causes[trial_id].startswith("DivergedError: non-finite loss")
+    assert "Traceback" not in result.output and "Pareto front of search" not in result.output
+    search = client.search_runs([client.get_experiment_by_name(experiment_name("allfail")).experiment_id], f"tags.`{ROLE_TAG}` = 'search'")
+    assert [r.info.status for r in search] == ["FAILED"]
 
 
 def held_trials(client: MlflowClient, name: str, count: int) -> list | None:
