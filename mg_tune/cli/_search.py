@@ -121,12 +121,13 @@ def pareto(
     from mg_tune.mlflow_links import where_to_look
     from mg_tune.model_registry import KNEE_ALIAS, register_front
     from mg_tune.front import search_pareto
+    from mg_tune.output import progress_bars
 
     uri = tracking_uri_option(tracking_uri)
     chosen, own = front_objectives(uri, search_name, objectives)
     names, maximize = list(chosen.names), list(chosen.maximize)
     try:
-        result = search_pareto(uri, search_name, names, maximize, constraints=chosen.constraints, own=own, require_checkpoints=True)
+        result = search_pareto(uri, search_name, names, maximize, constraints=chosen.constraints, own=own, require_checkpoints=True, progress=progress_bars())
         registered = register_front(uri, search_name, result.front, names, maximize, register) if register else None
     except ValueError as exc:
         fail(str(exc))
@@ -168,6 +169,7 @@ def evaluate(
     """Evaluate the Pareto checkpoints of a search (its own objectives and constraints unless --objectives) on the test split; log test_* metrics to MLflow."""
     check_output_format(output)
     from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
+    from mg_tune.output import progress_bars
 
     uri = tracking_uri_option(tracking_uri)
     chosen, own = front_objectives(uri, search_name, objectives)
@@ -176,7 +178,7 @@ def evaluate(
         with warnings_as_lines():  # e.g. a test split without boxes: no test EPG/IoU, and why
             table = evaluate_pareto(
                 uri, search_name, names, list(chosen.maximize), constraints=chosen.constraints,
-                pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
+                pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold, progress=progress_bars(),
             )
     except ValueError as exc:
         fail(str(exc))
@@ -200,12 +202,13 @@ def export(
     """Export one checkpoint as a model package (model.pt, config.json, dataset.json, metrics.json, MODEL_CARD.md)."""
     from mg_tune.export import export_checkpoint
     from mg_tune.mlflow_links import where_to_look
+    from mg_tune.output import progress_bars
 
     tracking_uri = tracking_uri_option(tracking_uri)
     try:
         uri = export_checkpoint(
             tracking_uri, search_name, trial, epoch, to,
-            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias,
+            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias, progress=progress_bars(),
         )
     except ValueError as exc:
         fail(str(exc))
