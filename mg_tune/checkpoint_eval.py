@@ -35,6 +35,7 @@ from mlflow import MlflowClient
 
 from mg_tune.data import SPLIT_NAMES
 from mg_tune.front import search_pareto
+from mg_tune.output import NO_PROGRESS, ProgressBars
 from mg_tune.split_eval import CheckpointEvaluator, evaluate_checkpoint, pooled_iou_threshold
 from mg_tune.tracking import RetryPolicy, download_checkpoint, epoch_metrics, experiment_name, find_search_run, updating_index_metrics
 
@@ -65,6 +66,7 @@ def evaluate_pareto(
     device: str = "cpu",
     iou_threshold: str = "checkpoint",
     constraints: Sequence[Any] = (),
+    progress: ProgressBars = NO_PROGRESS,
 ) -> pd.DataFrame:
     """Evaluate the Pareto checkpoints (all checkpoints with ``pareto_only=False``) of search ``search_name`` on ``split``.
 
@@ -75,7 +77,9 @@ def evaluate_pareto(
     ``objectives`` and ``constraints`` (no tags are written): pass the search's own
     (:func:`mg_tune.search.logged_spec.search_objectives`) to test the front the search tagged. ``iou_threshold`` is one of
     :data:`IOU_THRESHOLD_MODES`. Results are logged to MLflow as described in
-    the module docstring.
+    the module docstring. ``progress`` shows the checkpoints read from MLflow, then
+    counts the checkpoints downloaded, evaluated on the held-out split (``pooled``)
+    and evaluated on ``split``.
 
     Returns:
         One row per checkpoint, sorted by trial and epoch: ``trial_id``,
@@ -91,7 +95,7 @@ def evaluate_pareto(
     if iou_threshold not in IOU_THRESHOLD_MODES:
         modes = "; ".join(f"{mode} ({what})" for mode, what in IOU_THRESHOLD_MODES.items())
         raise ValueError(f"IoU threshold mode {iou_threshold!r} is not one of: {modes}")
-    result = search_pareto(tracking_uri, search_name, list(objectives), list(maximize), tag=False, constraints=constraints)
+    result = search_pareto(tracking_uri, search_name, list(objectives), list(maximize), tag=False, constraints=constraints, progress=progress)
     if result.table.empty:
         raise ValueError(f"search {search_name!r} has no checkpoint yet (no trial finished an epoch): nothing to evaluate")
     checkpoints = result.front if pareto_only else result.table
@@ -106,9 +110,14 @@ def evaluate_pareto(
     client = MlflowClient(tracking_uri)
     parent = find_search_run(client, client.get_experiment_by_name(experiment_name(search_name)).experiment_id)
     with tempfile.TemporaryDirectory(prefix="mg-tune-eval-") as tmp, updating_index_metrics(tracking_uri, parent) as add_to_index:
-        paths = [str(download_checkpoint(tracking_uri, row["run_id"], int(row["epoch"]), Path(tmp) / f"{i}.pt")) for i, row in enumerate(checkpoints)]
-        threshold = pooled_iou_threshold([CheckpointEvaluator(p, device).split("heldout") for p in paths]) if iou_threshold == "pooled" and paths else None
-        rows = [_evaluate_row(client, row, path, list(objectives), split, device, threshold) for row, path in zip(checkpoints, paths)]
+        count = f"{len(checkpoints)} checkpoint{'s' if len(checkpoints) != 1 else ''}"
+        downloads = progress.track(enumerate(checkpoints), f"downloading {count}", len(checkpoints))
+        paths = [str(download_checkpoint(tracking_uri, row["run_id"], int(row["epoch"]), Path(tmp) / f"{i}.pt")) for i, row in downloads]
+        threshold = None
+        if iou_threshold == "pooled" and paths:
+            threshold = pooled_iou_threshold([CheckpointEvaluator(p, device).split("heldout") for p in progress.track(paths, f"evaluating {count} on the held-out split")])
+        evaluated = progress.track(list(zip(checkpoints, paths)), f"evaluating {count} on the {split} split")
+        rows = [_evaluate_row(client, row, path, list(objectives), split, device, threshold) for row, path in evaluated]
         for row in rows:  # the search's checkpoint index (if complete) gets the same metrics
             add_to_index(row["run_id"], row["epoch"], {k: v for k, v in row.items() if k.startswith(f"{split}_")})
     columns = ID_COLUMNS + list(objectives) + [f"{split}_{o}" for o in objectives]  # a metric the split cannot measure: NaN, shown '-'

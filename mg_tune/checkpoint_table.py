@@ -23,6 +23,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus, Run
 
+from mg_tune.output import NO_PROGRESS, Advance, ProgressBars
 from mg_tune.tracking import (
     ROLE_TAG,
     TRIAL_TAG,
@@ -63,27 +64,28 @@ SLICES = 4
 """Concurrent time slices of the LoggedModel read from a tracking server (:func:`_logged_models`)."""
 
 
-def _logged_models(client: MlflowClient, experiment_id: str, runs: Iterable[Run], tracking_uri: str) -> Iterable[LoggedModel]:
+def _logged_models(client: MlflowClient, experiment_id: str, runs: Iterable[Run], tracking_uri: str, advance: Advance) -> Iterable[LoggedModel]:
     """The experiment's LoggedModels: paged; from a server (``http(s)://``) in :data:`SLICES` concurrent slices.
 
     The slices cut at quantiles of the trial runs' start times, which split
     the checkpoints about evenly (a trial's models are created after its
     run starts). Over HTTP the server's work and this process's parsing then
     overlap; a local store gains nothing from threads (the GIL), so it reads
-    the plain pages.
+    the plain pages. ``advance(n)`` counts the models of each page read.
     """
     starts = sorted(run.info.start_time for run in runs)
     if not tracking_uri.startswith(("http://", "https://")) or len(starts) < 2 * SLICES:
-        return iter_logged_models(client, experiment_id)
+        return iter_logged_models(client, experiment_id, advance=advance)
     cuts = [starts[len(starts) * k // SLICES] for k in range(1, SLICES)]
-    return logged_models_in_slices(client, experiment_id, cuts, workers=SLICES)
+    return logged_models_in_slices(client, experiment_id, cuts, workers=SLICES, advance=advance)
 
 
-def read_search(tracking_uri: str, search_name: str, use_index: bool = True) -> SearchCheckpoints:
+def read_search(tracking_uri: str, search_name: str, use_index: bool = True, progress: ProgressBars = NO_PROGRESS) -> SearchCheckpoints:
     """The search's trial runs and checkpoints (ValueError when there is no such search).
 
     With ``use_index`` (the default) a complete checkpoint index is read
-    instead of the LoggedModels when the parent run has one.
+    instead of the LoggedModels when the parent run has one. ``progress``
+    shows the LoggedModels read, page by page (their number is not known before).
     """
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name(search_name))
@@ -96,14 +98,15 @@ def read_search(tracking_uri: str, search_name: str, use_index: bool = True) -> 
     if records is not None:
         return SearchCheckpoints(client, exp_id, parent, runs, {}, [r for r in records if r["run_id"] in runs], from_index=True)
     models: dict[tuple[str, int], LoggedModel] = {}
-    for model in _logged_models(client, exp_id, runs.values(), tracking_uri):
-        epoch = model_epoch(model)
-        if model.status != LoggedModelStatus.READY or epoch is None or model.source_run_id not in runs:
-            continue
-        key = (model.source_run_id, epoch)
-        old = models.get(key)
-        if old is None or model.creation_timestamp < old.creation_timestamp:  # first write wins
-            models[key] = model
+    with progress.task(f"reading the checkpoints of search {search_name!r} from MLflow") as advance:
+        for model in _logged_models(client, exp_id, runs.values(), tracking_uri, advance):
+            epoch = model_epoch(model)
+            if model.status != LoggedModelStatus.READY or epoch is None or model.source_run_id not in runs:
+                continue
+            key = (model.source_run_id, epoch)
+            old = models.get(key)
+            if old is None or model.creation_timestamp < old.creation_timestamp:  # first write wins
+                models[key] = model
     records = [checkpoint_record(run_id, epoch, model, model_metrics(model, epoch)) for (run_id, epoch), model in models.items()]
     return SearchCheckpoints(client, exp_id, parent, runs, models, records)
 

@@ -28,8 +28,9 @@ import html
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 
 from mg_tune.checkpoint_table import ID_COLUMNS, SearchCheckpoints, checkpoint_table, read_search, search_table
+from mg_tune.output import NO_PROGRESS, ProgressBars
 from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure, pareto_png
 from mg_tune.tracking import count_requests, iter_logged_models
@@ -124,6 +126,7 @@ def search_pareto(
     plot_dir: str | Path | None = None,
     own: bool = True,
     require_checkpoints: bool = False,
+    progress: ProgressBars = NO_PROGRESS,
 ) -> ParetoResult:
     """Pareto-optimal checkpoints of a search over ``objectives``, from MLflow alone.
 
@@ -154,18 +157,21 @@ def search_pareto(
     other objectives is written under :class:`FrontTags` names of its own
     (``pareto.f1-max.epg-max`` ...), leaving the search's front as it is.
 
+    ``progress`` shows the slow parts: the LoggedModels read page by page and
+    the tag writes (one request each).
+
     Raises:
         ValueError: unknown search, mismatched ``maximize``, an objective
             no checkpoint logged, or (``require_checkpoints``) a search with
             no checkpoint at all, before anything is written.
     """
-    data = read_search(tracking_uri, search_name)
+    data = read_search(tracking_uri, search_name, progress=progress)
     if require_checkpoints and not data.records:
         raise ValueError(f"search {search_name!r} has no checkpoint yet (no trial finished an epoch): no front to compute")
     result = mark_pareto(search_table(data), objectives, maximize, constraints, bounds, search_name)
     result.tags = FrontTags.of(result.objectives, result.maximize, own)
     if tag:
-        _write_back(data, result, plot_dir)
+        _write_back(data, result, plot_dir, progress)
     return result
 
 
@@ -244,9 +250,11 @@ def feasible_rows(table: pd.DataFrame, constraints: Sequence[Any], search_name: 
     return ok
 
 
-def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | Path | None) -> None:
+def _tag_writes(data: SearchCheckpoints, result: ParetoResult) -> list[Callable[[], object]]:
+    """The requests that make MLflow's front tags those of ``result``: only changes, one request each."""
     client = data.client
     names = result.tags
+    writes: list[Callable[[], object]] = []
     front_epochs: dict[str, list[int]] = {}
     for run_id, epoch in zip(result.front["run_id"], result.front["epoch"]):
         front_epochs.setdefault(run_id, []).append(int(epoch))
@@ -255,11 +263,9 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
         if run_id in front_epochs:
             want = ",".join(str(e) for e in sorted(set(front_epochs[run_id])))
             if tags.get(names.pareto) != "true" or tags.get(names.epochs) != want:
-                client.log_batch(run_id, tags=[RunTag(names.pareto, "true"), RunTag(names.epochs, want)])
+                writes.append(partial(client.log_batch, run_id, tags=[RunTag(names.pareto, "true"), RunTag(names.epochs, want)]))
         else:
-            for key in (names.pareto, names.epochs):
-                if key in tags:
-                    client.delete_tag(run_id, key)
+            writes += [partial(client.delete_tag, run_id, key) for key in (names.pareto, names.epochs) if key in tags]
     front_models = set(result.front["model_id"])
     models = data.models.values() if not data.from_index else iter_logged_models(client, data.experiment_id, f"tags.`{names.pareto}` = 'true'")
     tagged = set()
@@ -268,9 +274,19 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
         if tags.get(names.pareto) == "true":
             tagged.add(model.model_id)
         if model.model_id not in front_models and names.pareto in tags:
-            client.delete_logged_model_tag(model.model_id, names.pareto)
-    for model_id in sorted(front_models - tagged):
-        client.set_logged_model_tags(model_id, {names.pareto: "true"})
+            writes.append(partial(client.delete_logged_model_tag, model.model_id, names.pareto))
+    writes += [partial(client.set_logged_model_tags, model_id, {names.pareto: "true"}) for model_id in sorted(front_models - tagged)]
+    return writes
+
+
+def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | Path | None, progress: ProgressBars) -> None:
+    client = data.client
+    names = result.tags
+    writes = _tag_writes(data, result)
+    with progress.task(f"tagging the front ({len(result.front)} checkpoints) in MLflow", len(writes)) as advance:
+        for write in writes:
+            write()
+            advance(1)
     if data.parent is None:
         return
     parent_id = data.parent.info.run_id

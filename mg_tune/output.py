@@ -15,6 +15,11 @@ dicts and hands them to :func:`print_table`; it prints them in one of
 With ``json``/``csv`` the commands' other lines (hypervolume, hints) go to stderr,
 so stdout holds the data alone.
 
+Long work (decoding a data set's images, reading 10⁴ checkpoints from MLflow, evaluating
+a front, uploading an export) shows :class:`ProgressBars`: transient rich bars on stderr
+when stderr is a terminal, nothing at all in a pipe or a job log (:func:`progress_bars`).
+The library functions take a ``progress`` argument that defaults to :data:`NO_PROGRESS`.
+
 The libraries under mg-tune chat on the same console: :func:`quiet_libraries` keeps
 their routine lines out of it (every command starts with it; ``search --verbose``
 lets them through), never their warnings and errors.
@@ -31,11 +36,12 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -93,6 +99,86 @@ def message(text: str, output: str = "table") -> None:
     """A plain line (no markup, never wrapped): on stdout for tables, on stderr when stdout holds JSON/CSV."""
     console = stdout_console() if output == "table" else Console(stderr=True, soft_wrap=True)
     console.print(text, highlight=False, markup=False)
+
+
+Advance = Callable[[float], None]
+"""``advance(n)``: ``n`` more units of a task done (items, or bytes)."""
+
+T = TypeVar("T")
+
+
+class ProgressBars:
+    """Progress of a command's long work: transient rich bars on ``console``, or nothing when it is None.
+
+    A task is ``with bars.task(description, total) as advance: ... advance(n)``; its bar
+    shows ``done/total`` (``unit="bytes"``: sizes and speed). ``total=None`` means not known
+    up front (pages of an MLflow search): the bar counts ``done/?`` and, once the task
+    ends, reads ``done/done``. Bars are transient (erased when their task ends) and
+    ``advance`` may be called from any thread (boto3's transfer threads, concurrent
+    page reads): rich's ``Progress`` holds a lock.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console
+
+    @property
+    def shown(self) -> bool:
+        return self.console is not None
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: float | None = None, unit: str = "items") -> Iterator[Advance]:
+        """One task's bar while the ``with`` block runs; yields its ``advance``."""
+        if self.console is None:
+            yield _ignore
+            return
+        count = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn()]
+        columns = [TextColumn("{task.description}", markup=False), BarColumn(), *count, TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, transient=True) as bars:
+            task = bars.add_task(description, total=total)
+            yield lambda n=1: bars.advance(task, n)
+            if total is None:
+                bars.update(task, total=bars.tasks[0].completed)  # its one task: the count it ended at
+
+    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+        """``items``, one by one, advancing a bar of ``total`` items (``len(items)`` by default).
+
+        An item counts once the consumer is done with it: when it asks for the next one, or
+        stops asking (``zip`` with a shorter iterable never asks again after its last item).
+        """
+        if total is None and hasattr(items, "__len__"):
+            total = len(items)  # type: ignore[arg-type]
+        with self.task(description, total) as advance:
+            for item in items:
+                try:
+                    yield item
+                finally:
+                    advance(1)
+
+
+def _ignore(n: float = 1) -> None:
+    """The ``advance`` of a task nobody sees."""
+
+
+NO_PROGRESS = ProgressBars(None)
+"""No bars: the default of every library function that takes ``progress``."""
+
+
+def progress_console() -> Console | None:
+    """The console progress bars draw on: stderr when it is an interactive terminal, else None (a pipe gets nothing extra).
+
+    Never stdout: the commands print tables, JSON or CSV there. Interactive as rich judges
+    it (not ``TERM=dumb``, not ``TTY_INTERACTIVE=0``) *and* a real TTY: ``FORCE_COLOR``, which
+    CI sets for coloured job logs, makes rich treat a pipe as a terminal, and a log must
+    not fill with redrawn bars.
+    """
+    console = Console(stderr=True)
+    isatty = getattr(sys.stderr, "isatty", None)
+    return console if console.is_interactive and isatty is not None and isatty() else None
+
+
+def progress_bars() -> ProgressBars:
+    """A command's :class:`ProgressBars`: on stderr's terminal, or none at all in a pipe."""
+    return ProgressBars(progress_console())
 
 
 @dataclass(frozen=True)

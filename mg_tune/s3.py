@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,10 @@ def download_files(s3: Any, bucket: str, prefix: str, names: Iterable[str], fold
         download(s3, bucket, key(prefix, name), folder / name)
 
 
-def upload_files(s3: Any, folder: Path, names: Iterable[str], bucket: str, prefix: str) -> None:
-    """Upload ``folder/<name>`` to ``prefix/<name>``, in order (so the last name can mark a complete upload)."""
+def upload_files(s3: Any, folder: Path, names: Iterable[str], bucket: str, prefix: str, sent: Callable[[int], None] | None = None) -> None:
+    """Upload ``folder/<name>`` to ``prefix/<name>``, in order (so the last name can mark a complete upload).
+
+    ``sent(n)``: boto3's transfer ``Callback``, called (from its threads) with each chunk's bytes as it is sent.
+    """
     for name in names:
-        s3.upload_file(str(folder / name), bucket, key(prefix, name))
+        s3.upload_file(str(folder / name), bucket, key(prefix, name), Callback=sent)

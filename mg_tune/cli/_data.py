@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 import yaml
-from rich.console import Console
-from rich.progress import track
 
-from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table, warning
+from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table, progress_bars, warning
 
 if TYPE_CHECKING:
     from mg_tune.config import DataConfig
@@ -90,11 +88,9 @@ def check(
 
 
 def _progress_bar(split: str):
-    """A transient rich bar over a split's images on a terminal (stderr); None in a pipe, which gets nothing extra."""
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        return None
-    return lambda items, total: track(items, total=total, description=f"decoding {split} images", console=console, transient=True)
+    """The bar over a split's images (:func:`mg_tune.output.progress_bars`); None in a pipe, which gets nothing extra."""
+    bars = progress_bars()
+    return (lambda items, total: bars.track(items, f"decoding {split} images", total)) if bars.shown else None
 
 
 def _spec_data(path: str, **flags) -> DataConfig:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mg_tune.cli._common import console, tracking_uri_option
-from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, quiet_libraries, short, warnings_as_lines
+from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, progress_bars, quiet_libraries, short, warnings_as_lines
 
 if TYPE_CHECKING:
     from mg_tune.pareto import Objectives
@@ -167,7 +167,7 @@ def pareto(
     chosen, own = front_objectives(uri, search_name, objectives)
     names, maximize = list(chosen.names), list(chosen.maximize)
     try:
-        result = search_pareto(uri, search_name, names, maximize, constraints=chosen.constraints, own=own, require_checkpoints=True)
+        result = search_pareto(uri, search_name, names, maximize, constraints=chosen.constraints, own=own, require_checkpoints=True, progress=progress_bars())
         registered = register_front(uri, search_name, result.front, names, maximize, register) if register else None
     except ValueError as exc:
         fail(str(exc))
@@ -217,7 +217,7 @@ def evaluate(
         with warnings_as_lines():  # e.g. a test split without boxes: no test EPG/IoU, and why
             table = evaluate_pareto(
                 uri, search_name, names, list(chosen.maximize), constraints=chosen.constraints,
-                pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold,
+                pareto_only=not all_checkpoints, device=device, iou_threshold=iou_threshold, progress=progress_bars(),
             )
     except ValueError as exc:
         fail(str(exc))
@@ -247,7 +247,7 @@ def export(
     try:
         uri = export_checkpoint(
             tracking_uri, search_name, trial, epoch, to,
-            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias, force=force,
+            s3_endpoint_url=s3_endpoint_url, register=register, alias=alias, force=force, progress=progress_bars(),
         )
     except ValueError as exc:
         fail(str(exc))

@@ -49,6 +49,7 @@ from mg_tune.export._loading import load_model
 from mg_tune.export._package import EXPORT_FILES, _find_source, _write_package
 from mg_tune.export._targets import _target
 from mg_tune.model_registry import register_checkpoint
+from mg_tune.output import NO_PROGRESS, ProgressBars
 from mg_tune.tracking import download_model_file
 
 __all__ = ["EXPORT_FILES", "export_checkpoint", "load_model"]
@@ -65,6 +66,7 @@ def export_checkpoint(
     register: str | None = None,
     alias: str | None = None,
     force: bool = False,
+    progress: ProgressBars = NO_PROGRESS,
 ) -> str:
     """Export the checkpoint of ``(trial_id, epoch)`` of search ``search_name`` as a model package at ``target``.
 
@@ -79,6 +81,7 @@ def export_checkpoint(
     (``models:/<model_id>``) becomes a complete MLflow Model and a version
     of registered model ``register`` (:func:`mg_tune.model_registry.register_checkpoint`;
     an already registered checkpoint keeps its version), with ``alias`` if given.
+    ``progress`` shows the bytes uploaded to ``s3://``.
 
     Returns:
         The URI written: the absolute directory path or ``s3://bucket/prefix``.
@@ -91,7 +94,7 @@ def export_checkpoint(
     if alias and not register:
         raise ValueError(f"alias {alias!r} needs a registered model name (register=...)")
     source = _find_source(tracking_uri, search_name, trial_id, epoch)
-    destination = _target(target, s3_endpoint_url)
+    destination = _target(target, s3_endpoint_url, progress)
     destination.check(source.model.model_id, force)
     with destination.staging() as staged, tempfile.TemporaryDirectory(prefix="mg-tune-ckpt-") as tmp:
         checkpoint = download_model_file(tracking_uri, source.model, CHECKPOINT_FILE, Path(tmp))

@@ -9,13 +9,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mg_tune import s3
 from mg_tune.checkpoint import CHECKPOINT_FILE
 from mg_tune.export._package import EXPORT_FILES, METRICS_FILE
+from mg_tune.output import NO_PROGRESS, ProgressBars
 from mg_tune.rebuild import CONFIG_FILE, MODEL_FILE
 from mg_tune.tracking import redact_uri
 
@@ -151,9 +152,10 @@ class _S3Location:
 
 @dataclass(frozen=True)
 class _S3Target:
-    """A package under ``s3://bucket/prefix``."""
+    """A package under ``s3://bucket/prefix``; ``progress`` shows the bytes uploaded."""
 
     location: _S3Location
+    progress: ProgressBars = field(default=NO_PROGRESS, compare=False)
 
     @property
     def uri(self) -> str:
@@ -179,14 +181,16 @@ class _S3Target:
     def publish(self, staged: Path) -> None:
         """Upload every file, ``metrics.json`` last (its presence marks a complete package)."""
         location = self.location
-        with location.errors("write"):
-            s3.upload_files(location.client(), staged, EXPORT_FILES, location.bucket, location.prefix)
+        size = sum((staged / name).stat().st_size for name in EXPORT_FILES)
+        with location.errors("write"), self.progress.task(f"uploading to {self.uri}", size, unit="bytes") as advance:
+            s3.upload_files(location.client(), staged, EXPORT_FILES, location.bucket, location.prefix, sent=advance)
 
 
-def _target(target: str | os.PathLike[str], s3_endpoint_url: str | None) -> _LocalTarget | _S3Target:
+def _target(target: str | os.PathLike[str], s3_endpoint_url: str | None, progress: ProgressBars = NO_PROGRESS) -> _LocalTarget | _S3Target:
+    """Where ``target`` names; an ``s3://`` one shows its upload on ``progress`` (a local one is one rename)."""
     text = os.fspath(target)
     if s3.is_s3(text):
-        return _S3Target(_S3Location.parse(text, s3_endpoint_url))
+        return _S3Target(_S3Location.parse(text, s3_endpoint_url), progress)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text):
         raise ValueError(f"target {redact_uri(text)}: only local directories and s3://bucket/prefix are supported")
     return _LocalTarget.parse(text)

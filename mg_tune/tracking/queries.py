@@ -19,10 +19,13 @@ PAGE_SIZE = 1000
 _FLOAT_MAX = 1.7976931348623157e308  # how SQL stores ±inf
 
 
-def _pages(fetch: Callable[[str | None], PagedList]) -> Iterator[Any]:
+def _pages(fetch: Callable[[str | None], PagedList], advance: Callable[[int], None] | None = None) -> Iterator[Any]:
+    """Every item of every page; ``advance(len(page))`` after each page is read (a progress bar)."""
     token: str | None = None
     while True:
         page = fetch(token)
+        if advance is not None:
+            advance(len(page))
         yield from page
         token = page.token
         if not token:
@@ -38,11 +41,13 @@ def iter_runs(client: MlflowClient, experiment_id: str, filter_string: str = "")
     )
 
 
-def iter_logged_models(client: MlflowClient, experiment_id: str, filter_string: str | None = None) -> Iterator[LoggedModel]:
+def iter_logged_models(
+    client: MlflowClient, experiment_id: str, filter_string: str | None = None, advance: Callable[[int], None] | None = None
+) -> Iterator[LoggedModel]:
     """All LoggedModels of an experiment (with their tags and metrics), oldest first, in pages of :data:`PAGE_SIZE`.
 
     Ascending creation order keeps offset paging stable while trials keep
-    adding models.
+    adding models. ``advance(n)`` is called with each page's size as it arrives.
     """
     return _pages(
         lambda token: client.search_logged_models(
@@ -51,11 +56,14 @@ def iter_logged_models(client: MlflowClient, experiment_id: str, filter_string: 
             max_results=PAGE_SIZE,
             order_by=[{"field_name": "creation_timestamp", "ascending": True}],
             page_token=token,
-        )
+        ),
+        advance,
     )
 
 
-def logged_models_in_slices(client: MlflowClient, experiment_id: str, boundaries: Sequence[int], workers: int = 4) -> list[LoggedModel]:
+def logged_models_in_slices(
+    client: MlflowClient, experiment_id: str, boundaries: Sequence[int], workers: int = 4, advance: Callable[[int], None] | None = None
+) -> list[LoggedModel]:
     """All LoggedModels of an experiment, read as concurrent time slices (for a tracking server).
 
     ``boundaries`` (ms, ascending) cut ``creation_timestamp`` into slices
@@ -63,12 +71,13 @@ def logged_models_in_slices(client: MlflowClient, experiment_id: str, boundaries
     :func:`iter_logged_models`, and the slices are requested ``workers`` at a
     time, so the server builds one page while this process parses another.
     Requests: one per page of each slice, at most ``len(boundaries) + 1 +
-    models / PAGE_SIZE``. Every model is in exactly one slice.
+    models / PAGE_SIZE``. Every model is in exactly one slice. ``advance(n)`` is
+    called (from the slices' threads) with each page's size as it arrives.
     """
     edges = [None, *sorted(set(boundaries)), None]
     filters = [_time_slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(filters)))) as pool:
-        slices = pool.map(lambda f: list(iter_logged_models(client, experiment_id, f)), filters)
+        slices = pool.map(lambda f: list(iter_logged_models(client, experiment_id, f, advance)), filters)
         return [model for part in slices for model in part]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import boto3
 import pytest
 import torch
 from mlflow import MlflowClient
+from rich.console import Console
+from rich.filesize import pick_unit_and_suffix
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
@@ -17,7 +20,8 @@ from mg_tune.checkpoint import load_checkpoint
 from mg_tune.cli import app
 from mg_tune.config import REAL_ONLY_FIELDS, TEXTBOX_ONLY_FIELDS, DataConfig, TrainConfig
 from mg_tune.data import build_split
-from mg_tune.checkpoint_eval import evaluate_pareto
+from mg_tune import output
+from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
 from mg_tune.split_eval import evaluate_checkpoint, evaluate_split
 from mg_tune.data.card import DatasetCard
 from mg_tune.data.voc import VOC_CLASSES
@@ -31,6 +35,7 @@ from helpers.data_formats import S, write_voc
 OBJECTIVES = ["f1", "epg", "iou"]
 TINY = DataConfig(variant="multilabel", train_size=48, val_size=24, heldout_size=16, test_size=16)
 SEARCH = "tiny"
+original_progress_console = output.progress_console
 
 
 class NotWeights:
@@ -120,6 +125,26 @@ def test_s3_export_writes_every_file_and_loads_back(tiny_search, s3_endpoint, s3
     with pytest.raises(ValueError, match="NoSuchBucket"):
         export_checkpoint(uri, SEARCH, "t0", 1, "s3://no-such-bucket/x", s3_endpoint_url=s3_endpoint)
     assert {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]} == keys | {"other/readme.txt"}
+
+
+def test_cli_s3_export_shows_the_bytes_uploaded_on_a_terminal_and_nothing_in_a_pipe(tiny_search, s3_endpoint, s3_bucket, monkeypatch):
+    uri, _ = tiny_search
+    terminal = Console(file=io.StringIO(), force_terminal=True, record=True, width=120)
+    monkeypatch.setattr(output, "progress_console", lambda: terminal)
+    lines = {}
+    for case in ("terminal", "pipe"):
+        target = f"s3://{s3_bucket}/{case}/t1-e1"
+        done = CliRunner().invoke(app, ["export", "--search", SEARCH, "--trial", "t1", "--epoch", "1", "--to", target, "--s3-endpoint-url", s3_endpoint, "--tracking-uri", uri])
+        assert done.exit_code == 0, done.output
+        assert (done.stdout, done.stderr) == (f'exported to {target}\nload it with: mg_tune.load_model("{target}")\n', "")
+        lines[case] = done.stdout.replace(case, "…")
+        monkeypatch.setattr(output, "progress_console", original_progress_console)  # CliRunner's stderr: no terminal
+    assert lines["terminal"] == lines["pipe"]
+    listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=s3_bucket, Prefix="terminal/")["Contents"]
+    size = sum(o["Size"] for o in listed)  # what S3 holds: every byte the bar counted
+    unit, suffix = pick_unit_and_suffix(size, ["bytes", "kB", "MB", "GB"], 1000)
+    shown = terminal.export_text().split(f"uploading to s3://{s3_bucket}/terminal/t1-e1")
+    assert len(listed) == len(EXPORT_FILES) and f"{size / unit:,.1f}/{size / unit:,.1f} {suffix}" in shown[-1]
 
 
 def test_registry_export_creates_a_version_with_the_alias(tiny_search, tmp_path):
@@ -223,6 +248,27 @@ def test_evaluate_pareto_logs_test_metrics_readable_from_mlflow(tiny_search, tmp
     export_checkpoint(uri, SEARCH, best["trial_id"], int(best["epoch"]), tmp_path / "best")
     record = json.loads((tmp_path / "best" / "metrics.json").read_text())
     assert record["test"] == pytest.approx({k.removeprefix("test_"): best[k] for k in table.columns if k.startswith("test_")})
+
+
+def test_cli_evaluate_counts_its_checkpoints_on_a_terminal_and_prints_the_same_lines_in_a_pipe(tiny_search, monkeypatch):
+    uri, _ = tiny_search
+    terminal = Console(file=io.StringIO(), force_terminal=True, record=True, width=120)
+    monkeypatch.setattr(output, "progress_console", lambda: terminal)
+    args = ["evaluate", "--search", SEARCH, "--objectives", "f1", "--tracking-uri", uri, "--output", "json"]
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    evaluated = len(json.loads(shown.stdout))
+    text = terminal.export_text()
+    for description, count in [
+        (f"reading the checkpoints of search {SEARCH!r} from MLflow", 4),  # 2 trials x 2 epochs
+        (f"downloading {evaluated} checkpoint{'s' if evaluated > 1 else ''}", evaluated),
+        (f"evaluating {evaluated} checkpoint{'s' if evaluated > 1 else ''} on the test split", evaluated),
+    ]:
+        assert f"{count}/{count}" in text.split(description)[-1].split("\n")[0], description  # the bar's last drawing
+    monkeypatch.setattr(output, "progress_console", original_progress_console)  # CliRunner's stderr: no terminal
+    piped = CliRunner().invoke(app, args)
+    assert (piped.exit_code, piped.stdout, piped.stderr) == (0, shown.stdout, shown.stderr)
+    assert shown.stderr.splitlines() == ["front on f1 (max) (--objectives: not the search's own)", TEST_METRICS_HINT]
 
 
 def test_cli_export_and_evaluate(tiny_search, tmp_path):
