@@ -38,6 +38,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 
 from mg_tune.checkpoint_table import ID_COLUMNS, SearchCheckpoints, checkpoint_table, read_search, search_table
+from mg_tune.mlflow_links import PARETO_HTML, PARETO_PNG, save_front_view
 from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure, pareto_png
 from mg_tune.tracking import count_requests, iter_logged_models
@@ -61,7 +62,6 @@ PARETO_EPOCHS_TAG = "pareto_epochs"
 OBJECTIVES_TAG = "pareto_objectives"
 CONSTRAINTS_TAG = "pareto_constraints"
 HYPERVOLUME_METRIC = "pareto_hypervolume"
-PLOT_DIR = "pareto"
 
 
 @dataclass
@@ -116,8 +116,9 @@ def search_pareto(
     * parent run: metric ``pareto_hypervolume``, tag
       ``pareto_objectives="f1:max,epg:max,iou:max"`` and
       ``pareto_constraints`` (``"; "``-joined, empty if none), artifacts
-      ``pareto/pareto.html`` (self-contained plotly) and ``pareto/pareto.png``;
-      with ``plot_dir`` the two files are also kept there (``plot_path``).
+      ``pareto.html`` (self-contained plotly) and ``pareto.png`` at its artifact
+      root; with ``plot_dir`` the two files are also kept there (``plot_path``);
+    * experiment: the front's shared runs view (:func:`mg_tune.mlflow_links.save_front_view`).
 
     Raises:
         ValueError: unknown search, mismatched ``maximize``, or an objective
@@ -242,14 +243,16 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
         tags=[RunTag(OBJECTIVES_TAG, spec), RunTag(CONSTRAINTS_TAG, "; ".join(result.constraints))],
     )
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(plot_dir) if plot_dir is not None else Path(tmp) / PLOT_DIR
+        folder = Path(plot_dir) if plot_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         title = f"Pareto report of search {data.parent.info.run_name!r}"
-        (folder / "pareto.html").write_text(report_html(result, title), encoding="utf-8")
-        png = pareto_png(result.table, result.objectives, result.maximize, folder / "pareto.png")
-        client.log_artifacts(parent_id, str(folder), PLOT_DIR)
+        (folder / PARETO_HTML).write_text(report_html(result, title), encoding="utf-8")
+        png = pareto_png(result.table, result.objectives, result.maximize, folder / PARETO_PNG)
+        for name in (PARETO_HTML, PARETO_PNG):  # at the artifact root: the parent run's Artifacts tab shows them first
+            client.log_artifact(parent_id, str(folder / name))
         if plot_dir is not None:
             result.plot_path = png
+    save_front_view(client, data.experiment_id, result.objectives, result.maximize)
 
 
 def _now_ms() -> int:

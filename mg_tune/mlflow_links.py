@@ -11,13 +11,19 @@ carries ``workflowType=machine_learning``, and searches also set the tag
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 from mlflow import MlflowClient
 
 from mg_tune.tracking import experiment_name
+from mg_tune.tracking.search_run import find_search_run
 
-__all__ = ["default_mlflow_url", "models_link", "registered_model_link", "run_link", "runs_link", "where_to_look"]
+__all__ = [
+    "FRONT_FILTER", "FRONT_VIEW", "PARETO_HTML", "PARETO_PNG", "artifact_link", "default_mlflow_url", "front_link", "front_view_state",
+    "models_link", "registered_model_link", "run_link", "runs_link", "save_front_view", "where_to_look",
+]
 
 _VIEW = {"workflowType": "machine_learning"}
 
@@ -48,6 +54,60 @@ def run_link(base: str, experiment_id: str, run_id: str) -> str:
     return _link(base, f"experiments/{experiment_id}/runs/{run_id}")
 
 
+PARETO_HTML = "pareto.html"
+PARETO_PNG = "pareto.png"
+"""The Pareto report (interactive, self-contained) and its static plot, at the artifact root of the search's parent run."""
+
+
+def artifact_link(base: str, experiment_id: str, run_id: str, path: str) -> str:
+    """A run's Artifacts tab with ``path`` open (the UI previews PNGs and renders HTML files)."""
+    return _link(base, f"experiments/{experiment_id}/runs/{run_id}/artifacts/{quote(path)}")
+
+
+FRONT_VIEW = "mg-tune-front"
+"""Key of the front's shared view: experiment tag ``mlflow.sharedViewState.mg-tune-front``, URL ``viewStateShareKey``."""
+
+_SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow UI's prefix (the runs page's "Share" button writes the same)
+
+
+def _column(kind: str, key: str) -> str:
+    """A column id of MLflow's runs table (its ``makeCanonicalSortKey``): ``metrics.`f1```."""
+    return f"{kind}.`{key}`"
+
+
+def front_view_state(objectives: Sequence[str], maximize: Sequence[bool]) -> dict:
+    """The runs table of the front's trials at a glance: what :func:`front_link` opens.
+
+    URL parameters alone cannot do it in MLflow 3.17's UI: the table nests child
+    runs under a collapsed parent unless it is both filtered and sorted by something
+    other than the start time (``nestChildren = !orderByKey && !searchFilter ||
+    orderByKey == start_time``), and its columns (default: Source, Models, Dataset)
+    live in the browser's local storage. A *shared view* carries both: the UI reads
+    the experiment tag ``mlflow.sharedViewState.<key>`` (JSON of search facets and
+    table state) when the URL names ``viewStateShareKey=<key>``. This one filters to
+    :data:`FRONT_FILTER`, sorts by the first objective (best first: rows flat, no
+    parent row) and shows exactly the objectives and ``pareto_epochs`` (which epochs
+    of the trial are on the front; the metric columns are each run's last epoch).
+    """
+    first = objectives[0]
+    return {
+        "searchFilter": FRONT_FILTER,
+        "orderByKey": _column("metrics", first),
+        "orderByAsc": not maximize[0],
+        "selectedColumns": [_column("tags", "pareto_epochs"), *(_column("metrics", o) for o in objectives)],
+    }
+
+
+def save_front_view(client: MlflowClient, experiment_id: str, objectives: Sequence[str], maximize: Sequence[bool]) -> None:
+    """Store :func:`front_view_state` on the experiment (rewritten when the objectives change), for :func:`front_link`."""
+    client.set_experiment_tag(experiment_id, _SHARED_VIEW_TAG + FRONT_VIEW, json.dumps(front_view_state(objectives, maximize)))
+
+
+def front_link(base: str, experiment_id: str) -> str:
+    """The front's trial runs, flat, with the objective columns (the shared view :func:`save_front_view` stored)."""
+    return _link(base, f"experiments/{experiment_id}/runs", viewStateShareKey=FRONT_VIEW)
+
+
 def models_link(base: str, experiment_id: str) -> str:
     """The Models tab: every (trial, epoch) LoggedModel; registered front checkpoints show their version."""
     return _link(base, f"experiments/{experiment_id}/models")
@@ -62,11 +122,17 @@ def where_to_look(tracking_uri: str, search_name: str, registered: str | None = 
     """Lines a command prints after a search, ``pareto`` or ``export``: how to open the UI and the deep links."""
     base = mlflow_url or default_mlflow_url(tracking_uri)
     lines = [] if tracking_uri.startswith(("http://", "https://")) else [f"MLflow UI:     mlflow ui --backend-store-uri {tracking_uri}   (then open the links below)"]
-    experiment = MlflowClient(tracking_uri).get_experiment_by_name(experiment_name(search_name))
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(search_name))
     if experiment is not None:
-        lines.append(f"MLflow runs:   {runs_link(base, experiment.experiment_id)}")
-        lines.append(f"  on front:    {runs_link(base, experiment.experiment_id, FRONT_FILTER)}")
-        lines.append(f"MLflow models: {models_link(base, experiment.experiment_id)}")
+        eid = experiment.experiment_id
+        has_view = _SHARED_VIEW_TAG + FRONT_VIEW in experiment.tags
+        lines.append(f"MLflow runs:   {runs_link(base, eid)}")
+        lines.append(f"  on front:    {front_link(base, eid) if has_view else runs_link(base, eid, FRONT_FILTER)}")
+        lines.append(f"MLflow models: {models_link(base, eid)}")
+        parent = find_search_run(client, eid) if has_view else None  # the view is stored with the report (mg_tune.front)
+        if parent is not None:
+            lines.append(f"Pareto plot:   {artifact_link(base, eid, parent.info.run_id, PARETO_HTML)}")
     if registered:
         lines.append(f"Registered:    {registered_model_link(base, registered)}")
     return lines

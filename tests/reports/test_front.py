@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -156,13 +157,18 @@ def test_tags_hypervolume_and_plots_written_back(filled, tmp_path):
     assert parent.data.metrics["pareto_hypervolume"] == pytest.approx(result.hypervolume)
     assert client.get_metric_history(search.run_id, "pareto_hypervolume")[-1].step == 16  # finite points
     assert parent.data.tags["pareto_objectives"] == "f1:max,epg:max,iou:max"
-    assert sorted(a.path for a in client.list_artifacts(search.run_id, "pareto")) == ["pareto/pareto.html", "pareto/pareto.png"]
-    html = Path(client.download_artifacts(search.run_id, "pareto/pareto.html", str(tmp_path))).read_text()
-    png = Path(client.download_artifacts(search.run_id, "pareto/pareto.png", str(tmp_path))).read_bytes()
+    assert {"pareto.html", "pareto.png"} <= {a.path for a in client.list_artifacts(search.run_id)}  # at the root: one click from the run
+    html = Path(client.download_artifacts(search.run_id, "pareto.html", str(tmp_path))).read_text()
+    png = Path(client.download_artifacts(search.run_id, "pareto.png", str(tmp_path))).read_bytes()
     assert "plotly" in html and "<script src=" not in html and len(html) > 1_000_000  # self-contained
     assert html.count("Plotly.newPlot") == 3 and "3-D view" in html and "hypervolume over trial-epochs" in html
     assert "scatter3d" in html and f"{len(result.table)} checkpoints, {len(result.front)} on the Pareto front" in html
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    view = json.loads(client.get_experiment(search.experiment_id).tags["mlflow.sharedViewState.mg-tune-front"])  # what the front link opens
+    assert view == {
+        "searchFilter": "tags.pareto = 'true'", "orderByKey": "metrics.`f1`", "orderByAsc": False,
+        "selectedColumns": ["tags.`pareto_epochs`", "metrics.`f1`", "metrics.`epg`", "metrics.`iou`"],
+    }
 
     # a different front: stale tags disappear, new ones appear
     other = search_pareto(uri, "pf", OBJECTIVES, [False, False, False])
