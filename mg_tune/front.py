@@ -38,7 +38,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 
 from mg_tune.checkpoint_table import ID_COLUMNS, SearchCheckpoints, checkpoint_table, read_search, search_table
-from mg_tune.mlflow_links import PARETO_HTML, PARETO_PNG, save_front_view
+from mg_tune.mlflow_links import PARETO_HTML, PARETO_PNG, save_front_view, set_report_description
 from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure, pareto_png
 from mg_tune.tracking import count_requests, iter_logged_models
@@ -117,7 +117,8 @@ def search_pareto(
       ``pareto_objectives="f1:max,epg:max,iou:max"`` and
       ``pareto_constraints`` (``"; "``-joined, empty if none), artifacts
       ``pareto.html`` (self-contained plotly) and ``pareto.png`` at its artifact
-      root; with ``plot_dir`` the two files are also kept there (``plot_path``);
+      root, linked from its description (unless it has one of its own); with
+      ``plot_dir`` the two files are also kept there (``plot_path``);
     * experiment: the front's shared runs view (:func:`mg_tune.mlflow_links.save_front_view`).
 
     Raises:
@@ -252,6 +253,7 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
             client.log_artifact(parent_id, str(folder / name))
         if plot_dir is not None:
             result.plot_path = png
+    set_report_description(client, data.experiment_id, data.parent)
     save_front_view(client, data.experiment_id, result.objectives, result.maximize)
 
 

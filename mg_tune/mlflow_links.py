@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from mg_tune.tracking import experiment_name
 from mg_tune.tracking.search_run import find_search_run
 
 __all__ = [
     "FRONT_FILTER", "FRONT_VIEW", "PARETO_HTML", "PARETO_PNG", "artifact_link", "default_mlflow_url", "front_link", "front_view_state",
-    "models_link", "registered_model_link", "run_link", "runs_link", "save_front_view", "where_to_look",
+    "models_link", "registered_model_link", "report_description", "run_link", "runs_link", "save_front_view", "set_report_description", "where_to_look",
 ]
 
 _VIEW = {"workflowType": "machine_learning"}
@@ -59,9 +60,35 @@ PARETO_PNG = "pareto.png"
 """The Pareto report (interactive, self-contained) and its static plot, at the artifact root of the search's parent run."""
 
 
+def _artifact_route(experiment_id: str, run_id: str, path: str) -> str:
+    # ``runs/<id>/artifactPath/<path>`` opens the file; ``runs/<id>/artifacts/<path>`` only the tab
+    return f"experiments/{experiment_id}/runs/{run_id}/artifactPath/{quote(path)}"
+
+
 def artifact_link(base: str, experiment_id: str, run_id: str, path: str) -> str:
-    """A run's Artifacts tab with ``path`` open (the UI previews PNGs and renders HTML files)."""
-    return _link(base, f"experiments/{experiment_id}/runs/{run_id}/artifacts/{quote(path)}")
+    """A run's Artifacts tab with the file ``path`` open (the UI previews PNGs and renders HTML files)."""
+    return _link(base, _artifact_route(experiment_id, run_id, path))
+
+
+DESCRIPTION_TAG = "mlflow.note.content"
+"""A run's description (markdown), shown on its Overview tab."""
+_REPORT_HEADING = "**Pareto report**"
+
+
+def report_description(experiment_id: str, run_id: str) -> str:
+    """The parent run's description: links to :data:`PARETO_HTML` and :data:`PARETO_PNG`, one click from its Overview tab.
+
+    The links are relative (``#/…``): they open on whichever host serves the UI.
+    """
+    links = (f"[{name}](#/{_artifact_route(experiment_id, run_id, name)}?{urlencode(_VIEW)})" for name in (PARETO_HTML, PARETO_PNG))
+    return f"{_REPORT_HEADING}: " + " · ".join(links)
+
+
+def set_report_description(client: MlflowClient, experiment_id: str, run: Run) -> None:
+    """Write :func:`report_description` on the parent run ``run`` unless it holds a description of someone else's."""
+    current = run.data.tags.get(DESCRIPTION_TAG, "")
+    if not current or current.startswith(_REPORT_HEADING):
+        client.set_tag(run.info.run_id, DESCRIPTION_TAG, report_description(experiment_id, run.info.run_id))
 
 
 FRONT_VIEW = "mg-tune-front"
