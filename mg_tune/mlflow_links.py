@@ -7,6 +7,12 @@ wins (and is remembered by the browser). So every link mg-tune prints
 carries ``workflowType=machine_learning``, and searches also set the tag
 (:data:`mg_tune.tracking.EXPERIMENT_KIND`) for UIs that read it. The UI uses a hash router:
 ``<base>/#/<route>?<query>``.
+
+What the URL alone cannot set (which runs table columns show, whether child
+runs nest) a *shared view* can: :func:`front_link` opens the one
+:func:`save_front_view` stores on the experiment. The Pareto report is linked
+as the file itself (:func:`artifact_link`) and from the parent run's
+description (:func:`report_description`).
 """
 
 from __future__ import annotations

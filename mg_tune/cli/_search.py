@@ -66,10 +66,8 @@ def search(
         return
     print_pareto(outcome.pareto.front, spec.metric_names, f"Pareto front of search {spec.name!r} ({len(outcome.pareto.table)} checkpoints, {outcome.trials} trials, {outcome.errors} failed)", "table")
     console.print(f"hypervolume: {outcome.pareto.hypervolume:.4f}")
-    for line in where_to_look(outcome.search_run.tracking_uri, spec.name):  # without the password run_search moved out
+    for line in where_to_look(outcome.search_run.tracking_uri, spec.name):  # without the password run_search moved out; the plot's MLflow link too
         message(line)
-    if outcome.pareto.plot_path is not None:
-        console.print(f"Pareto plot: {outcome.pareto.plot_path}")
 
 
 def pareto(
