@@ -97,6 +97,10 @@ def test_models_tab_marks_exactly_the_front_by_its_registered_version(registered
     marked = {name for row in rows.values() for name in row.split() if re.fullmatch(r"t0[0-2]-e0[12]-energy-lam[0-9p]+-input", name) and NAME in row}
     assert marked == set(names)
     assert sum(NAME in row for row in rows.values()) == len(front)
+    column = page.locator(".ag-header-cell", has_text="Model name").bounding_box()
+    for name in names:  # trial and epoch lead the name, and the whole name fits its column at 1400 px
+        shown = page.get_by_text(name, exact=True).bounding_box()
+        assert column["x"] <= shown["x"] and shown["x"] + shown["width"] <= column["x"] + column["width"]
     assert "Agent versions" not in page.inner_text("body")  # the model-training view, not GenAI's
     keep(page, tmp_path, "mlflow-models-tab.png")
 
@@ -117,9 +121,13 @@ def test_front_link_shows_the_trials_and_objectives_and_the_parent_run_the_plot_
     assert set(shown) == set(trials) and "ui" not in {line for row in rows.values() for line in row.splitlines()}
     for name, metrics in trials.items():  # each run's last epoch, as MLflow holds it
         assert all(repr(metrics[objective]) in shown[name].splitlines() for objective in OBJECTIVES)
-    for objective in OBJECTIVES:
-        header = page.locator(f".ag-header-cell[col-id='metrics.`{objective}`']").bounding_box()
-        assert header is not None and 0 < header["x"] and header["x"] + header["width"] <= WIDTH
+    table = page.locator(".ag-root-wrapper").bounding_box()  # the grid's visible part (the assistant's panel takes the right)
+    for objective in OBJECTIVES:  # each objective's header and first value start inside it, its name readable
+        column = f"[col-id='metrics.`{objective}`']"
+        label = page.locator(f".ag-header-cell{column}").get_by_text(objective, exact=True).bounding_box()
+        value = page.locator(f".ag-row[row-index='0'] .ag-cell{column}").bounding_box()
+        assert table["x"] < label["x"] and label["x"] + label["width"] < table["x"] + table["width"] <= WIDTH
+        assert table["x"] < value["x"] < table["x"] + table["width"] - 50
     f1 = [trials[next(n for n in trials if n in row)]["f1"] for _, row in sorted(rows.items())]
     assert f1 == sorted(f1, reverse=True)  # best first
     assert page.locator("input[placeholder*='metrics.rmse']").input_value() == "tags.pareto = 'true'"
