@@ -169,9 +169,15 @@ def test_tags_hypervolume_and_plots_written_back(filled, tmp_path):
         "searchFilter": "tags.pareto = 'true'", "orderByKey": "metrics.`f1`", "orderByAsc": False,
         "selectedColumns": ["tags.`pareto_epochs`", "metrics.`f1`", "metrics.`epg`", "metrics.`iou`"],
     }
+    description = parent.data.tags["mlflow.note.content"]  # the parent run's Overview links both files, relative to the UI's host
+    for name in ("pareto.html", "pareto.png"):
+        assert f"[{name}](#/experiments/{search.experiment_id}/runs/{search.run_id}/artifactPath/{name}?workflowType=machine_learning)" in description
 
-    # a different front: stale tags disappear, new ones appear
+    # a different front: stale tags disappear, new ones appear; a description the user wrote stays
+    client.set_tag(search.run_id, "mlflow.note.content", "my notes")
     other = search_pareto(uri, "pf", OBJECTIVES, [False, False, False])
+    assert client.get_run(search.run_id).data.tags["mlflow.note.content"] == "my notes"
+    assert json.loads(client.get_experiment(search.experiment_id).tags["mlflow.sharedViewState.mg-tune-front"])["orderByAsc"] is True  # f1 minimised: smallest first
     other_runs = set(other.front.run_id)
     for run_id in result.table.run_id.unique():
         assert (client.get_run(run_id).data.tags.get("pareto") == "true") == (run_id in other_runs)
