@@ -39,6 +39,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 
 from mg_tune.checkpoint_table import ID_COLUMNS, SearchCheckpoints, checkpoint_table, read_search, search_table
+from mg_tune.mlflow_links import PARETO_HTML, PARETO_PNG, save_front_view, set_report_description
 from mg_tune.output import NO_PROGRESS, ProgressBars
 from mg_tune.pareto import Constraint, hypervolume_over_time, normalized_hypervolume, pareto_front
 from mg_tune.pareto_plots import hypervolume_figure, pareto_3d_figure, pareto_figure, pareto_png
@@ -64,7 +65,6 @@ PARETO_EPOCHS_TAG = "pareto_epochs"
 OBJECTIVES_TAG = "pareto_objectives"
 CONSTRAINTS_TAG = "pareto_constraints"
 HYPERVOLUME_METRIC = "pareto_hypervolume"
-PLOT_DIR = "pareto"
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,12 @@ class FrontTags:
     """The names a front is written under in MLflow (tags, metric, artifact folder).
 
     The search's own front (its spec's objectives): ``pareto``, ``pareto_epochs``,
-    ``pareto_hypervolume``, ``pareto_objectives``, ``pareto_constraints``, ``pareto/``.
+    ``pareto_hypervolume``, ``pareto_objectives``, ``pareto_constraints``, and its report
+    (``pareto.html``, ``pareto.png``) at the parent run's artifact root (``plot_dir`` empty).
     A front on other objectives (``mg-tune pareto --objectives``): the same names with
-    ``.<objective>-<direction>...`` appended (``pareto.f1-max.epg-max.iou-max``), so it
-    never overwrites, and cannot be mistaken for, the search's own.
+    ``.<objective>-<direction>...`` appended (``pareto.f1-max.epg-max.iou-max``), its report
+    in the folder of that name, so it never overwrites, and cannot be mistaken for, the
+    search's own.
     """
 
     pareto: str = PARETO_TAG
@@ -83,7 +85,7 @@ class FrontTags:
     hypervolume: str = HYPERVOLUME_METRIC
     objectives: str = OBJECTIVES_TAG
     constraints: str = CONSTRAINTS_TAG
-    plot_dir: str = PLOT_DIR
+    plot_dir: str = ""
 
     @classmethod
     def of(cls, objectives: Sequence[str], maximize: Sequence[bool], own: bool) -> "FrontTags":
@@ -91,7 +93,7 @@ class FrontTags:
         if own:
             return cls()
         suffix = "".join(f".{name}-{'max' if up else 'min'}" for name, up in zip(objectives, maximize))
-        return cls(*(name + suffix for name in (PARETO_TAG, PARETO_EPOCHS_TAG, HYPERVOLUME_METRIC, OBJECTIVES_TAG, CONSTRAINTS_TAG, PLOT_DIR)))
+        return cls(*(name + suffix for name in (PARETO_TAG, PARETO_EPOCHS_TAG, HYPERVOLUME_METRIC, OBJECTIVES_TAG, CONSTRAINTS_TAG, PARETO_TAG)))
 
 
 @dataclass
@@ -150,8 +152,10 @@ def search_pareto(
     * parent run: metric ``pareto_hypervolume``, tag
       ``pareto_objectives="f1:max,epg:max,iou:max"`` and
       ``pareto_constraints`` (``"; "``-joined, empty if none), artifacts
-      ``pareto/pareto.html`` (self-contained plotly) and ``pareto/pareto.png``;
-      with ``plot_dir`` the two files are also kept there (``plot_path``).
+      ``pareto.html`` (self-contained plotly) and ``pareto.png`` at its artifact
+      root, linked from its description (unless it has one of its own); with
+      ``plot_dir`` the two files are also kept there (``plot_path``);
+    * experiment: the front's shared runs view (:func:`mg_tune.mlflow_links.save_front_view`).
 
     ``own``: whether ``objectives`` are the search's own (its spec's). A front on
     other objectives is written under :class:`FrontTags` names of its own
@@ -298,14 +302,18 @@ def _write_back(data: SearchCheckpoints, result: ParetoResult, plot_dir: str | P
         tags=[RunTag(names.objectives, spec), RunTag(names.constraints, "; ".join(result.constraints))],
     )
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(plot_dir) if plot_dir is not None else Path(tmp) / names.plot_dir
+        folder = Path(plot_dir) if plot_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         title = f"Pareto report of search {data.parent.info.run_name!r}"
-        (folder / "pareto.html").write_text(report_html(result, title), encoding="utf-8")
-        png = pareto_png(result.table, result.objectives, result.maximize, folder / "pareto.png")
-        client.log_artifacts(parent_id, str(folder), names.plot_dir)
+        (folder / PARETO_HTML).write_text(report_html(result, title), encoding="utf-8")
+        png = pareto_png(result.table, result.objectives, result.maximize, folder / PARETO_PNG)
+        for name in (PARETO_HTML, PARETO_PNG):  # at the artifact root: the parent run's Artifacts tab shows them first
+            client.log_artifact(parent_id, str(folder / name), names.plot_dir or None)
         if plot_dir is not None:
             result.plot_path = png
+    if names == FrontTags():  # the search's own front: the parent run's description and the UI's front view show it
+        set_report_description(client, data.experiment_id, data.parent)
+        save_front_view(client, data.experiment_id, result.objectives, result.maximize)
 
 
 def _now_ms() -> int:

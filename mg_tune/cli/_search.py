@@ -105,8 +105,6 @@ def print_search_summary(spec, outcome) -> None:
     tracking_uri = outcome.search_run.tracking_uri  # without the password run_search moved out
     for line in where_to_look(tracking_uri, spec.name):
         message(line)
-    if pareto.plot_path is not None:
-        message(f"Pareto plot:   {pareto.plot_path}")
     maximize = [m == "max" for m in spec.modes]
     knee = None
     if len(front):

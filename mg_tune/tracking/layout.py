@@ -95,24 +95,30 @@ _BAD_MODEL_NAME_CHARS = re.compile(r"[/:.%\"']")
 
 
 def readable_trial_name(config: Any, trial_id: str) -> str:
-    """A trial run's name a person can read in MLflow's UI: loss, λ, layer, trial number.
+    """A trial run's name a person can read in MLflow's UI: trial number first, then loss, λ, layer.
 
     ``config`` is the trial's ``TrainConfig``; the number is the suffix of
-    Ray's trial id (``a1b2c_00007`` → ``t7``), e.g. ``energy λ=0.5 input t7``.
+    Ray's trial id (``a1b2c_00007`` → ``t07``, two digits at least so names sort),
+    e.g. ``t07 energy λ=0.5 input``: the number leads because MLflow's tables cut
+    long names at their end. Runs are found by the tag ``mg_tune.trial_id``, never
+    by name, so searches resumed from older names keep theirs.
     """
     number = trial_id.rpartition("_")[2]
-    suffix = f"t{int(number)}" if number.isdigit() else trial_id
-    return f"{config.loss} λ={config.lam:g} {config.layer} {suffix}"
+    prefix = f"t{int(number):02d}" if number.isdigit() else trial_id
+    return f"{prefix} {config.loss} λ={config.lam:g} {config.layer}"
 
 
 def _model_name(run_name: str, epoch: int) -> str:
-    """The LoggedModel of an epoch, URI-safe for ``runs:/<run_id>/<name>``: ``energy λ=0.5 input t7`` → ``energy-lam0p5-input-t7-epoch3``.
+    """The LoggedModel of an epoch, URI-safe for ``runs:/<run_id>/<name>``: ``t07 energy λ=0.5 input``, 3 → ``t07-e03-energy-lam0p5-input``.
 
+    Trial and epoch lead (the run name's first word, then ``eNN``): what tells a
+    search's checkpoints apart survives MLflow's cut of long names.
     (LoggedModel names may not contain ``/ : . % " '``.)
     """
     slug = run_name.replace("λ=", "lam").replace(" ", "-")
     safe = _BAD_MODEL_NAME_CHARS.sub(lambda m: "p" if m.group() == "." else "_", slug)
-    return f"{safe}-epoch{epoch}"
+    first, _, rest = safe.partition("-")
+    return f"{first}-e{epoch:02d}" + (f"-{rest}" if rest else "")
 
 
 def model_epoch(model: LoggedModel) -> int | None:

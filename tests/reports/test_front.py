@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -156,16 +157,27 @@ def test_tags_hypervolume_and_plots_written_back(filled, tmp_path):
     assert parent.data.metrics["pareto_hypervolume"] == pytest.approx(result.hypervolume)
     assert client.get_metric_history(search.run_id, "pareto_hypervolume")[-1].step == 16  # finite points
     assert parent.data.tags["pareto_objectives"] == "f1:max,epg:max,iou:max"
-    assert sorted(a.path for a in client.list_artifacts(search.run_id, "pareto")) == ["pareto/pareto.html", "pareto/pareto.png"]
-    html = Path(client.download_artifacts(search.run_id, "pareto/pareto.html", str(tmp_path))).read_text()
-    png = Path(client.download_artifacts(search.run_id, "pareto/pareto.png", str(tmp_path))).read_bytes()
+    assert {"pareto.html", "pareto.png"} <= {a.path for a in client.list_artifacts(search.run_id)}  # at the root: one click from the run
+    html = Path(client.download_artifacts(search.run_id, "pareto.html", str(tmp_path))).read_text()
+    png = Path(client.download_artifacts(search.run_id, "pareto.png", str(tmp_path))).read_bytes()
     assert "plotly" in html and "<script src=" not in html and len(html) > 1_000_000  # self-contained
     assert html.count("Plotly.newPlot") == 3 and "3-D view" in html and "hypervolume over trial-epochs" in html
     assert "scatter3d" in html and f"{len(result.table)} checkpoints, {len(result.front)} on the Pareto front" in html
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    view = json.loads(client.get_experiment(search.experiment_id).tags["mlflow.sharedViewState.mg-tune-front"])  # what the front link opens
+    assert view == {
+        "searchFilter": "tags.pareto = 'true'", "orderByKey": "metrics.`f1`", "orderByAsc": False,
+        "selectedColumns": ["tags.`pareto_epochs`", "metrics.`f1`", "metrics.`epg`", "metrics.`iou`"],
+    }
+    description = parent.data.tags["mlflow.note.content"]  # the parent run's Overview links both files, relative to the UI's host
+    for name in ("pareto.html", "pareto.png"):
+        assert f"[{name}](#/experiments/{search.experiment_id}/runs/{search.run_id}/artifactPath/{name}?workflowType=machine_learning)" in description
 
-    # a different front: stale tags disappear, new ones appear
+    # a different front: stale tags disappear, new ones appear; a description the user wrote stays
+    client.set_tag(search.run_id, "mlflow.note.content", "my notes")
     other = search_pareto(uri, "pf", OBJECTIVES, [False, False, False])
+    assert client.get_run(search.run_id).data.tags["mlflow.note.content"] == "my notes"
+    assert json.loads(client.get_experiment(search.experiment_id).tags["mlflow.sharedViewState.mg-tune-front"])["orderByAsc"] is True  # f1 minimised: smallest first
     other_runs = set(other.front.run_id)
     for run_id in result.table.run_id.unique():
         assert (client.get_run(run_id).data.tags.get("pareto") == "true") == (run_id in other_runs)
