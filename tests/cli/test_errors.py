@@ -119,6 +119,7 @@ CASES: list[Case] = [
     spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
     spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),
     spec_case("budget without a bound", "budget: {}\n"),
+    Case("resume of a search that never ran (a typo in --name)", ["search", "spec.yaml", "--name", "tinny", "--resume"], {"spec.yaml": "trials: 2\n"}, store=True),
     Case("warm start from a search that does not exist", ["search", "spec.yaml"], {"spec.yaml": "warm_start: nope\ntrials: 2\n"}, store=True),
     spec_case("missing data root", "data: {name: voc}\n"),
     spec_case("data root that does not exist", "data: {name: voc, root: data/voc}\n"),
