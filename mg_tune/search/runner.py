@@ -24,6 +24,7 @@ reason, their Optuna trials FAIL, and ``--resume`` continues them.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -292,6 +293,13 @@ def _orphan_reason(spec: SearchSpec, stop_requested: bool, status: str) -> str:
     return "the search driver stopped before this trial finished"
 
 
+class _NoTunerRestoreHint(logging.Filter):
+    """Drops Ray Tune's "Resume experiment with: Tuner.restore(path=…, trainable=...)" after a stop: mg-tune resumes with ``--resume``, which the CLI prints."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
 def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str | None = None, resume: bool = False) -> SearchOutcome:
     """Run (or resume) the search ``spec.name`` and return its Pareto front.
 
@@ -339,8 +347,13 @@ def run_search(spec: SearchSpec, spec_text: str, tracking_uri: str, address: str
     try:
         tuner = build_tuner(spec, search_run, resume, study, points)
         import_in_background()  # the front's plots at the end: their imports happen while the trials run
-        with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
-            results = tuner.fit()
+        hint = _NoTunerRestoreHint()
+        logging.getLogger("ray.tune.tune").addFilter(hint)
+        try:
+            with stop_on_sigterm() as stop:  # a graceful stop (mg-tune jobs stop): see mg_tune.search.stopping
+                results = tuner.fit()
+        finally:
+            logging.getLogger("ray.tune.tune").removeFilter(hint)
         status = "KILLED" if stop.requested else "FINISHED"
         if study is not None:
             fail_lost_trials(study, spec.name)
