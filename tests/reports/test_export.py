@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import boto3
+import mlflow.pytorch
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
@@ -91,6 +94,16 @@ def test_directory_export_reloads_with_the_logged_validation_metrics(tiny_search
     assert not model.training
     assert validation_metrics(model, config) == pytest.approx(record["validation"], abs=1e-6)
 
+    # the card's "Load" example runs as written, and gives what the card's outputs table says
+    scope = run_card_block(card, "## Load")
+    classes = json.loads((package / "dataset.json").read_text())["classes"]
+    assert scope["model"].classes == tuple(classes) and f"| {len(classes) - 1} | {classes[-1]} |" in card
+    assert "multi-label. The loaded model's `model(x)` returns **logits**" in card and "one sigmoid probability per class" in card
+    assert scope["probabilities"].shape == (2, len(classes)) and scope["logits"].shape == (2, len(classes))
+    resized = torch.nn.functional.interpolate(scope["images"], size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.allclose(scope["logits"], model(resized), atol=1e-6)
+    assert torch.allclose(scope["probabilities"], torch.sigmoid(scope["logits"]), atol=1e-6)  # TextBox multilabel: σ per class
+
     assert export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2") == written  # same checkpoint again: replaced
     with pytest.raises(ValueError, match="not empty and holds no export of this checkpoint"):
         export_checkpoint(uri, SEARCH, "t0", 2, "models/t1-e2")
@@ -118,9 +131,28 @@ def test_s3_export_writes_every_file_and_loads_back(tiny_search, s3_endpoint, s3
     assert {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]} == keys | {"other/readme.txt"}
 
 
-def test_registry_export_creates_a_version_with_the_alias(tiny_search, tmp_path):
+def run_card_block(card: str, section: str) -> dict:
+    """Execute the first ```python block after heading ``section`` of a MODEL_CARD.md; return its variables."""
+    code = card.split(section, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, f"MODEL_CARD.md {section}", "exec"), scope)
+    return scope
+
+
+def test_registry_export_creates_a_version_with_the_alias(tiny_search, tmp_path, monkeypatch):
     uri, _ = tiny_search
     export_checkpoint(uri, SEARCH, "t0", 2, tmp_path / "pkg", register="tiny-guided", alias="champion")
+    # the card's MLflow example runs as written: the pyfunc, mg_tune.load_model and the pytorch flavor agree on outputs and classes
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    scope = run_card_block((tmp_path / "pkg" / "MODEL_CARD.md").read_text(), "## From MLflow")
+    model = scope["model"]
+    assert model.classes == tuple(json.loads((tmp_path / "pkg" / "dataset.json").read_text())["classes"])
+    assert np.abs(scope["probabilities"] - model.probabilities(torch.tensor(scope["images"])).numpy()).max() <= 1e-6
+    assert scope["maps"].shape == (2, 64, 64)
+    flavor = mlflow.pytorch.load_model("models:/tiny-guided@champion")
+    assert flavor.classes == model.classes and torch.allclose(flavor.probabilities(torch.tensor(scope["images"])), model.probabilities(torch.tensor(scope["images"])))
+    with pytest.raises(MlflowException, match=r"params.target_class 9 is not a class index: -1 \(each image's top class\) or one of 0 "):
+        scope["pyfunc"].predict(scope["images"], params={"output": "attributions", "target_class": 9})
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("tiny-guided", "champion")
     model_id = json.loads((tmp_path / "pkg" / "metrics.json").read_text())["model_id"]
