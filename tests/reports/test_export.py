@@ -23,6 +23,7 @@ from mg_tune.data import build_split
 from mg_tune.checkpoint_eval import evaluate_pareto
 from mg_tune.split_eval import evaluate_checkpoint, evaluate_split
 from mg_tune.data.card import DatasetCard
+from mg_tune.dashboard._app import registry_lines
 from mg_tune.data.voc import VOC_CLASSES
 from mg_tune.export import EXPORT_FILES, export_checkpoint
 from mg_tune.mlflow_model import PACKAGE_DIR, save_mlflow_model
@@ -159,6 +160,16 @@ def test_registry_export_creates_a_version_with_the_alias(tiny_search, tmp_path,
     logged = client.get_logged_model(model_id)
     assert (version.source, version.run_id) == (logged.artifact_location, logged.source_run_id)
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "tiny-guided", "version": version.version}]
+    # the dashboard's registry hint names the registered version that holds the checkpoint, and each line loads it
+    hint = registry_lines(uri, SEARCH, model_id)
+    assert hint.splitlines() == [
+        f"# registered as tiny-guided v{version.version} (aliases: champion)",
+        'mlflow.pyfunc.load_model("models:/tiny-guided@champion")',
+        f'mlflow.pyfunc.load_model("models:/tiny-guided/{version.version}")',
+        f'mg_tune.load_model("models:/tiny-guided/{version.version}")',
+    ]
+    for line in hint.splitlines()[1:]:
+        assert eval(line, {"mlflow": mlflow, "mg_tune": mg_tune}) is not None, line
     export_checkpoint(uri, SEARCH, "t1", 2, tmp_path / "pkg2", register="tiny-guided")
     assert len(client.search_model_versions("name = 'tiny-guided'")) == 2
     assert client.get_model_version_by_alias("tiny-guided", "champion").version == version.version
