@@ -270,7 +270,7 @@ def stop_search(client: JobSubmissionClient, name: str) -> JobDetails:
     job = latest_job(client, name)
     name = job.metadata[SEARCH_KEY]
     if job.status == JobStatus.SUCCEEDED:
-        raise ValueError(f"search {name} is not running: its job {job.submission_id} SUCCEEDED (see its front: mg-tune pareto --search {shlex.quote(name)})")
+        raise ValueError(f"search {name} is not running: its job {job.submission_id} SUCCEEDED, so there is nothing to stop or resume")
     if job.status.is_terminal():
         raise ValueError(f"search {name} is not running (job {job.submission_id} is {job.status.value}); continue it with: {job_resume_command(client, job)}")
     client.stop_job(job.submission_id)

@@ -293,7 +293,7 @@ def cluster_jobs(laptop: Laptop) -> dict[str, dict]:
     code = (
         "import json, sys; from ray.job_submission import JobSubmissionClient; "
         f"jobs = sorted(JobSubmissionClient('{laptop.address}').list_jobs(), key=lambda j: j.start_time or 0); "
-        "print(json.dumps({j.metadata['mg_tune.search']: {'status': j.status.value, 'id': j.submission_id, 'driver_info': j.driver_info and j.driver_info.dict()} for j in jobs if j.metadata.get('mg_tune.search')}))"
+        "print(json.dumps({j.metadata['mg_tune.search']: {'status': j.status.value, 'id': j.submission_id, 'driver_info': j.driver_info and j.driver_info.dict()} for j in jobs if (j.metadata or {}).get('mg_tune.search')}))"  # driver entries of ray.init have none
     )
     out = subprocess.run([sys.executable, "-c", code], env=laptop.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
