@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
+from mg_tune.jobs.preflight import MARK, NAME_ENV, RESUME_ENV, SPEC_ENV, VERSION_ENV, version
 from mg_tune.tracking import S3_KEY_ENV, redact_uri
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ STOP_GRACE_S = 120
 """Seconds a stopped job's driver gets to stop its trials and mark them (``RAY_JOB_STOP_WAIT_TIME_S``)."""
 
 SPEC_FILE = "spec.yaml"
-SPEC_ENV = "MG_TUNE_SPEC"
-"""Environment variable of a job holding its spec's text."""
 CLUSTER_STORAGE = '"${MG_TUNE_STORAGE_PATH:-$HOME/mg-tune-runs}"'
 """Ray Tune's storage path of a job whose spec names none (expanded by the job's shell on the cluster)."""
 
@@ -178,8 +177,6 @@ def preflight(client: JobSubmissionClient, spec: SearchSpec, spec_text: str, res
             mg-tune's version on a node, the tracking server, the storage path, the search
             for ``--resume``).
     """
-    from mg_tune.jobs.preflight import MARK, NAME_ENV, RESUME_ENV, VERSION_ENV, version
-
     check_id = f"{job_id}-preflight"
     env = {SPEC_ENV: spec_text, VERSION_ENV: version(), RESUME_ENV: "1" if resume else "0", NAME_ENV: spec.name}
     client.submit_job(entrypoint="mg-tune jobs preflight", submission_id=check_id, runtime_env={"env_vars": env}, metadata={PREFLIGHT_KEY: spec.name})

@@ -32,6 +32,8 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
+SPEC_ENV = "MG_TUNE_SPEC"
+"""Environment variable of a job (the search's and its pre-flight's) holding the spec's text."""
 MARK = "MG_TUNE_PREFLIGHT "
 """Prefix of the pre-flight's one result line in the job's log."""
 VERSION_ENV = "MG_TUNE_EXPECTED_VERSION"
@@ -136,7 +138,6 @@ def run_checks() -> dict:
     """Every check of the module docstring, for the spec in ``$MG_TUNE_SPEC``; the result line's content."""
     import yaml
 
-    from mg_tune.jobs.client import SPEC_ENV
     from mg_tune.search.spec import SearchSpec
 
     expected = os.environ.get(VERSION_ENV, "")
