@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +42,7 @@ RESUME_ENV = "MG_TUNE_RESUME"
 NAME_ENV = "MG_TUNE_SEARCH_NAME"
 TRACKING_TIMEOUT_S = 5.0
 NODE_TIMEOUT_S = 60.0
+INIT_ATTEMPTS = 3
 DEFAULT_STORAGE = "~/mg-tune-runs"
 
 
@@ -69,7 +71,15 @@ def node_problems(expected: str) -> list[str]:
     import ray.cloudpickle
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False, configure_logging=False)
+    address = os.environ.get("RAY_ADDRESS") or "auto"
+    for attempt in range(INIT_ATTEMPTS):  # a loaded head can time out one driver's connection (seen at load 9 on 2 cores)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            break
+        except ConnectionError as exc:
+            if attempt == INIT_ATTEMPTS - 1:
+                return [f"a driver on the head cannot connect to Ray at {address} ({exc}), so no search driver could"]
+            time.sleep(5)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)
     nodes = [n for n in ray.nodes() if n["Alive"]]
