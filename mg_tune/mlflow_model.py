@@ -14,7 +14,9 @@ tools load (``mlflow.pyfunc.load_model``, ``mlflow.pytorch.load_model``,
 Flavors
     ``pytorch``: ``mlflow.pytorch.load_model`` returns the model as mg-tune
     built it -- a :class:`~mg_tune.models.StagedModel` with its hooks,
-    stages and CRAYON pruning masks. The format is chosen deliberately:
+    stages and CRAYON pruning masks, and the same contract as
+    ``mg_tune.load_model``'s: ``model(x)`` logits, ``model.probabilities(x)``
+    (resized, σ/softmax), ``model.classes``. The format is chosen deliberately:
     ``serialization_format="pickle"``, not MLflow's default ``"pt2"``,
     which loads as a ``torch.fx.GraphModule`` (no ``features_and_logits``,
     so no attribution at inner layers, no pruning mask). Unpickling runs
@@ -33,12 +35,18 @@ Flavors
       :mod:`mg_tune.data.real`), ``S`` = ``dataset.json`` ``image_size``;
     * ``params.output = "probabilities"`` (default): ``[N, K]``,
       σ(logits) for multi-label data, softmax(logits) otherwise, column
-      ``k`` = ``classes[k]``;
+      ``k`` = ``classes[k]`` (``MLmodel``'s ``metadata.mg_tune.classes``;
+      ``mlflow models serve`` answers ``{"predictions": [[p_0, …, p_K-1], …]}``
+      in that order);
     * ``params.output = "attributions"``: ``[N, S, S]`` maps of
       ``params.target_class`` (``-1``: each image's top class) by
       ``params.method`` at ``params.layer`` (defaults: the trial's own),
       upsampled bilinearly to the input size -- the attribution the model
       was guided with (logit for multi-label, log-odds otherwise).
+
+    A wrong ``params`` value or input shape raises ``MlflowException``
+    (``INVALID_PARAMETER_VALUE``): ``mlflow models serve`` answers HTTP 400
+    with the reason in ``message``.
 
 Requirements are the installed versions (the project's lock) of mg-tune and
 what loading needs, so ``--env-manager local`` in an environment with
@@ -57,8 +65,9 @@ from typing import Any
 import mlflow.pytorch
 import numpy as np
 import torch
-import torch.nn.functional as F
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import add_to_model
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -116,7 +125,7 @@ def save_mlflow_model(model: StagedModel, config: TrainConfig, card: DatasetCard
     the dataset card); ``path`` must not exist yet.
     """
     path = Path(path)
-    model = model.cpu().eval()
+    model = model.cpu().eval().describe(card.classes, card.multilabel, card.image_size)  # pickled with it: the pytorch flavor knows its classes
     example = np.full((1, 3, EXAMPLE_SIZE, EXAMPLE_SIZE), 0.5, dtype=np.float32)
     chosen_pickle = lambda record: not record.getMessage().startswith(PICKLE_WARNING)  # noqa: E731
     logging.getLogger("mlflow.pytorch").addFilter(chosen_pickle)
@@ -157,26 +166,22 @@ class GuidedClassifier:
         self.device = next(model.parameters()).device
 
     def preprocess(self, images: Any) -> torch.Tensor:
-        """Float ``[N, 3, H, W]`` in [0, 1] → ``[N, 3, S, S]`` on the model's device, as training resized it."""
-        batch = torch.as_tensor(np.asarray(images, dtype=np.float32)).to(self.device)
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise ValueError(f"images must be a float32 batch [N, 3, H, W], got shape {tuple(batch.shape)}")
-        size = self.card.image_size
-        if batch.shape[-2:] != (size, size):
-            batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return batch
+        """Float ``[N, 3, H, W]`` in [0, 1] → ``[N, 3, S, S]`` on the model's device, as training resized it (:meth:`StagedModel.preprocess`)."""
+        try:
+            return self.model.preprocess(torch.as_tensor(np.asarray(images, dtype=np.float32)))
+        except ValueError as exc:
+            raise _bad_request(str(exc)) from None
 
     def probabilities(self, images: Any) -> np.ndarray:
-        with torch.no_grad():
-            logits = self.model(self.preprocess(images)).float()
-        scores = torch.sigmoid(logits) if self.card.multilabel else torch.softmax(logits, dim=1)
-        return scores.cpu().numpy()
+        """``[N, K]`` probabilities (:meth:`StagedModel.probabilities`), column ``k`` = ``classes[k]``."""
+        return self.model.probabilities(self.preprocess(images)).cpu().numpy()
 
     def attributions(self, images: Any, target_class: int = -1, method: str | None = None, layer: str | None = None) -> np.ndarray:
         """Maps ``[N, S, S]`` of ``target_class`` (``-1``: each image's top class)."""
         batch = self.preprocess(images)
-        if target_class >= len(self.card.classes):
-            raise ValueError(f"target_class {target_class} is not a class index (0..{len(self.card.classes) - 1}: {', '.join(self.card.classes)})")
+        if not -1 <= target_class < len(self.card.classes):
+            classes = ", ".join(f"{k} {name}" for k, name in enumerate(self.card.classes))
+            raise _bad_request(f"params.target_class {target_class} is not a class index: -1 (each image's top class) or one of {classes}")
         with torch.no_grad():
             top = self.model(batch).argmax(dim=1)
         targets = top if target_class < 0 else torch.full_like(top, target_class)
@@ -189,10 +194,15 @@ class GuidedClassifier:
         params = dict(params or {})
         output = params.get("output", "probabilities")
         if output not in OUTPUTS:
-            raise ValueError(f"params.output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+            raise _bad_request(f"params.output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         if output == "probabilities":
             return self.probabilities(data)
         return self.attributions(data, int(params.get("target_class", -1)), params.get("method"), params.get("layer"))
+
+
+def _bad_request(message: str) -> MlflowException:
+    """A wrong input or param: ``mlflow models serve`` answers HTTP 400 with ``message`` (any other exception becomes a generic message, the reason only in ``stack_trace``)."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> GuidedClassifier:

@@ -60,7 +60,7 @@ from mg_tune.mlflow_model import save_mlflow_model
 from mg_tune.rebuild import card_for, read_checkpoint, rebuild
 from mg_tune.textfiles import first_line
 
-__all__ = ["KNEE_ALIAS", "MLFLOW_MODEL_TAG", "RegisteredFront", "knee_index", "publish_mlflow_model", "register_front", "register_version"]
+__all__ = ["KNEE_ALIAS", "MLFLOW_MODEL_TAG", "RegisteredFront", "knee_index", "publish_mlflow_model", "register_front", "register_version", "registered_versions"]
 
 MLFLOW_MODEL_TAG = "mg_tune.mlflow_model"
 """LoggedModel tag: ``true`` once :func:`publish_mlflow_model` added the MLflow Model's files."""
@@ -119,6 +119,23 @@ def register_version(client: MlflowClient, name: str, model: LoggedModel) -> Mod
     linked.append({"name": name, "version": version.version})
     client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
     return version
+
+
+def registered_versions(client: MlflowClient, model_id: str) -> list[tuple[str, str, list[str]]]:
+    """The registered versions that hold LoggedModel ``model_id``: ``(name, version, aliases)`` each, as its ``mlflow.modelVersions`` tag lists them.
+
+    Versions deleted since are left out (the tag is not updated when a version goes).
+    """
+    found = []
+    for entry in json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]")):
+        name, version = entry["name"], str(entry["version"])
+        try:
+            registered = client.get_registered_model(name)
+            client.get_model_version(name, version)
+        except MlflowException:  # deleted since it was registered
+            continue
+        found.append((name, version, sorted(alias for alias, v in (registered.aliases or {}).items() if str(v) == version)))
+    return found
 
 
 def register_checkpoint(tracking_uri: str, model: LoggedModel, name: str, alias: str | None = None) -> ModelVersion:

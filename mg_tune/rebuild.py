@@ -100,9 +100,13 @@ def card_for(config: TrainConfig, card: DatasetCard | None) -> DatasetCard:
 
 
 def rebuild(found: Rebuilt, shown: str, device: str | torch.device = "cpu") -> StagedModel:
-    """The model of ``config`` with ``state`` loaded (strictly, pruning masks included), on ``device``, in eval mode."""
+    """The model of ``config`` with ``state`` loaded (strictly, pruning masks included), on ``device``, in eval mode.
+
+    It carries its dataset card (:meth:`~mg_tune.models.StagedModel.describe`): class names, multi-label, input size.
+    """
     state, config, card = found
-    model = build_model(config.model, len(card_for(config, card).classes))
+    card = card_for(config, card)
+    model = build_model(config.model, len(card.classes)).describe(card.classes, card.multilabel, card.image_size)
     try:
         load_state(model, state)
     except (RuntimeError, AttributeError) as exc:

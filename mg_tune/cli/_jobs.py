@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
@@ -35,6 +36,8 @@ def _on_cluster(address: str | None, call: Callable[[JobSubmissionClient], T]) -
         return client, call(client)
     except ValueError as exc:
         fail(str(exc))
+    except RuntimeError as exc:  # Ray's job SDK: "Request failed with status code 500: No available agent …"
+        fail(f"the Ray job server at {address or os.environ.get('RAY_ADDRESS')} answered: {str(exc).strip().splitlines()[0]}")
 
 
 def submit(
@@ -45,11 +48,13 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="follow the job's logs until it ends; exit with its status"),
 ) -> None:
     """Submit a search to a Ray cluster as a Ray job and return at once (the search runs on without this process)."""
+    import shlex
+
     from mg_tune.search.spec_file import SpecError, read_spec_file
 
     try:
         read_spec_file(spec_path)  # a missing or malformed file fails here, before Ray and the schema (torch) are imported
-        from mg_tune.jobs.client import check_no_secrets, exit_code, follow_logs, submit_search
+        from mg_tune.jobs.client import check_no_secrets, exit_code, follow_logs, resume_command, submit_search
         from mg_tune.search.spec import load_spec
 
         spec, text = load_spec(spec_path)
@@ -58,12 +63,18 @@ def submit(
         fail(str(exc))
     if name:
         spec = spec.model_copy(update={"name": name})
-    client, job_id = _on_cluster(address, lambda client: submit_search(client, spec, text, resume))
-    console.print(f"submitted search {spec.name!r} as Ray job {job_id} to {client.get_address()}", highlight=False, markup=False)
-    if not wait:
-        console.print(f"follow it:  mg-tune jobs logs {spec.name} --follow   (or: ray job logs {job_id} --follow)", highlight=False, markup=False)
-        console.print("list all:   mg-tune jobs list", highlight=False, markup=False)
-        console.print(f"stop it:    mg-tune jobs stop {spec.name}   (resume: mg-tune submit {spec_path} --name {spec.name} --resume)", highlight=False, markup=False)
+    client, job_id = _on_cluster(address, lambda client: submit_search(client, spec, text, resume, spec_path))
+    where = client.get_address()
+    console.print(f"submitted search {spec.name!r} as Ray job {job_id} to {where}", highlight=False, markup=False)
+    if not wait:  # every hint pastes as printed: the cluster's address included
+        on = ["--address", where]
+        lines = {
+            "follow it:": f"{shlex.join(['mg-tune', 'jobs', 'logs', spec.name, '--follow', *on])}   (or: {shlex.join(['ray', 'job', 'logs', job_id, '--follow', *on])})",
+            "list all:": shlex.join(["mg-tune", "jobs", "list", *on]),
+            "stop it:": f"{shlex.join(['mg-tune', 'jobs', 'stop', spec.name, *on])}   (resume: {resume_command(str(spec_path.resolve()), spec.name, where)})",
+        }
+        for label, line in lines.items():
+            console.print(f"{label:<11} {line}", highlight=False, markup=False, soft_wrap=True)
         return
     job = follow_logs(client, job_id, _write)
     console.print(f"job {job_id}: {job.status.value}", highlight=False, markup=False)
@@ -78,7 +89,7 @@ def list_jobs(
 ) -> None:
     """One row per search on the cluster: its newest job, status, trials, Pareto front and hypervolume (from MLflow)."""
     check_output_format(output)
-    from mg_tune.jobs.client import search_jobs
+    from mg_tune.jobs.client import failure_line, search_jobs
     from mg_tune.jobs.listing import search_rows
     from mg_tune.tracking import check_tracking_uri
 
@@ -96,13 +107,14 @@ def list_jobs(
             "search": row.name, "job": row.job.submission_id, "status": row.job.status.value,
             "trials": f"{p.finished}/{p.total}" if p else None, "failed": p.failed if p else None,
             "front": p.front if p else None, "hypervolume": p.hypervolume if p else None,
-            "started": row.started, "running_s": row.running_s,
+            "started": row.started, "running_s": row.running_s, "error": failure_line(row.job),
         })
     columns = [
         Column("search", justify="left", is_id=True), Column("job", justify="left", is_id=True), Column("status", justify="left"),
         Column("trials", format=_count), Column("failed", format=_count), Column("front", format=_count),
         Column("hypervolume", format=lambda v: "-" if v is None else f"{v:.4f}"), Column("started", justify="left"),
         Column("running_s", "running", format=lambda v: "-" if v is None else f"{v:.0f} s"),
+        Column("error", "last error (FAILED)", justify="left", format=lambda v: v or "-", is_id=True),  # folds: the whole line shows
     ]
     print_table(f"Searches on {client.get_address()}", columns, rows, output)
 
@@ -114,7 +126,7 @@ def _count(value) -> str:
 
 @jobs_app.command()
 def logs(
-    name: str = typer.Argument(..., help="search name"),
+    name: str = typer.Argument(..., help="search name, or a job id as `submit` printed it"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
@@ -134,7 +146,16 @@ def stop(
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """Stop a search gracefully: running trials end KILLED (checkpoints kept); `submit --resume` continues it."""
-    from mg_tune.jobs.client import stop_search
+    from mg_tune.jobs.client import SEARCH_KEY, job_resume_command, stop_search
 
-    _, job = _on_cluster(address, lambda client: stop_search(client, name))
-    console.print(f"search {name!r}: job {job.submission_id} {job.status.value}; continue it with: mg-tune submit SPEC.yaml --name {name} --resume", highlight=False, markup=False)
+    client, job = _on_cluster(address, lambda client: stop_search(client, name))
+    search = job.metadata[SEARCH_KEY]
+    console.print(f"search {search!r}: job {job.submission_id} {job.status.value}; continue it with: {job_resume_command(client, job)}", highlight=False, markup=False, soft_wrap=True)
+
+
+@jobs_app.command(hidden=True)
+def preflight() -> None:
+    """The pre-flight job `submit` runs on the cluster first (mg_tune.jobs.preflight); not for users."""
+    from mg_tune.jobs.preflight import main
+
+    main()

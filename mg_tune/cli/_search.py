@@ -70,7 +70,7 @@ def search(
     except ValueError as exc:
         fail(str(exc))
     if outcome.stopped:
-        console.print(f"search {spec.name!r} stopped ({outcome.trials} trials); continue it with --resume", highlight=False)
+        console.print(f"search {spec.name!r} stopped ({outcome.trials} trials); continue it with: {_resume_command(spec_path, spec.name, tracking_uri and outcome.search_run.tracking_uri, storage_path, address)}", highlight=False, markup=False, soft_wrap=True)
         return
     if outcome.all_failed:
         trial_id, cause = next(iter(outcome.failures.items()))
@@ -140,6 +140,17 @@ def front_objectives(tracking_uri: str, search_name: str, override: str | None) 
         return given, False
     mine = (given.names, given.maximize) == (own.names, own.maximize)
     return Objectives(given.names, given.maximize, own.constraints), mine
+
+
+def _resume_command(spec_path: Path, name: str, tracking_uri: str | None, storage_path: str | None, address: str | None) -> str:
+    """The command that continues a stopped search: a submitted job's own (``submit --resume``, set by ``mg-tune submit``), else this one's with ``--resume``."""
+    import os
+    import shlex
+
+    from mg_tune.jobs.client import RESUME_HINT_ENV
+
+    given = {"--tracking-uri": tracking_uri, "--storage-path": storage_path, "--address": address}
+    return os.environ.get(RESUME_HINT_ENV) or shlex.join(["mg-tune", "search", str(spec_path), "--name", name, "--resume", *(x for k, v in given.items() if v for x in (k, v))])
 
 
 def pareto(

@@ -53,14 +53,25 @@ def export_command(snapshot: Snapshot, trial_id: str, epoch: int) -> str:
     )
 
 
-def registry_lines(snapshot: Snapshot, model_id: str) -> str:
-    """The registry way for one checkpoint: load it by its LoggedModel id, or register the front and load by alias."""
+def registry_lines(tracking_uri: str, search_name: str, model_id: str) -> str:
+    """The registry way for one checkpoint: the registered versions that hold it already (by alias and by version), else
+    load it by its LoggedModel id or register the front and load by alias."""
+    from mg_tune.model_registry import registered_versions
+
+    held = registered_versions(MlflowClient(tracking_uri), model_id)
+    if held:
+        lines = []
+        for name, version, aliases in held:
+            lines.append(f"# registered as {name} v{version}" + (f" (aliases: {', '.join(aliases)})" if aliases else ""))
+            uris = [f"models:/{name}@{alias}" for alias in aliases[:1]] + [f"models:/{name}/{version}"]
+            lines += [f'mlflow.pyfunc.load_model("{uri}")' for uri in uris] + [f'mg_tune.load_model("{uris[-1]}")']
+        return "\n".join(lines)
     return "\n".join(
         [
             f'mg_tune.load_model("models:/{model_id}")',
             "# as an MLflow Model (mlflow.pyfunc.load_model, mlflow models serve), register the front:",
-            shlex.join(["mg-tune", "pareto", "--search", snapshot.search_name, "--register", snapshot.search_name, "--tracking-uri", snapshot.tracking_uri]),
-            f'mlflow.pyfunc.load_model("models:/{snapshot.search_name}@knee")  # or @best-f1, @best-epg, @best-iou',
+            shlex.join(["mg-tune", "pareto", "--search", search_name, "--register", search_name, "--tracking-uri", tracking_uri]),
+            f'mlflow.pyfunc.load_model("models:/{search_name}@knee")  # or @best-f1, @best-epg, @best-iou',
         ]
     )
 
@@ -126,7 +137,7 @@ def _details(snapshot: Snapshot, selected: dict | None, mlflow_url: str):
             html.B("export this checkpoint"),
             html.Pre(export_command(snapshot, trial_id, epoch), id="export-command", style={"whiteSpace": "pre-wrap", "background": "#f6f6f6", "padding": "6px"}),
             html.B("or load it from MLflow"),
-            html.Pre(registry_lines(snapshot, str(row["model_id"])), id="registry-uri", style={"whiteSpace": "pre-wrap", "background": "#f6f6f6", "padding": "6px"}),
+            html.Pre(registry_lines(snapshot.tracking_uri, snapshot.search_name, str(row["model_id"])), id="registry-uri", style={"whiteSpace": "pre-wrap", "background": "#f6f6f6", "padding": "6px"}),
         ]
     )
 

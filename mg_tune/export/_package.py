@@ -140,14 +140,16 @@ def model_card(record: Mapping[str, Any], config: TrainConfig, card: DatasetCard
         "",
         "## Outputs and input",
         "",
-        f"Data set `{card.name}`, {'multi-label: one sigmoid probability per class' if card.multilabel else 'single-label: softmax over the classes'}. "
-        "Output columns, in order:",
+        f"Data set `{card.name}`, {'multi-label' if card.multilabel else 'single-label'}. The loaded model's `model(x)` returns **logits** `[N, K]` "
+        f"for images already at {card.image_size}x{card.image_size}; `model.probabilities(x)` and the MLflow pyfunc return "
+        f"{'one sigmoid probability per class' if card.multilabel else 'the softmax over the classes'} `[N, K]`, for images at any size. "
+        "Output columns, in order (`model.classes`, `MLmodel` metadata `mg_tune.classes`):",
         "",
         "| output | class |",
         "| ---: | --- |",
         *(f"| {k} | {_cell(name)} |" for k, name in enumerate(card.classes)),
         "",
-        f"Input: {card.preprocessing}. The MLflow Model's pyfunc applies the resize, so images can be sent at any size.",
+        f"Input: {card.preprocessing}. `model.preprocess(x)` applies the resize (so do `model.probabilities` and the pyfunc); `model(x)` does not.",
         "",
         "## Hyperparameters of the trial",
         "",
@@ -168,9 +170,13 @@ def model_card(record: Mapping[str, Any], config: TrainConfig, card: DatasetCard
         "## Load",
         "",
         "```python",
-        "import mg_tune",
+        "import mg_tune, torch",
         "",
-        f'model = mg_tune.load_model("{uri}")  # a StagedModel in eval mode',
+        f'model = mg_tune.load_model("{uri}")  # a StagedModel in eval mode, on the CPU',
+        "print(model.classes)  # output k is model.classes[k]",
+        "images = torch.rand(2, 3, 100, 80)  # RGB in [0, 1], any size",
+        f"probabilities = model.probabilities(images)  # resized to {card.image_size}x{card.image_size}, then {'sigmoid' if card.multilabel else 'softmax'}: [2, {len(card.classes)}]",
+        "logits = model(model.preprocess(images))  # model(x) itself: logits of images at the training size",
         "```",
         "",
         f"`{MODEL_FILE}` holds tensors only (`torch.load(..., weights_only=True)`); `{CONFIG_FILE}` rebuilds the architecture; "
@@ -180,16 +186,22 @@ def model_card(record: Mapping[str, Any], config: TrainConfig, card: DatasetCard
         "",
         "The checkpoint is also in MLflow"
         + (f" as the registered version `{registered}`" if registered else f" as LoggedModel `{record['model_id']}`")
-        + (". " if registered else " (register it: `mg-tune export ... --register NAME` or `mg-tune pareto --register NAME`). "),
+        + (". " if registered else " (register it: `mg-tune export ... --register NAME` or `mg-tune pareto --register NAME`). ")
+        + "With `MLFLOW_TRACKING_URI` set to its tracking server:",
         "",
         "```python",
-        "import mlflow, numpy as np",
+        "import mg_tune, mlflow, numpy as np",
         "",
         f'pyfunc = mlflow.pyfunc.load_model("{model_uri}")',
-        "probabilities = pyfunc.predict(images)  # images: float32 [N, 3, H, W] in [0, 1]",
-        'maps = pyfunc.predict(images, params={"output": "attributions", "target_class": 0})',
-        f'model = mg_tune.load_model("{model_uri}")  # the StagedModel, from the registry',
+        "images = np.random.rand(2, 3, 100, 80).astype(np.float32)  # RGB in [0, 1], any size",
+        "probabilities = pyfunc.predict(images)  # [2, K], column k = classes[k] (the table above)",
+        'maps = pyfunc.predict(images, params={"output": "attributions", "target_class": 0})  # [2, S, S]',
+        f'model = mg_tune.load_model("{model_uri}")  # the StagedModel, as above (mlflow.pytorch.load_model gives the same)',
         "```",
+        "",
+        "`mlflow models serve` runs `uvicorn` from `PATH`: run it with mg-tune's environment active "
+        "(`source .venv/bin/activate`, or `PATH=\"$PWD/.venv/bin:$PATH\"`). It answers `{\"predictions\": [[p_0, ..., p_K-1], ...]}`, "
+        "columns in the order above; a wrong `params` value is an HTTP 400 whose `message` says why.",
         "",
         "```bash",
         f'mlflow models serve -m "{model_uri}" --env-manager local -p 5001',

@@ -33,6 +33,7 @@ before it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shlex
@@ -321,16 +322,28 @@ def ray_reporter(verbose: bool) -> Iterator[None]:
     experiment's configuration box, "View detailed results here" and a TensorBoard hint
     (``ray/tune/experimental/output.py``, ``experiment_started``). With ``RAY_AIR_NEW_OUTPUT=0``
     Tune takes its legacy engine, which at ``verbose=0`` prints nothing. Set only where the
-    user has not set it, and only while the Tuner runs.
+    user has not set it, and only while the Tuner runs. Ray's "Resume experiment with:
+    Tuner.restore(path=…, trainable=...)" after a stop is dropped even when ``verbose``:
+    mg-tune resumes with ``--resume``, which the CLI prints.
     """
-    if verbose or NEW_OUTPUT_ENV in os.environ:
-        yield
-        return
-    os.environ[NEW_OUTPUT_ENV] = "0"
+    hint = _NoTunerRestoreHint()
+    logging.getLogger("ray.tune.tune").addFilter(hint)
+    quiet = not verbose and NEW_OUTPUT_ENV not in os.environ
+    if quiet:
+        os.environ[NEW_OUTPUT_ENV] = "0"
     try:
         yield
     finally:
-        os.environ.pop(NEW_OUTPUT_ENV, None)
+        logging.getLogger("ray.tune.tune").removeFilter(hint)
+        if quiet:
+            os.environ.pop(NEW_OUTPUT_ENV, None)
+
+
+class _NoTunerRestoreHint(logging.Filter):
+    """Drops Ray Tune's "Resume experiment with: Tuner.restore(...)" line (see :func:`ray_reporter`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
 
 
 def start_lines(tracking_uri: str, search_name: str) -> list[str]:

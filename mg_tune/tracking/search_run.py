@@ -31,7 +31,7 @@ from mg_tune.tracking.layout import (
 )
 from mg_tune.tracking.queries import _quote, iter_runs
 from mg_tune.tracking.retry import RetryPolicy
-from mg_tune.tracking.uris import _local_artifact_location, redact_text
+from mg_tune.tracking.uris import _local_artifact_location, redact_text, redact_uri
 
 __all__ = [
     "SearchRun", "find_search_run", "find_trial_run", "finish_search", "finish_stopped_trial",
@@ -70,14 +70,18 @@ def start_search(search_name: str, spec: dict, spec_text: str, tracking_uri: str
     (:mod:`mg_tune.tracking.checkpoint_index`) before anything else.
 
     Raises:
-        ValueError: the search exists and ``resume`` is false, or its
-            experiment was deleted.
+        ValueError: the search exists and ``resume`` is false, ``resume``
+            is true and the search never ran (nothing is created then), or
+            its experiment was deleted.
     """
     client = MlflowClient(tracking_uri)
     exp_name = experiment_name(search_name)
     experiment = client.get_experiment_by_name(exp_name)
     if experiment is not None and experiment.lifecycle_stage != "active":
         raise ValueError(f"search {search_name} was deleted in MLflow (experiment {exp_name!r}); restore it or use another --name")
+    parent = find_search_run(client, experiment.experiment_id) if experiment is not None else None
+    if resume and parent is None:  # a typo in --name must not start a whole new search
+        raise ValueError(f"--resume: search {search_name} never ran in {redact_uri(tracking_uri)} (no experiment {exp_name!r} with a search run): check the name, or leave out --resume to start it")
     if experiment is None:
         try:
             experiment_id = client.create_experiment(
@@ -90,7 +94,6 @@ def start_search(search_name: str, spec: dict, spec_text: str, tracking_uri: str
     else:
         experiment_id = experiment.experiment_id
 
-    parent = find_search_run(client, experiment_id)
     if parent is not None:
         if not resume:
             raise ValueError(f"search {search_name} exists; use --resume or another --name")
@@ -156,6 +159,8 @@ def finish_stopped_trial(search_run: SearchRun, trial_id: str, epoch: int) -> bo
     if trial_run is None or trial_run.info.status != "RUNNING":
         return False
     RetryPolicy().call(client.set_tag, trial_run.info.run_id, STOPPED_EARLY_TAG, str(int(epoch)))
+    if FAILURE_TAG in trial_run.data.tags:  # left by an earlier attempt's stop: this one finished
+        RetryPolicy().call(client.delete_tag, trial_run.info.run_id, FAILURE_TAG)
     RetryPolicy().call(client.set_terminated, trial_run.info.run_id, "FINISHED")
     model = RetryPolicy().call(find_checkpoint_model, client, trial_run.info.run_id, int(epoch))
     RetryPolicy().call(_delete_artifact, search_run.tracking_uri, model, RESUME_FILE)

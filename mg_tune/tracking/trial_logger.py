@@ -170,6 +170,9 @@ class TrialLogger:
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         """Terminate the trial run; with ``reason``, tag ``mg_tune.failure_reason`` (use it with FAILED/KILLED).
 
+        A FINISHED run loses the reason an earlier attempt left (a stop, a lost
+        driver): it finished, so no failure is true of it any more.
+
         Models of epochs left incomplete (PENDING) are finalised FAILED. A
         FINISHED trial is never run again, so its newest epoch's ``resume.pt``
         is deleted; a FAILED or KILLED one keeps it for a retry or ``--resume``.
@@ -178,6 +181,8 @@ class TrialLogger:
         def _finish() -> None:
             if reason is not None:
                 self.client.set_tag(self.run_id, FAILURE_TAG, _tag_value(reason))
+            elif status == "FINISHED" and FAILURE_TAG in self.client.get_run(self.run_id).data.tags:
+                self.client.delete_tag(self.run_id, FAILURE_TAG)
             for epoch, model in list(self._models.items()):
                 if model.status == LoggedModelStatus.PENDING:
                     self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)

@@ -169,6 +169,7 @@ CASES: list[Case] = [
     spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
     spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),
     spec_case("budget without a bound", "budget: {}\n"),
+    Case("resume of a search that never ran (a typo in --name)", ["search", "spec.yaml", "--name", "tinny", "--resume"], {"spec.yaml": "trials: 2\n"}, store=True),
     Case("warm start from a search that does not exist", ["search", "spec.yaml"], {"spec.yaml": "warm_start: nope\ntrials: 2\n"}, store=True),
     spec_case("missing data root", "data: {name: voc}\n"),
     spec_case("data root that does not exist", "data: {name: voc, root: data/voc}\n"),
@@ -330,6 +331,20 @@ def row(case: Case, message: str) -> str:
     return f"| {cell(case.what)} | `{cell(command)}` | `{cell(message)}` |"
 
 
+CLUSTER_ROWS = [
+    ("a head started without mg-tune on its PATH (`ray start` outside the venv)", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run mg-tune ('/bin/sh: 1: mg-tune: not found'): a job runs with the PATH of the head's 'ray start'; start Ray with mg-tune's environment active (README: a hand-started cluster)"),
+    ("a node whose Ray workers lack mg-tune or run another version", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search s: node 10.0.0.7 (3f2a9c1e): Ray's workers (/usr/bin/python3) have mg-tune not importable (PackageNotFoundError: No package metadata was found for mg-tune), the submitting machine 0.1.0"),
+    ("a tracking server the cluster cannot reach", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search unreachable: from the cluster, tracking URI http://127.0.0.1:9: cannot connect (ConnectionError)"),
+    ("no tracking URI on the cluster", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search s: no tracking URI on the cluster: set MLFLOW_TRACKING_URI in the environment of 'ray start' on the head (or tracking_uri in the spec)"),
+    ("resume of a search that never ran", "mg-tune submit spec.yaml --name tinny --resume", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search tinny: --resume: search tinny never ran in http://10.0.0.5:5000: check the name, or leave out --resume to start it"),
+    ("a new search under a name MLflow holds", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search s: search s exists in http://10.0.0.5:5000: add --resume to continue it, or choose another --name"),
+    ("a storage path the head cannot write", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search s: storage path /data/model.pt/runs is not writable from the head (NotADirectoryError: [Errno 20] Not a directory: '/data/model.pt/runs')"),
+    ("a job server that is still starting", "mg-tune submit spec.yaml", "error: the Ray job server at http://127.0.0.1:8265 answered: Request failed with status code 500: No available agent to submit job, please try again later.."),
+    ("stop of a search that finished", "mg-tune jobs stop s", "error: search s is not running: its job mg-tune-s-20261207-131500 SUCCEEDED, so there is nothing to stop or resume"),
+]
+"""Refusals that need a Ray cluster: checked by the pre-flight job (tests/services/test_jobs.py runs the tracking-server one and a job that fails as a head without mg-tune does)."""
+
+
 def document(rows: list[str]) -> str:
     return "\n".join(
         [
@@ -358,6 +373,15 @@ def document(rows: list[str]) -> str:
             "| `tests/services/test_server.py` |",
             "| a tracking server that accepts connections but does not answer within 10 s | `mg-tune pareto --search S` "
             "| `error: tracking URI URI: cannot connect (no answer within 10 s)` | `tests/cli/test_fast_failures.py` |",
+            "",
+            "## Refusals that need a Ray cluster",
+            "",
+            "`mg-tune submit` runs a pre-flight job on the cluster first (`mg_tune/jobs/preflight.py`); what it finds missing",
+            "is one line, exit 2, and nothing is submitted. Examples (addresses, names and versions vary):",
+            "",
+            "| bad input | command | message |",
+            "|---|---|---|",
+            *(f"| {what} | `{command}` | `{message}` |" for what, command, message in CLUSTER_ROWS),
             "",
             FAILED_SEARCH_SECTION,
         ]
@@ -477,3 +501,39 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_a_failed_jobs_reason_is_its_drivers_last_line_not_rays():
+    """``jobs list``'s error column and the pre-flight's reason: Ray's message about a job on a head without mg-tune, as Ray 2.60 writes it (out of order)."""
+    from mg_tune.jobs.client import last_output_line
+
+    message = (
+        "Job entrypoint command failed with exit code 127, last available logs (truncated to 20,000 chars):\n"
+        "2026-12-07 13:02:22,848\tINFO job_manager.py:581 -- Runtime env is setting up.\n"
+        "/bin/sh: 1: mg-tune: not found\n"
+        "Running entrypoint for job raysubmit_R7sR5ndfvCJdCVF3: mg-tune jobs preflight\n"
+    )
+    assert last_output_line(message) == "/bin/sh: 1: mg-tune: not found"
+    assert last_output_line("Running entrypoint for job x: y\n") is None
+
+
+def test_cluster_refusals_are_documented():
+    text = DOC.read_text()
+    for what, command, message in CLUSTER_ROWS:
+        assert f"| {what} | `{command}` | `{message}` |" in text, f"docs/errors.md is out of date (python tests/cli/test_errors.py): {what}"
+
+
+def test_the_preflight_checks_name_what_is_missing(tmp_path, new_mlflow_store):
+    """The checks the pre-flight job runs on the head, run here: each problem is the phrase docs/errors.md shows."""
+    from mg_tune.jobs.preflight import storage_problems, tracking_problems
+
+    (tmp_path / "model.pt").write_bytes(b"")
+    assert storage_problems(str(tmp_path / "model.pt" / "runs")) == [f"storage path {tmp_path}/model.pt/runs is not writable from the head (NotADirectoryError: [Errno 20] Not a directory: '{tmp_path}/model.pt/runs')"]
+    assert storage_problems(str(tmp_path / "runs")) == [] and list((tmp_path / "runs").iterdir()) == []  # written and deleted
+    assert tracking_problems(None, "s", False) == ["no tracking URI on the cluster: set MLFLOW_TRACKING_URI in the environment of 'ray start' on the head (or tracking_uri in the spec)"]
+    assert tracking_problems("http://127.0.0.1:9", "s", False) == ["from the cluster, tracking URI http://127.0.0.1:9: cannot connect (ConnectionError)"]
+    uri = new_mlflow_store()
+    assert tracking_problems(uri, "tinny", True) == [f"--resume: search tinny never ran in {uri}: check the name, or leave out --resume to start it"]
+    start_search("s", {"trials": 2}, "trials: 2\n", uri, resume=False)
+    assert tracking_problems(uri, "s", False) == [f"search s exists in {uri}: add --resume to continue it, or choose another --name"]
+    assert tracking_problems(uri, "s", True) == []

@@ -272,6 +272,8 @@ def test_mlflow_models_serve_answers_http_with_the_in_process_predictions(store,
         assert maps.status_code == 200, maps.text
         expected = pyfunc.predict(x, params={"output": "attributions", "target_class": 1})
         assert np.abs(np.array(maps.json()["predictions"]) - expected).max() <= 1e-5
+        wrong = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": x.tolist(), "params": {"output": "attributions", "target_class": 7}}, timeout=60)
+        assert wrong.status_code == 400 and "params.target_class 7 is not a class index: -1 (each image's top class) or one of 0 A, 1 B" in wrong.json()["message"], wrong.text
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 15)

@@ -59,3 +59,21 @@ def test_a_registered_model_is_buildable_by_name(monkeypatch):
     assert "tiny_test_model" in registry.MODEL_NAMES and "tiny_test_model" in registry.PRUNABLE_MODELS
     assert build_model("tiny_test_model", 5)(torch.rand(2, 3, 8, 8)).shape == (2, 5)
     assert "tiny_test_model" not in MODELS
+
+
+def test_a_model_pickled_before_it_carried_its_classes_still_loads_and_says_what_is_missing(tmp_path):
+    """MLflow's pytorch flavor pickles the StagedModel: one registered before ``describe`` existed has no classes in its instance dict."""
+    old = build_model("smerf_cnn", 4)
+    torch.save(old, tmp_path / "model.pth")
+    loaded = torch.load(tmp_path / "model.pth", weights_only=False)
+    assert type(loaded) is StagedModel and loaded.classes == () and loaded.image_size is None
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(loaded.eval()(x), old.eval()(x))  # logits, as before
+    with pytest.raises(ValueError, match="this model carries no input size .* load it with mg_tune.load_model"):
+        loaded.probabilities(x)
+    described = build_model("smerf_cnn", 2).describe(["cat", "dog"], multilabel=False, image_size=32).eval()
+    torch.save(described, tmp_path / "described.pth")
+    again = torch.load(tmp_path / "described.pth", weights_only=False)
+    assert again.classes == ("cat", "dog") and again.image_size == 32
+    p = again.probabilities(torch.rand(3, 3, 50, 70))  # resized to 32x32, softmax over the 2 classes
+    assert p.shape == (3, 2) and torch.allclose(p.sum(dim=1), torch.ones(3))

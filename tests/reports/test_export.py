@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 
 import boto3
+import mlflow.pytorch
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.filesize import pick_unit_and_suffix
 from torch.utils.data import DataLoader
@@ -24,6 +27,7 @@ from mg_tune import output
 from mg_tune.checkpoint_eval import TEST_METRICS_HINT, evaluate_pareto
 from mg_tune.split_eval import evaluate_checkpoint, evaluate_split
 from mg_tune.data.card import DatasetCard
+from mg_tune.dashboard._app import registry_lines
 from mg_tune.data.voc import VOC_CLASSES
 from mg_tune.export import EXPORT_FILES, export_checkpoint
 from mg_tune.mlflow_model import PACKAGE_DIR, save_mlflow_model
@@ -96,6 +100,16 @@ def test_directory_export_reloads_with_the_logged_validation_metrics(tiny_search
     assert not model.training
     assert validation_metrics(model, config) == pytest.approx(record["validation"], abs=1e-6)
 
+    # the card's "Load" example runs as written, and gives what the card's outputs table says
+    scope = run_card_block(card, "## Load")
+    classes = json.loads((package / "dataset.json").read_text())["classes"]
+    assert scope["model"].classes == tuple(classes) and f"| {len(classes) - 1} | {classes[-1]} |" in card
+    assert "multi-label. The loaded model's `model(x)` returns **logits**" in card and "one sigmoid probability per class" in card
+    assert scope["probabilities"].shape == (2, len(classes)) and scope["logits"].shape == (2, len(classes))
+    resized = torch.nn.functional.interpolate(scope["images"], size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.allclose(scope["logits"], model(resized), atol=1e-6)
+    assert torch.allclose(scope["probabilities"], torch.sigmoid(scope["logits"]), atol=1e-6)  # TextBox multilabel: σ per class
+
     with pytest.raises(ValueError, match=r"holds an earlier export \(of this checkpoint\); add --force to replace it"):
         export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2")
     assert export_checkpoint(uri, SEARCH, "t1", 2, "models/t1-e2", force=True) == written  # same checkpoint again: replaced
@@ -147,15 +161,44 @@ def test_cli_s3_export_shows_the_bytes_uploaded_on_a_terminal_and_nothing_in_a_p
     assert len(listed) == len(EXPORT_FILES) and f"{size / unit:,.1f}/{size / unit:,.1f} {suffix}" in shown[-1]
 
 
-def test_registry_export_creates_a_version_with_the_alias(tiny_search, tmp_path):
+def run_card_block(card: str, section: str) -> dict:
+    """Execute the first ```python block after heading ``section`` of a MODEL_CARD.md; return its variables."""
+    code = card.split(section, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, f"MODEL_CARD.md {section}", "exec"), scope)
+    return scope
+
+
+def test_registry_export_creates_a_version_with_the_alias(tiny_search, tmp_path, monkeypatch):
     uri, _ = tiny_search
     export_checkpoint(uri, SEARCH, "t0", 2, tmp_path / "pkg", register="tiny-guided", alias="champion")
+    # the card's MLflow example runs as written: the pyfunc, mg_tune.load_model and the pytorch flavor agree on outputs and classes
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    scope = run_card_block((tmp_path / "pkg" / "MODEL_CARD.md").read_text(), "## From MLflow")
+    model = scope["model"]
+    assert model.classes == tuple(json.loads((tmp_path / "pkg" / "dataset.json").read_text())["classes"])
+    assert np.abs(scope["probabilities"] - model.probabilities(torch.tensor(scope["images"])).numpy()).max() <= 1e-6
+    assert scope["maps"].shape == (2, 64, 64)
+    flavor = mlflow.pytorch.load_model("models:/tiny-guided@champion")
+    assert flavor.classes == model.classes and torch.allclose(flavor.probabilities(torch.tensor(scope["images"])), model.probabilities(torch.tensor(scope["images"])))
+    with pytest.raises(MlflowException, match=r"params.target_class 9 is not a class index: -1 \(each image's top class\) or one of 0 "):
+        scope["pyfunc"].predict(scope["images"], params={"output": "attributions", "target_class": 9})
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("tiny-guided", "champion")
     model_id = json.loads((tmp_path / "pkg" / "metrics.json").read_text())["model_id"]
     logged = client.get_logged_model(model_id)
     assert (version.source, version.run_id) == (logged.artifact_location, logged.source_run_id)
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "tiny-guided", "version": version.version}]
+    # the dashboard's registry hint names the registered version that holds the checkpoint, and each line loads it
+    hint = registry_lines(uri, SEARCH, model_id)
+    assert hint.splitlines() == [
+        f"# registered as tiny-guided v{version.version} (aliases: champion)",
+        'mlflow.pyfunc.load_model("models:/tiny-guided@champion")',
+        f'mlflow.pyfunc.load_model("models:/tiny-guided/{version.version}")',
+        f'mg_tune.load_model("models:/tiny-guided/{version.version}")',
+    ]
+    for line in hint.splitlines()[1:]:
+        assert eval(line, {"mlflow": mlflow, "mg_tune": mg_tune}) is not None, line
     export_checkpoint(uri, SEARCH, "t1", 2, tmp_path / "pkg2", register="tiny-guided")
     assert len(client.search_model_versions("name = 'tiny-guided'")) == 2
     assert client.get_model_version_by_alias("tiny-guided", "champion").version == version.version

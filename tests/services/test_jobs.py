@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -43,6 +45,14 @@ from helpers.ray_nodes import RayNode
 pytestmark = pytest.mark.slow
 
 MG_TUNE = str(Path(sys.executable).with_name("mg-tune"))
+RAY = str(Path(sys.executable).with_name("ray"))
+HINT = re.compile(r"(?:^[a-z ]+:\s+|\((?:or|resume): |continue it with: )((?:mg-tune|ray) .+?)(?=\s{3}|\)$|$)")
+"""A command mg-tune prints for the user to paste: after a label, in ``(or: …)``/``(resume: …)``, or after ``continue it with:``."""
+
+
+def hints(output: str) -> list[list[str]]:
+    """Every command in ``output`` (as argv), in order."""
+    return [shlex.split(found) for line in output.splitlines() for found in HINT.findall(line.strip())]
 EPOCHS = 4  # a trial is held at epoch 1 or 2, where the gate (mg_tune.search.gate) stops it while the test holds it
 TRIALS = {"alpha": 2, "beta": 2}
 
@@ -115,6 +125,16 @@ class Laptop:
     def ok(self, *args: str, timeout: float = 300) -> str:
         done = self.run(*args, "--address", self.address, timeout=timeout)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    def paste(self, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run a command mg-tune printed, exactly as printed (``mg-tune`` and ``ray`` of this environment)."""
+        program = {"mg-tune": MG_TUNE, "ray": RAY}[argv[0]]
+        return subprocess.run([program, *argv[1:]], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
+
+    def pasted(self, argv: list[str], timeout: float = 300) -> str:
+        done = self.paste(argv, timeout)
+        assert done.returncode == 0, shlex.join(argv) + "\n" + done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
 
@@ -210,6 +230,10 @@ def scenario(cluster, postgres_database):
         # one trial of each held mid-run: one on the head, one on the worker node (1 CPU each)
         held = {name: hold(client, name) for name in TRIALS}
         seen["list"] = laptop.ok("jobs", "list", "--tracking-uri", uri)
+        follow, ray_follow, listing, stop, resume = hints(seen["submit beta"])
+        seen["pasted list"] = laptop.paste(listing)  # as printed: no tracking URI on the laptop
+        job_id = re.search(r"as Ray job (\S+) ", seen["submit beta"]).group(1)
+        seen["logs by job id"] = laptop.paste(["mg-tune", "jobs", "logs", job_id, "--address", laptop.address])
 
         # the worker node lost with its trial mid-run; the autoscaler's replacement joins. The lost search's trial
         # restarts there from its checkpoint and is held again, so that neither search runs on unobserved (a search
@@ -223,7 +247,7 @@ def scenario(cluster, postgres_database):
 
         # beta stopped while a trial of it is held mid-run; alpha stays frozen meanwhile
         seen["held"] = held["beta"].data.tags[TRIAL_TAG]
-        seen["stop"] = laptop.ok("jobs", "stop", "beta", timeout=400)
+        seen["stop"] = laptop.pasted(stop, timeout=400)  # submit's "stop it:" hint
         seen["stopped runs"] = {r.data.tags[TRIAL_TAG]: r for r in trial_runs(client, "beta")}
         seen["stopped study"] = optuna.load_study(study_name="beta", storage=studies["beta"]).trials
         seen["stop again"] = laptop.run("jobs", "stop", "beta", "--address", laptop.address)
@@ -245,10 +269,16 @@ def scenario(cluster, postgres_database):
         seen["alpha resubmit"] = laptop.ok("submit", "alpha.yaml", "--resume")
 
         # beta resumed and followed to its end; alpha waited for
-        seen["resume beta"] = laptop.ok("submit", "beta.yaml", "--resume", "--wait", timeout=600)
+        # ... by the commands mg-tune printed: stop's resume command, then the resumed job's "follow it:" hints
+        seen["stop resume"] = resume_hint = hints(seen["stop"])[-1]
+        seen["resume beta submit"] = laptop.pasted(resume_hint)
+        resumed_follow, resumed_ray_follow, *_ = hints(seen["resume beta submit"])
+        seen["resume beta"] = laptop.pasted(resumed_follow, timeout=600)
+        seen["resume beta ray logs"] = laptop.paste(resumed_ray_follow, timeout=120)
         wait_for(what="alpha's resumed job to end", condition=lambda: cluster_jobs(laptop)["alpha"]["status"] in ("SUCCEEDED", "FAILED"), timeout=600, every=2)
         seen["final list"] = laptop.ok("jobs", "list", "--tracking-uri", uri)
         seen["final jobs"] = cluster_jobs(laptop)
+        seen["stop finished"] = laptop.paste(stop)  # submit's stop hint once beta SUCCEEDED
     finally:
         for run in held.values():  # killed with their job by now; never leave a frozen process behind
             try:
@@ -263,7 +293,7 @@ def cluster_jobs(laptop: Laptop) -> dict[str, dict]:
     code = (
         "import json, sys; from ray.job_submission import JobSubmissionClient; "
         f"jobs = sorted(JobSubmissionClient('{laptop.address}').list_jobs(), key=lambda j: j.start_time or 0); "
-        "print(json.dumps({j.metadata['mg_tune.search']: {'status': j.status.value, 'id': j.submission_id, 'driver_info': j.driver_info and j.driver_info.dict()} for j in jobs if j.metadata.get('mg_tune.search')}))"
+        "print(json.dumps({j.metadata['mg_tune.search']: {'status': j.status.value, 'id': j.submission_id, 'driver_info': j.driver_info and j.driver_info.dict()} for j in jobs if (j.metadata or {}).get('mg_tune.search')}))"  # driver entries of ray.init have none
     )
     out = subprocess.run([sys.executable, "-c", code], env=laptop.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -272,9 +302,30 @@ def cluster_jobs(laptop: Laptop) -> dict[str, dict]:
 
 def test_submit_returns_at_once(scenario):
     for name in TRIALS:
-        assert scenario[f"submit {name} seconds"] < 90  # the CLI's start-up on a loaded 2-core machine; the search runs for minutes
+        assert scenario[f"submit {name} seconds"] < 180  # the CLI's start-up and the pre-flight job on a loaded 2-core machine; the search runs for minutes
         assert f"submitted search {name!r} as Ray job mg-tune-{name}-" in scenario[f"submit {name}"]
-        assert f"mg-tune jobs logs {name} --follow" in scenario[f"submit {name}"]
+        assert f"mg-tune jobs logs {name} --follow --address http://127.0.0.1:" in scenario[f"submit {name}"]
+
+
+def test_every_printed_command_works_when_pasted(scenario, cluster):
+    """submit's hints (list, logs by job id, stop), stop's resume command, the resumed job's follow hints: each run as printed."""
+    address = cluster["laptop"].address
+    assert [h[:3] for h in hints(scenario["submit beta"])] == [["mg-tune", "jobs", "logs"], ["ray", "job", "logs"], ["mg-tune", "jobs", "list"], ["mg-tune", "jobs", "stop"], ["mg-tune", "submit", str(cluster["root"] / "beta.yaml")]]
+    assert all(h[-2:] == ["--address", address] for h in hints(scenario["submit beta"]))
+    listed = scenario["pasted list"]
+    assert listed.returncode == 0 and any(" beta " in line and "RUNNING" in line for line in listed.stdout.splitlines()), listed.stdout + listed.stderr
+    by_id = scenario["logs by job id"]
+    assert by_id.returncode == 0 and "mg_tune.cli search spec.yaml --name beta" in by_id.stdout, by_id.stdout[-2000:] + by_id.stderr
+    assert scenario["stop resume"] == ["mg-tune", "submit", str(cluster["root"] / "beta.yaml"), "--name", "beta", "--resume", "--address", address]
+    assert "submitted search 'beta' as Ray job mg-tune-beta-" in scenario["resume beta submit"]
+    ray_logs = scenario["resume beta ray logs"]
+    assert ray_logs.returncode == 0 and "Pareto front of search 'beta'" in ray_logs.stdout, ray_logs.stdout[-2000:] + ray_logs.stderr
+    # the stopped driver's log names mg-tune's resume command, not Ray's Tuner.restore
+    assert "Tuner.restore(" not in scenario["logs"]
+    assert f"continue it with: {shlex.join(scenario['stop resume'])}" in scenario["logs"]
+    # a finished search is not offered --resume
+    finished = scenario["stop finished"]
+    assert finished.returncode == 2 and "SUCCEEDED" in finished.stderr and "--resume" not in finished.stderr and len(finished.stderr.strip().splitlines()) == 1, finished.stderr
 
 
 def test_list_shows_both_searches_while_they_run_and_their_fronts_at_the_end(scenario):
@@ -330,7 +381,7 @@ def test_stop_ends_the_running_trial_killed_and_its_optuna_trial_failed(scenario
 
 def test_resume_after_stop_reruns_nothing_and_optuna_records_the_resumed_result(scenario, cluster):
     out = scenario["resume beta"]
-    assert "Pareto front of search 'beta'" in out and "SUCCEEDED" in out
+    assert "Pareto front of search 'beta'" in out and scenario["final jobs"]["beta"]["status"] == "SUCCEEDED"
     study = optuna.load_study(study_name="beta", storage=scenario["studies"]["beta"])
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
@@ -353,7 +404,7 @@ def test_the_laptop_needs_the_token_and_a_reachable_cluster(cluster, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], done.stderr
     done = laptop.run("jobs", "logs", "nope", "--address", laptop.address)
-    assert done.returncode == 2 and done.stderr.startswith("error: no search 'nope' on the Ray cluster")
+    assert done.returncode == 2 and done.stderr.startswith("error: no search or mg-tune job 'nope' on the Ray cluster")
 
 
 def test_a_search_name_is_submitted_once_then_only_resumed(scenario, cluster):
@@ -361,3 +412,30 @@ def test_a_search_name_is_submitted_once_then_only_resumed(scenario, cluster):
     done = laptop.run("submit", "alpha.yaml", "--address", laptop.address)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: search alpha was submitted before (job mg-tune-alpha-"), done.stderr
+
+
+def test_a_cluster_that_cannot_reach_the_tracking_server_is_refused_before_anything_is_submitted(cluster):
+    """The pre-flight job runs in the cluster's environment: a tracking URI the cluster cannot reach fails submit in one line, no job left."""
+    laptop = cluster["laptop"]
+    (cluster["root"] / "unreachable.yaml").write_text(yaml.safe_dump({**job_spec("alpha", "sqlite://"), "name": "unreachable", "tracking_uri": "http://127.0.0.1:9"}))
+    done = laptop.run("submit", "unreachable.yaml", "--address", laptop.address)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+    assert lines[0] == f"error: the Ray cluster at {laptop.address} cannot run search unreachable: from the cluster, tracking URI http://127.0.0.1:9: cannot connect (ConnectionError)"
+    assert "unreachable" not in cluster_jobs(laptop)
+
+
+def test_jobs_list_shows_why_a_job_failed(cluster):
+    """What a hand-started head without mg-tune on its PATH does to a job, listed with its reason (a job submitted with Ray's own client)."""
+    laptop = cluster["laptop"]
+    code = (
+        "import sys, time; from ray.job_submission import JobSubmissionClient; "
+        f"c = JobSubmissionClient('{laptop.address}'); "
+        "j = c.submit_job(entrypoint='mg-tune-missing search spec.yaml', metadata={'mg_tune.search': 'broken'}); "
+        "[time.sleep(0.5) for _ in range(240) if not c.get_job_status(j).is_terminal()]; print(c.get_job_status(j).value)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=laptop.env, capture_output=True, text=True, timeout=180)
+    assert out.stdout.strip().splitlines()[-1] == "FAILED", out.stderr[-2000:]
+    listed = json.loads(laptop.ok("jobs", "list", "--output", "json"))
+    row = next(r for r in listed if r["search"] == "broken")
+    assert row["status"] == "FAILED" and row["error"] == "/bin/sh: 1: mg-tune-missing: not found", row

@@ -220,6 +220,21 @@ def test_failed_trial_and_orphans(uri, search, tmp_path):
     assert client.get_run(failed.run_id).info.status == "FAILED"
     assert mark_orphans(search, "again") == 0
 
+    # a stopped trial resumed (--resume) that then finishes is no longer a failure: the stop's reason goes
+    resumed = TrialLogger(search, "trial_o0", {})
+    assert client.get_run(resumed.run_id).data.tags[FAILURE_TAG] == "worker lost"
+    resumed.log_epoch(fake_epoch(tmp_path, "trial_o0", 1, {"f1": 0.3}))
+    resumed.finish("FINISHED")
+    run = client.get_run(resumed.run_id)
+    assert run.info.status == "FINISHED" and FAILURE_TAG not in run.data.tags
+
+
+def test_resume_of_a_search_that_never_ran_refuses_and_creates_nothing(uri):
+    client = MlflowClient(uri)
+    with pytest.raises(ValueError, match=r"^--resume: search typo never ran in .* \(no experiment 'mg-tune/typo' with a search run\)"):
+        start_search("typo", SPEC, SPEC_TEXT, uri, resume=True)
+    assert client.get_experiment_by_name("mg-tune/typo") is None
+
 
 def test_concurrent_trials_from_threads(uri, search, tmp_path):
     errors = []
