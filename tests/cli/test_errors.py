@@ -499,10 +499,6 @@ def main() -> None:
     print(f"wrote {DOC} ({len(rows)} cases)")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def test_a_failed_jobs_reason_is_its_drivers_last_line_not_rays():
     """``jobs list``'s error column and the pre-flight's reason: Ray's message about a job on a head without mg-tune, as Ray 2.60 writes it (out of order)."""
     from mg_tune.jobs.client import last_output_line
@@ -537,3 +533,7 @@ def test_the_preflight_checks_name_what_is_missing(tmp_path, new_mlflow_store):
     start_search("s", {"trials": 2}, "trials: 2\n", uri, resume=False)
     assert tracking_problems(uri, "s", False) == [f"search s exists in {uri}: add --resume to continue it, or choose another --name"]
     assert tracking_problems(uri, "s", True) == []
+
+
+if __name__ == "__main__":
+    main()
