@@ -334,7 +334,7 @@ def row(case: Case, message: str) -> str:
 CLUSTER_ROWS = [
     ("a head started without mg-tune on its PATH (`ray start` outside the venv)", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run mg-tune ('/bin/sh: 1: mg-tune: not found'): a job runs with the PATH of the head's 'ray start'; start Ray with mg-tune's environment active (README: a hand-started cluster)"),
     ("a node whose Ray workers lack mg-tune or run another version", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search s: node 10.0.0.7 (3f2a9c1e): Ray's workers (/usr/bin/python3) have mg-tune not importable (PackageNotFoundError: No package metadata was found for mg-tune), the submitting machine 0.1.0"),
-    ("a tracking server the cluster cannot reach", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search unreachable: from the cluster, tracking URI http://127.0.0.1:9: cannot connect (ConnectionError)"),
+    ("a tracking server the cluster cannot reach", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search unreachable: from the cluster, tracking URI http://127.0.0.1:9: cannot connect (connection refused)"),
     ("no tracking URI on the cluster", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search s: no tracking URI on the cluster: set MLFLOW_TRACKING_URI in the environment of 'ray start' on the head (or tracking_uri in the spec)"),
     ("resume of a search that never ran", "mg-tune submit spec.yaml --name tinny --resume", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search tinny: --resume: search tinny never ran in http://10.0.0.5:5000: check the name, or leave out --resume to start it"),
     ("a new search under a name MLflow holds", "mg-tune submit spec.yaml", "error: the Ray cluster at http://127.0.0.1:8265 cannot run search s: search s exists in http://10.0.0.5:5000: add --resume to continue it, or choose another --name"),
@@ -527,7 +527,7 @@ def test_the_preflight_checks_name_what_is_missing(tmp_path, new_mlflow_store):
     assert storage_problems(str(tmp_path / "model.pt" / "runs")) == [f"storage path {tmp_path}/model.pt/runs is not writable from the head (NotADirectoryError: [Errno 20] Not a directory: '{tmp_path}/model.pt/runs')"]
     assert storage_problems(str(tmp_path / "runs")) == [] and list((tmp_path / "runs").iterdir()) == []  # written and deleted
     assert tracking_problems(None, "s", False) == ["no tracking URI on the cluster: set MLFLOW_TRACKING_URI in the environment of 'ray start' on the head (or tracking_uri in the spec)"]
-    assert tracking_problems("http://127.0.0.1:9", "s", False) == ["from the cluster, tracking URI http://127.0.0.1:9: cannot connect (ConnectionError)"]
+    assert tracking_problems("http://127.0.0.1:9", "s", False) == ["from the cluster, tracking URI http://127.0.0.1:9: cannot connect (connection refused)"]
     uri = new_mlflow_store()
     assert tracking_problems(uri, "tinny", True) == [f"--resume: search tinny never ran in {uri}: check the name, or leave out --resume to start it"]
     start_search("s", {"trials": 2}, "trials: 2\n", uri, resume=False)

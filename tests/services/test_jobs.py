@@ -421,7 +421,7 @@ def test_a_cluster_that_cannot_reach_the_tracking_server_is_refused_before_anyth
     done = laptop.run("submit", "unreachable.yaml", "--address", laptop.address)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
-    assert lines[0] == f"error: the Ray cluster at {laptop.address} cannot run search unreachable: from the cluster, tracking URI http://127.0.0.1:9: cannot connect (ConnectionError)"
+    assert lines[0] == f"error: the Ray cluster at {laptop.address} cannot run search unreachable: from the cluster, tracking URI http://127.0.0.1:9: cannot connect (connection refused)"
     assert "unreachable" not in cluster_jobs(laptop)
 
 
