@@ -18,7 +18,8 @@ pooled held-out evaluations (``mg-tune evaluate --iou-threshold pooled``).
 Images without objects (background images, hard negatives) are legal anywhere, in any
 batch: they count for classification and give no map. EPG, IoU and every other per-map
 metric average over the maps of the split; a split with no map at all (no image with a box
-of its class) has none of them: they are absent with one warning saying why, never 0.0.
+of its class) has none of them: they are absent with one warning saying why, never 0.0;
+so is mAP on a split without a positive label (no class to average over).
 Likewise a held-out split without a box chooses no IoU threshold: a warning says so and IoU
 is measured at :data:`FALLBACK_IOU_THRESHOLD`.
 
@@ -233,16 +234,22 @@ def evaluate_split(
         warnings.warn(f"{name} has no image with a box of its class ({images} images): EPG and IoU are not measured on it (absent, not 0)", stacklevel=2)
     optional = {"seg_epg": seg_epg, "x_seg_epg": x_seg_epg, **({"pafl": pafl, "safl": safl} if smerf else {})}
     metrics.update({key: mean.value for key, mean in optional.items() if mean.count})
-    metrics.update(_classification(torch.cat(scores), torch.cat(targets), torch.cat(groups), multilabel, group_names))
+    metrics.update(_classification(torch.cat(scores), torch.cat(targets), torch.cat(groups), multilabel, group_names, name))
     result.metrics = metrics
     return result
 
 
 def _classification(
-    scores: Tensor, targets: Tensor, groups: Tensor, multilabel: bool, group_names: tuple[str, ...]
+    scores: Tensor, targets: Tensor, groups: Tensor, multilabel: bool, group_names: tuple[str, ...], name: str
 ) -> dict[str, float]:
+    """F1, mAP (and accuracies); mAP is absent, with a warning, on a split without a positive label (no class to average over)."""
     if multilabel:
-        return {"f1": M.f1_score(scores, targets), "map": M.mean_average_precision(scores, targets)}
+        out = {"f1": M.f1_score(scores, targets)}
+        if (targets >= 0.5).any():
+            out["map"] = M.mean_average_precision(scores, targets)
+        else:
+            warnings.warn(f"{name} has no positive label ({len(targets)} images): mAP is not measured on it (absent, not 0)", stacklevel=3)
+        return out
     pred, true = scores.argmax(1), targets.argmax(1)
     one_hot_pred = torch.nn.functional.one_hot(pred, scores.shape[1]).float()
     out = {

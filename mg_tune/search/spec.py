@@ -80,7 +80,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from mg_tune.config import DataConfig, TrainConfig
-from mg_tune.data import SEGMENTATION_METRICS, unsupported_metrics
+from mg_tune.data import SEGMENTATION_METRICS, SMERF_METRICS, unsupported_metrics
 from mg_tune.guidance.losses import LOSSES
 from mg_tune.pareto import Constraint, Objectives
 from mg_tune.search.lambda_grid import PAPER_LAMBDA_GRID, default_lambda_range, grid_points
@@ -99,6 +99,9 @@ from mg_tune.search.spec_fields import (  # re-exported: mg_tune.search.spec is 
 )
 from mg_tune.search.spec_file import SpecError, read_spec_file  # SpecError re-exported: mg_tune.search.spec is where it is imported from
 from mg_tune.textfiles import expected_one_of
+
+PER_BOX_METRICS: tuple[str, ...] = ("epg", "iou", *SEGMENTATION_METRICS, *SMERF_METRICS)
+"""Metrics averaged over the attribution maps of boxed (image, class) pairs: none on a split without a box."""
 
 __all__ = [
     "DATA_SEARCHABLE", "FRONT_GROUP_KEYS", "METRIC_NAMES", "PAPER_LAMBDA_GRID", "SAMPLERS", "SEARCHABLE", "Budget",
@@ -252,6 +255,18 @@ class SearchSpec(StrictModel):
         """``(field as written, metric)`` of every objective and constraint, e.g. ``("objectives.1.name", "pafl")``."""
         uses = [(f"objectives.{i}.name", o.name) for i, o in enumerate(self.objectives)]
         return uses + [(f"constraints.{i} {text!r}", parse_constraint(text).metric) for i, text in enumerate(self.constraints)]
+
+    def check_val_boxes(self, val_boxes: int) -> None:
+        """Refuse per-box objectives and constraints (EPG, IoU, ...) when the val split has no box (all background images).
+
+        Every trial would train and log no value for them (absent, never 0), and the search would end without a front.
+
+        Raises:
+            SpecError: one line naming the field, the metric and the data root.
+        """
+        for where, metric in self.metric_uses():
+            if metric in PER_BOX_METRICS and val_boxes == 0:
+                raise SpecError(f"{where}: {metric!r} is measured on boxes, but the val split of {self.data.name} at {self.data.root} has none (background images only)")
 
     def check_segmentation(self, val_segmented: int) -> None:
         """Refuse SegEPG / X-SegEPG objectives and constraints when the val split has no segmented image.

@@ -165,6 +165,10 @@ CASES: list[Case] = [
     spec_case("constraint on a non-metric", "constraints: ['acc >= 0.8']\n"),
     spec_case("objective the data set cannot measure", "data: {name: voc, root: voc}\nobjectives: [f1, pafl]\n"),
     spec_case("constraint on a metric the data set cannot measure", "data: {name: waterbirds, root: wb}\nobjectives: [accuracy]\nconstraints: ['seg_epg >= 0.3']\n"),
+    spec_case("box objective on VOC whose val split has background images only", "data: {name: voc, root: voc}\n", files={
+        **{f"voc/VOC2007/ImageSets/Main/{split}.txt": ids for split, ids in (("train", "000001\n"), ("val", "000002\n000003\n"), ("test", "000001\n"))},
+        **{f"voc/VOC2007/Annotations/00000{i}.xml": VOC_XML if i == 1 else VOC_XML.split("<object>")[0] + "</annotation>" for i in (1, 2, 3)},
+        **{f"voc/VOC2007/JPEGImages/00000{i}.jpg": b"" for i in (1, 2, 3)}}),
     spec_case("segmentation objective on VOC without segmentation files", "data: {name: voc, root: voc}\nobjectives: [f1, seg_epg]\n", files={**{f"voc/VOC2007/ImageSets/Main/{split}.txt": "000001\n000002\n" for split in ("train", "val", "test")}, **{f"voc/VOC2007/{d}/00000{i}.{e}": c for i in (1, 2) for d, e, c in (("Annotations", "xml", VOC_XML), ("JPEGImages", "jpg", b""))}}),
     spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
     spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),

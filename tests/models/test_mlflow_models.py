@@ -299,6 +299,12 @@ def test_export_register_is_loadable_by_mlflow_and_its_card_names_outputs_and_in
     card = (tmp_path / "pkg" / "MODEL_CARD.md").read_text()
     assert "| 0 | A |" in card and "| 3 | Box2 |" in card and "resized to 64x64" in card
     assert 'mlflow.pyfunc.load_model("models:/mm-best@champion")' in card and 'mlflow models serve -m "models:/mm-best@champion"' in card
+    # the card's MLflow snippet runs as pasted (its imports, its example images)
+    snippet = card.split("## From MLflow")[1].split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    exec(snippet, namespace)
+    assert namespace["probabilities"].shape == (2, len(CLASSES)) and namespace["maps"].shape[0] == 2
+    assert isinstance(namespace["model"], torch.nn.Module)
     # the package loads without the data set: the card gives the number of classes
     assert torch.allclose(mg_tune.load_model(tmp_path / "pkg")(torch.tensor(x)), reference(torch.tensor(x)), atol=1e-6)
 

@@ -67,9 +67,13 @@ def test_a_leading_batch_without_boxes_leaves_the_per_box_metrics_of_the_rest(mo
 
 def test_a_split_without_any_box_has_no_epg_or_iou_and_says_why(model):
     loader = [batches(False, 0, 4), batches(False, 4, 4)]
-    with pytest.warns(UserWarning, match=r"the val split has no image with a box of its class \(8 images\): EPG and IoU are not measured"):
+    with pytest.warns(UserWarning) as caught:
         metrics = evaluate(model, loader, iou_threshold=0.3, name="the val split").metrics
-    assert not {"epg", "iou", "iou_threshold"} & set(metrics) and 0.0 <= metrics["f1"] <= 1.0
+    assert [str(w.message) for w in caught] == [
+        "the val split has no image with a box of its class (8 images): EPG and IoU are not measured on it (absent, not 0)",
+        "the val split has no positive label (8 images): mAP is not measured on it (absent, not 0)",
+    ]
+    assert not {"epg", "iou", "iou_threshold", "map"} & set(metrics) and 0.0 <= metrics["f1"] <= 1.0
     heldout = evaluate(model, loader)  # choosing a threshold: nothing to choose on
     assert heldout.best_iou_threshold() is None and heldout.iou_maps == 0
     with pytest.warns(UserWarning, match="the held-out split has no image with a box of its class: no IoU threshold can be chosen"):
