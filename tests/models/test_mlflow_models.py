@@ -216,10 +216,10 @@ def test_a_changed_front_moves_aliases_and_tags_versions_that_left(store, regist
 # --------------------------------------------------------------------------- MLflow's loaders and mg-tune's
 
 
-def test_pyfunc_from_the_registry_predicts_what_the_checkpoint_predicts(store, registered, tmp_path):
+def test_pyfunc_from_the_registry_predicts_what_the_checkpoint_predicts(store, registered, tmp_path, monkeypatch):
     _, trial, epoch = version_row(store, "mm-front", "best-epg")
     reference, config = checkpoint_model(store, trial, epoch, tmp_path)
-    mlflow.set_tracking_uri(store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # not mlflow.set_tracking_uri: it would outlive the test
     pyfunc = mlflow.pyfunc.load_model("models:/mm-front@best-epg")
     x = images()
     expected = torch.sigmoid(reference(torch.tensor(x))).detach().numpy()
@@ -233,10 +233,10 @@ def test_pyfunc_from_the_registry_predicts_what_the_checkpoint_predicts(store, r
     assert maps.shape == (3, 64, 64) and np.abs(maps - want.detach().numpy()).max() <= 1e-5
 
 
-def test_mlflow_pytorch_load_model_from_the_registry_is_mg_tunes_model(store, registered, tmp_path):
+def test_mlflow_pytorch_load_model_from_the_registry_is_mg_tunes_model(store, registered, tmp_path, monkeypatch):
     _, trial, epoch = version_row(store, "mm-front", "knee")
     reference, _ = checkpoint_model(store, trial, epoch, tmp_path)
-    mlflow.set_tracking_uri(store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # not mlflow.set_tracking_uri: it would outlive the test
     loaded = mlflow.pytorch.load_model("models:/mm-front@knee")
     assert type(loaded).__name__ == "StagedModel" and loaded.family == "standard"
     x = torch.tensor(images())
@@ -244,8 +244,8 @@ def test_mlflow_pytorch_load_model_from_the_registry_is_mg_tunes_model(store, re
 
 
 @pytest.mark.slow  # starts `mlflow models serve`
-def test_mlflow_models_serve_answers_http_with_the_in_process_predictions(store, registered, tmp_path):
-    mlflow.set_tracking_uri(store)
+def test_mlflow_models_serve_answers_http_with_the_in_process_predictions(store, registered, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # not mlflow.set_tracking_uri: it would outlive the test
     pyfunc = mlflow.pyfunc.load_model("models:/mm-front@knee")
     x = images(2)
     port = free_port()
@@ -283,14 +283,14 @@ def test_mlflow_models_serve_answers_http_with_the_in_process_predictions(store,
 # --------------------------------------------------------------------------- export --register, names, links
 
 
-def test_export_register_is_loadable_by_mlflow_and_its_card_names_outputs_and_input(store, registered, tmp_path):
+def test_export_register_is_loadable_by_mlflow_and_its_card_names_outputs_and_input(store, registered, tmp_path, monkeypatch):
     """The issue's first report: a version registered by ``export --register`` had no MLmodel."""
     table = checkpoint_table(store, SEARCH)
     row = table.iloc[-1]
     out = CliRunner().invoke(app, ["export", "--search", SEARCH, "--trial", row["trial_id"], "--epoch", str(int(row["epoch"])), "--to", str(tmp_path / "pkg"),
                                    "--tracking-uri", store, "--register", "mm-best", "--alias", "champion"])
     assert out.exit_code == 0, out.output
-    mlflow.set_tracking_uri(store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # not mlflow.set_tracking_uri: it would outlive the test
     pyfunc = mlflow.pyfunc.load_model("models:/mm-best@champion")
     reference, _ = checkpoint_model(store, row["trial_id"], int(row["epoch"]), tmp_path)
     x = images()
