@@ -23,7 +23,7 @@ import yaml
 from mg_tune.output import Column, check_output_format, fail, message, output_option, print_table, progress_bars, warning
 
 if TYPE_CHECKING:
-    from mg_tune.config import DataConfig
+    from mg_tune.search.spec import SearchSpec
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check the real data sets (VOC, COCO, Waterbirds) on disk.")
 
@@ -51,13 +51,16 @@ def check(
     """Validate every annotation of DATASET under --root (or of a spec's data) and print counts per split and class."""
     check_output_format(output)
     if dataset.endswith((".yaml", ".yml")):
-        config = _spec_data(dataset, root=root, variant=variant, option=option, on_bad_sample=on_bad_sample)
+        spec = _spec(dataset, root=root, variant=variant, option=option, on_bad_sample=on_bad_sample)
+        config = spec.data
         what = f"data of {dataset}"
     else:
         from pydantic import ValidationError
 
         from mg_tune.config import DataConfig
         from mg_tune.data import REAL_LOADERS
+
+        spec = None
 
         if dataset not in REAL_LOADERS:
             fail(f"DATASET {dataset!r} is not a real data set; valid: {', '.join(REAL_LOADERS)} (or a spec file ending in .yaml)")
@@ -79,6 +82,11 @@ def check(
             info, reports = check_dataset(config, images=images, progress=_progress_bar, warn=found.append)
     except ValueError as exc:  # DatasetError and option errors
         fail(str(exc))
+    if spec is not None:
+        try:
+            spec.check_val_split(reports)  # what mg-tune search refuses before training (e.g. EPG on a val split without a box)
+        except ValueError as exc:
+            fail(f"{dataset}: {exc}")
     print_reports(f"{info.name} at {config.root}", info, reports, output)
     found = [str(w.message) for w in caught if issubclass(w.category, UserWarning)] + found  # skipped samples first
     for text in found:
@@ -93,8 +101,8 @@ def _progress_bar(split: str):
     return (lambda items, total: bars.track(items, f"decoding {split} images", total)) if bars.shown else None
 
 
-def _spec_data(path: str, **flags) -> DataConfig:
-    """The ``data`` block of the spec at ``path``, exactly as ``mg-tune search`` loads it.
+def _spec(path: str, **flags) -> SearchSpec:
+    """The spec at ``path``, exactly as ``mg-tune search`` loads it (its ``data`` block is what is checked).
 
     The flags that describe a data set on the command line are refused: the spec decides.
     """
@@ -113,7 +121,7 @@ def _spec_data(path: str, **flags) -> DataConfig:
         fail(str(exc))
     if spec.data.name not in REAL_LOADERS:
         fail(f"{path}: data.name: {spec.data.name!r} is generated, not read from disk; data check reads {', '.join(REAL_LOADERS)}")
-    return spec.data
+    return spec
 
 
 def print_reports(title: str, info, reports, output: str) -> None:

@@ -342,9 +342,7 @@ def run_search(
     data_warnings: list[str] = []  # duplicates, leaks, classes without images: printed once the pre-flight passed
     if spec.data.name in REAL_LOADERS:
         _, reports = check_dataset(spec.data, images=False, warn=data_warnings.append)
-        val = next(r for r in reports if r.split == "val")
-        spec.check_segmentation(val.with_seg)
-        spec.check_val_boxes(val.boxes)
+        spec.check_val_split(reports)
     if spec.fixed.get("init_checkpoint"):
         check_checkpoint(spec.fixed["init_checkpoint"], "fixed.init_checkpoint")
     check_tracking_uri(tracking_uri)

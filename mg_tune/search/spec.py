@@ -74,6 +74,7 @@ fixed, never searched.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,16 @@ class SearchSpec(StrictModel):
         """``(field as written, metric)`` of every objective and constraint, e.g. ``("objectives.1.name", "pafl")``."""
         uses = [(f"objectives.{i}.name", o.name) for i, o in enumerate(self.objectives)]
         return uses + [(f"constraints.{i} {text!r}", parse_constraint(text).metric) for i, text in enumerate(self.constraints)]
+
+    def check_val_split(self, reports: Sequence[Any]) -> None:
+        """The checks of the val split that ``mg-tune search`` and ``mg-tune data check SPEC`` share.
+
+        ``reports`` are :func:`mg_tune.data.check_dataset`'s split reports; the val one decides
+        (:meth:`check_segmentation`, :meth:`check_val_boxes`).
+        """
+        val = next(r for r in reports if r.split == "val")
+        self.check_segmentation(val.with_seg)
+        self.check_val_boxes(val.boxes)
 
     def check_val_boxes(self, val_boxes: int) -> None:
         """Refuse per-box objectives and constraints (EPG, IoU, ...) when the val split has no box (all background images).

@@ -129,6 +129,13 @@ def coco_files(train: dict, val: dict | None = None, images: dict[str, bytes] | 
 
 COCO_IMAGE = {"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}
 VOC_XML = "<annotation><size><width>8</width><height>8</height></size><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object></annotation>"
+VOC_BACKGROUND_VAL = {
+    **{f"voc/VOC2007/ImageSets/Main/{split}.txt": ids for split, ids in (("train", "000001\n"), ("val", "000002\n000003\n"), ("test", "000001\n"))},
+    **{f"voc/VOC2007/Annotations/00000{i}.xml": VOC_XML if i == 1 else VOC_XML.split("<object>")[0] + "</annotation>" for i in (1, 2, 3)},
+    **{f"voc/VOC2007/JPEGImages/00000{i}.jpg": b"" for i in (1, 2, 3)},
+}
+"""A VOC copy whose val split holds background images only (no box to measure EPG/IoU on)."""
+
 COCO_VAL = '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car"}]}'
 CASES: list[Case] = [
     spec_case("malformed YAML", "data: {variant: multilabel\n"),
@@ -165,10 +172,7 @@ CASES: list[Case] = [
     spec_case("constraint on a non-metric", "constraints: ['acc >= 0.8']\n"),
     spec_case("objective the data set cannot measure", "data: {name: voc, root: voc}\nobjectives: [f1, pafl]\n"),
     spec_case("constraint on a metric the data set cannot measure", "data: {name: waterbirds, root: wb}\nobjectives: [accuracy]\nconstraints: ['seg_epg >= 0.3']\n"),
-    spec_case("box objective on VOC whose val split has background images only", "data: {name: voc, root: voc}\n", files={
-        **{f"voc/VOC2007/ImageSets/Main/{split}.txt": ids for split, ids in (("train", "000001\n"), ("val", "000002\n000003\n"), ("test", "000001\n"))},
-        **{f"voc/VOC2007/Annotations/00000{i}.xml": VOC_XML if i == 1 else VOC_XML.split("<object>")[0] + "</annotation>" for i in (1, 2, 3)},
-        **{f"voc/VOC2007/JPEGImages/00000{i}.jpg": b"" for i in (1, 2, 3)}}),
+    spec_case("box objective on VOC whose val split has background images only", "data: {name: voc, root: voc}\n", files=VOC_BACKGROUND_VAL),
     spec_case("segmentation objective on VOC without segmentation files", "data: {name: voc, root: voc}\nobjectives: [f1, seg_epg]\n", files={**{f"voc/VOC2007/ImageSets/Main/{split}.txt": "000001\n000002\n" for split in ("train", "val", "test")}, **{f"voc/VOC2007/{d}/00000{i}.{e}": c for i in (1, 2) for d, e, c in (("Annotations", "xml", VOC_XML), ("JPEGImages", "jpg", b""))}}),
     spec_case("constraint syntax", "constraints: ['f1 > 0.8']\n"),
     spec_case("contradictory constraints", "constraints: ['f1 >= 0.8', 'f1 <= 0.5']\n"),
@@ -216,6 +220,8 @@ CASES: list[Case] = [
     }),
     Case("data check of a data set without --root", ["data", "check", "voc"]),
     Case("data check of a spec with --root", ["data", "check", "spec.yaml", "--root", "voc"], {"spec.yaml": "data: {name: voc, root: voc}\n"}),
+    Case("data check of a spec whose box objective its val split cannot measure (background images only)", ["data", "check", "spec.yaml", "--no-images"],
+         {"spec.yaml": "data: {name: voc, root: voc}\n", **VOC_BACKGROUND_VAL}),
     Case("data check of a spec whose data is generated", ["data", "check", "spec.yaml"], {"spec.yaml": "data: {variant: multilabel}\n"}),
     spec_case("unreachable tracking server", "trials: 2\n", "--tracking-uri", "http://127.0.0.1:9"),
     spec_case("unreachable tracking server, password in the URI", "tracking_uri: http://admin:s3cret@127.0.0.1:9\n"),
