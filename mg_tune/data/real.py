@@ -204,9 +204,17 @@ class Loader:
         return info, self._non_empty(records, data, split)
 
     def _non_empty(self, records: list[Record], data: Any, split: str) -> list[Record]:
-        if not records:
-            raise DatasetError(data.root, f"the {split!r} split of {self.name} is empty (check the split files and options)")
-        return records
+        """``records``, or one line saying why the split is empty: for a split carved out of another, the options that size it."""
+        if records:
+            return records
+        options = self.options.model_validate(data.options)
+        sizing = {"val": ["val_fraction"], "heldout": ["val_fraction", "heldout_fraction"]}.get(split, [])
+        carved = [f"{name}={getattr(options, name)}" for name in sizing if hasattr(options, name)]
+        hint = (
+            f"it is carved out of the training images by {' and '.join(carved)}: raise {'them' if len(carved) > 1 else 'it'} (--option NAME=VALUE, or data.options in a spec) or add images"
+            if carved else "check the split files and options"
+        )
+        raise DatasetError(data.root, f"the {split!r} split of {self.name} is empty ({hint})")
 
     def decodable(self, records: Sequence[Record], data: Any, split: str, progress: Progress | None = None) -> list[Record]:
         """The records whose image decodes and whose segmentation loads (:func:`verify_images`), under ``data.on_bad_sample``."""

@@ -337,3 +337,11 @@ def test_a_phone_photo_annotated_turned_is_named_with_its_exif_orientation(tmp_p
         f"error: {jpeg}: image is 80x48 but {base / 'Annotations' / '000004.xml'} says 48x80; its EXIF orientation turns it by 90 degrees "
         "and the annotation was drawn on the turned image: save the images turned (PIL.ImageOps.exif_transpose)"
     )
+
+
+def test_an_empty_carved_split_names_the_options_that_size_it(tmp_path):
+    """A held-out split carved to nothing says which options carve it (raising one of them is the fix), not just 'empty'."""
+    root = write_coco(tmp_path)
+    config = DataConfig(name="coco", root=str(root), options={"heldout_fraction": 0.0})
+    with pytest.raises(DatasetError, match=r"the 'heldout' split of coco is empty \(it is carved out of the training images by val_fraction=0\.1 and heldout_fraction=0\.0: raise them"):
+        build_split(config, "heldout")
