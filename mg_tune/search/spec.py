@@ -258,11 +258,7 @@ class SearchSpec(StrictModel):
         return uses + [(f"constraints.{i} {text!r}", parse_constraint(text).metric) for i, text in enumerate(self.constraints)]
 
     def check_val_split(self, reports: Sequence[Any]) -> None:
-        """The checks of the val split that ``mg-tune search`` and ``mg-tune data check SPEC`` share.
-
-        ``reports`` are :func:`mg_tune.data.check_dataset`'s split reports; the val one decides
-        (:meth:`check_segmentation`, :meth:`check_val_boxes`).
-        """
+        """``search``'s and ``data check SPEC``'s checks of the val report of :func:`mg_tune.data.check_dataset`'s ``reports``."""
         val = next(r for r in reports if r.split == "val")
         self.check_segmentation(val.with_seg)
         self.check_val_boxes(val.boxes)
