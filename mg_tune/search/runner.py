@@ -51,6 +51,7 @@ from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
 from mg_tune.search.console import SearchConsole, ray_reporter
 from mg_tune.search.failures import failure_causes
 from mg_tune.search.gate import wait_at_gate
+from mg_tune.search.placement import gpu_tags
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import DefineByRun, build_sampler, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler, RunningTrialsLimiter
@@ -74,7 +75,7 @@ from mg_tune.tracking import (
     readable_trial_name,
     start_search,
 )
-from mg_tune.train import DivergedError, EpochResult, physical_gpu, resolve_device, train
+from mg_tune.train import DivergedError, EpochResult, train
 
 DIVERGED = f"{DivergedError.__name__}:"
 """Prefix of the failure reason of a diverged trial (tag ``mg_tune.failure_reason``)."""
@@ -123,12 +124,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search_run: SearchRun) -
     train_config = spec.train_config(params)
     logger = TrialLogger(search_run, trial_id, params, run_name=readable_trial_name(train_config, trial_id))
     logger.set_tags(
-        {
-            "mg_tune.node_id": ray.get_runtime_context().get_node_id(),
-            "mg_tune.pid": os.getpid(),
-            "mg_tune.trial_name": context.get_trial_name(),
-            **gpu_tags(train_config.device),
-        }
+        {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name(), **gpu_tags(train_config.device)}
     )
     work = Path(tempfile.mkdtemp(prefix="mg-tune-trial-"))
 
@@ -148,23 +144,6 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search_run: SearchRun) -
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.finish("FINISHED")
-
-
-def gpu_tags(device: str) -> dict[str, str]:
-    """The GPUs Ray assigned this trial and the one its ``device`` trains on, as run tags.
-
-    ``mg_tune.gpu_ids``: ``ray.get_gpu_ids()`` (comma-separated; a fractional ``gpu`` shares one id
-    with other trials), ``mg_tune.cuda_visible_devices``: what Ray set from them, both only for a
-    trial Ray gave GPUs; ``mg_tune.gpu``: the machine's id of the GPU ``device`` resolves to
-    (:func:`mg_tune.train.physical_gpu`), only where it is a CUDA device.
-    """
-    tags = {}
-    if gpu_ids := ray.get_gpu_ids():
-        tags["mg_tune.gpu_ids"] = ",".join(str(i) for i in gpu_ids)
-        tags["mg_tune.cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if (gpu := physical_gpu(resolve_device(device), os.environ.get("CUDA_VISIBLE_DEVICES"))) is not None:
-        tags["mg_tune.gpu"] = gpu
-    return tags
 
 
 def _resume_point(logger: TrialLogger, work: Path) -> Path | None:

@@ -2,7 +2,7 @@
 
 Ray schedules declared resources (``ray start --num-gpus=N`` on a machine without GPUs) and sets a
 trial's ``CUDA_VISIBLE_DEVICES`` from the ids it assigned; the trials record both as run tags
-(:func:`mg_tune.search.runner.gpu_tags`) and train on CPU here (``device: auto`` without CUDA).
+(:func:`mg_tune.search.placement.gpu_tags`) and train on CPU here (``device: auto`` without CUDA).
 A GPU slot is (node, GPU id): GPU ids are numbered per node.
 """
 
@@ -16,7 +16,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from mg_tune.search import runner
+from mg_tune.search import placement
 from mg_tune.search.gate import GATE_ENV
 from mg_tune.server import free_port
 from mg_tune.tracking import ROLE_TAG, experiment_name
@@ -42,14 +42,14 @@ def test_device_auto_is_the_first_gpu_ray_made_visible(monkeypatch):
 
 
 def test_a_trial_records_the_gpus_ray_assigned_and_the_one_it_trains_on(monkeypatch):
-    monkeypatch.setattr(runner.ray, "get_gpu_ids", lambda: [2])
+    monkeypatch.setattr(placement.ray, "get_gpu_ids", lambda: [2])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert runner.gpu_tags("auto") == {"mg_tune.gpu_ids": "2", "mg_tune.cuda_visible_devices": "2", "mg_tune.gpu": "2"}
+    assert placement.gpu_tags("auto") == {"mg_tune.gpu_ids": "2", "mg_tune.cuda_visible_devices": "2", "mg_tune.gpu": "2"}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert runner.gpu_tags("auto") == {"mg_tune.gpu_ids": "2", "mg_tune.cuda_visible_devices": "2"}  # trains on CPU: no mg_tune.gpu
-    monkeypatch.setattr(runner.ray, "get_gpu_ids", lambda: [])
-    assert runner.gpu_tags("cpu") == {}
+    assert placement.gpu_tags("auto") == {"mg_tune.gpu_ids": "2", "mg_tune.cuda_visible_devices": "2"}  # trains on CPU: no mg_tune.gpu
+    monkeypatch.setattr(placement.ray, "get_gpu_ids", lambda: [])
+    assert placement.gpu_tags("cpu") == {}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def most_at_once(intervals):
     return peak
 
 
-def placement(runs, gpu):
+def gpu_slots(runs, gpu):
     """Check each trial's recorded GPUs; returns ``{slot: [(start, end) of its trials]}``, a slot being (node, GPU id)."""
     slots = {}
     for run in runs:
@@ -147,7 +147,7 @@ def test_trials_wait_for_a_gpu_slot_rather_than_oversubscribe(gpu_cluster, new_m
         slots = NODES * GPUS_PER_NODE * per_gpu
         runs = run_gpu_search(address, env, gate, tmp_path, uri, name, gpu, trials, slots)
         assert len(runs) == trials
-        held = placement(runs, gpu)
+        held = gpu_slots(runs, gpu)
         assert len(held) == NODES * GPUS_PER_NODE  # every declared GPU of both nodes was used
         assert {slot: most_at_once(times) for slot, times in held.items()} == dict.fromkeys(held, per_gpu)  # full, never over
         concurrent = most_at_once([(r.info.start_time, r.info.end_time) for r in runs])
