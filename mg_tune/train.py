@@ -88,10 +88,31 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
+    """``auto`` → the first visible CUDA device (``cuda:0``) when CUDA is available, else CPU.
+
+    CUDA numbers only the GPUs in ``CUDA_VISIBLE_DEVICES``, and Ray sets that variable in a trial's
+    process to the GPU ids it assigned the trial (``ray.get_gpu_ids()``, one id for ``gpu: 1`` or a
+    fraction): ``cuda:0`` is then Ray's first assigned GPU (:func:`physical_gpu`), never one held
+    by another trial.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(name)
+
+
+def physical_gpu(device: torch.device, visible_devices: str | None) -> str | None:
+    """The machine's id of the GPU ``device`` is, or None on CPU.
+
+    CUDA index ``i`` is the ``i``-th entry of ``CUDA_VISIBLE_DEVICES`` (``visible_devices``), or GPU
+    ``i`` itself where the variable is unset; ``cuda`` without an index is index 0 (the current
+    device of a process that never changed it).
+    """
+    if device.type != "cuda":
+        return None
+    index = device.index or 0
+    if visible_devices is None:
+        return str(index)
+    return [entry.strip() for entry in visible_devices.split(",")][index]
 
 
 def seed_everything(seed: int) -> None:

@@ -51,6 +51,7 @@ from mg_tune.search.checkpoint_index import RESULT_KEY, CheckpointIndexWriter
 from mg_tune.search.console import SearchConsole, ray_reporter
 from mg_tune.search.failures import failure_causes
 from mg_tune.search.gate import wait_at_gate
+from mg_tune.search.placement import gpu_tags
 from mg_tune.search.retention import CheckpointRetention
 from mg_tune.search.sampling import DefineByRun, build_sampler, trial_params, warm_start_points
 from mg_tune.search.schedulers import MOASHAScheduler, RunningTrialsLimiter
@@ -123,7 +124,7 @@ def run_trial(config: dict[str, Any], spec: SearchSpec, search_run: SearchRun) -
     train_config = spec.train_config(params)
     logger = TrialLogger(search_run, trial_id, params, run_name=readable_trial_name(train_config, trial_id))
     logger.set_tags(
-        {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name()}
+        {"mg_tune.node_id": ray.get_runtime_context().get_node_id(), "mg_tune.pid": os.getpid(), "mg_tune.trial_name": context.get_trial_name(), **gpu_tags(train_config.device)}
     )
     work = Path(tempfile.mkdtemp(prefix="mg-tune-trial-"))
 

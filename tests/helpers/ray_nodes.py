@@ -13,9 +13,11 @@ RAY = str(Path(sys.executable).with_name("ray"))
 class RayNode:
     """One ``ray start --block`` process (a head or a worker node), stopped with its process group."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, num_cpus: int = 1, num_gpus: int = 0) -> None:
+        """``num_gpus``: GPUs the node declares (ids 0..num_gpus-1, none needed on the machine)."""
+        command = [RAY, "start", "--block", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", "--node-ip-address=127.0.0.1", *args]
         with open(log, "wb") as out:
-            self.process = subprocess.Popen([RAY, "start", "--block", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1", *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
         for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
