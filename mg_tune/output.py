@@ -64,10 +64,10 @@ def stdout_console() -> Console:
     return Console(soft_wrap=True)
 
 
-def fail(message: str) -> NoReturn:
-    """Print one error line on stderr, ``message`` literally (``[x, y, w, h]`` is no rich markup), and exit with code 2."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one error line on stderr, ``message`` literally (``[x, y, w, h]`` is no rich markup), and exit with ``code`` (2: bad input)."""
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def warning(text: str) -> None:

@@ -283,7 +283,7 @@ class Objectives:
     constraints: tuple[Constraint, ...] = ()
 
     @classmethod
-    def parse(cls, text: str, constraints: Sequence[Constraint] = ()) -> "Objectives":
+    def parse(cls, text: str) -> "Objectives":
         """``"f1,epg,train_loss:min"``: comma-separated metrics, each ``name`` (maximised), ``name:max`` or ``name:min``.
 
         Raises:
@@ -298,7 +298,7 @@ class Objectives:
                 raise ValueError(f"--objectives {text!r}: {name!r} is given twice")
             names.append(name)
             maximize.append(direction != "min")
-        return cls(tuple(names), tuple(maximize), tuple(constraints))
+        return cls(tuple(names), tuple(maximize))
 
     @property
     def label(self) -> str:

@@ -7,11 +7,9 @@ and exit code 2; nothing is written before the input has been validated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from mg_tune.cli._common import console, tracking_uri_option
 from mg_tune.output import Column, check_output_format, fail, fixed, message, output_option, print_table, progress_bars, quiet_libraries, short, warnings_as_lines
@@ -74,18 +72,12 @@ def search(
         return
     if outcome.all_failed:
         trial_id, cause = next(iter(outcome.failures.items()))
-        search_failed(f"search {spec.name!r}: all {outcome.trials} trials failed; trial {trial_id}: {cause}")
+        fail(f"search {spec.name!r}: all {outcome.trials} trials failed; trial {trial_id}: {cause}", SEARCH_FAILED)
     print_search_summary(spec, outcome)
 
 
 SEARCH_FAILED = 1
 """Exit code of a search that ran and whose every trial failed (input refused before the search starts: 2)."""
-
-
-def search_failed(text: str) -> NoReturn:
-    """One error line on stderr (printed literally) and exit :data:`SEARCH_FAILED`."""
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(text)}", highlight=False)
-    raise typer.Exit(SEARCH_FAILED)
 
 
 def print_search_summary(spec, outcome) -> None:
@@ -118,28 +110,13 @@ OBJECTIVES_HELP = "comma-separated metrics, each NAME, NAME:max or NAME:min (def
 
 
 def front_objectives(tracking_uri: str, search_name: str, override: str | None) -> tuple["Objectives", bool]:
-    """The objectives a command's front is on and whether they are the search's own.
-
-    Default: the search's own objectives, directions and constraints, read back from
-    its logged spec (:func:`mg_tune.search.logged_spec.search_objectives`). ``--objectives``
-    overrides the objectives; the search's constraints still decide which checkpoints
-    are eligible (none when its spec cannot be read). One error line and exit 2 otherwise.
-    """
-    from mg_tune.pareto import Objectives
-    from mg_tune.search.logged_spec import search_objectives
+    """:func:`mg_tune.search.logged_spec.front_objectives`, its refusal one error line and exit 2."""
+    from mg_tune.search.logged_spec import front_objectives as chosen
 
     try:
-        if override is None:
-            return search_objectives(tracking_uri, search_name), True
-        given = Objectives.parse(override)
+        return chosen(tracking_uri, search_name, override)
     except ValueError as exc:
         fail(str(exc))
-    try:
-        own = search_objectives(tracking_uri, search_name)
-    except ValueError:  # an unknown search fails where the front is read, naming it
-        return given, False
-    mine = (given.names, given.maximize) == (own.names, own.maximize)
-    return Objectives(given.names, given.maximize, own.constraints), mine
 
 
 def _resume_command(spec_path: Path, name: str, tracking_uri: str | None, storage_path: str | None, address: str | None) -> str:

@@ -28,7 +28,7 @@ from mlflow.entities import Run
 
 from mg_tune.front import ID_COLUMNS, ParetoResult, checkpoint_table, mark_pareto
 from mg_tune.pareto import Objectives
-from mg_tune.search.logged_spec import logged_spec, search_objectives
+from mg_tune.search.logged_spec import front_objectives, logged_spec
 from mg_tune.search.spec import FRONT_GROUP_KEYS, SearchSpec
 from mg_tune.tracking import experiment_name, find_search_run, overlay_artifact
 
@@ -108,8 +108,7 @@ class Source:
     def __init__(self, tracking_uri: str, search_name: str, objectives: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.search_name = search_name
-        own = search_objectives(tracking_uri, search_name) if objectives is None else None
-        self.objectives: Objectives = own or Objectives.parse(objectives, _own_constraints(tracking_uri, search_name))
+        self.objectives: Objectives = front_objectives(tracking_uri, search_name, objectives)[0]
         self._lock = threading.Lock()
         self._spec: SearchSpec | None = None
         self._spec_read = False
@@ -145,14 +144,6 @@ class Source:
             self._spec = None
         self._spec_read = True
         return self._spec
-
-
-def _own_constraints(tracking_uri: str, search_name: str) -> tuple:
-    """The search's constraints, which still apply under ``--objectives`` (none when its spec cannot be read)."""
-    try:
-        return search_objectives(tracking_uri, search_name).constraints
-    except ValueError:
-        return ()
 
 
 def _fixed_values(spec: SearchSpec | None) -> dict[str, str]:

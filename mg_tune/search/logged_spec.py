@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from mg_tune.search.spec_fields import Objective, parse_constraint
 from mg_tune.textfiles import decode_problem
 from mg_tune.tracking import SPEC_ARTIFACT, experiment_name, find_search_run, redact_uri
 
-__all__ = ["logged_spec", "objectives_of", "search_objectives"]
+__all__ = ["front_objectives", "logged_spec", "objectives_of", "search_objectives"]
 
 
 def logged_spec(tracking_uri: str, search_name: str) -> dict[str, Any]:
@@ -91,3 +92,23 @@ def search_objectives(tracking_uri: str, search_name: str) -> Objectives:
         return objectives_of(raw)
     except ValueError as exc:
         raise ValueError(f"search {search_name!r}: its logged {SPEC_ARTIFACT}: {exc}; give the objectives with --objectives") from None
+
+
+def front_objectives(tracking_uri: str, search_name: str, override: str | None = None) -> tuple[Objectives, bool]:
+    """The objectives a front of search ``search_name`` is on, and whether they are the search's own.
+
+    ``override`` (``--objectives`` as given, e.g. ``"f1,epg:max"``) replaces the objectives;
+    the search's constraints still decide which checkpoints are eligible (none when its
+    spec cannot be read, e.g. no such search: that fails where the front is read, naming it).
+
+    Raises:
+        ValueError: one line: ``override`` does not parse, or (no ``override``) :func:`search_objectives`'s.
+    """
+    if override is None:
+        return search_objectives(tracking_uri, search_name), True
+    given = Objectives.parse(override)
+    try:
+        own = search_objectives(tracking_uri, search_name)
+    except ValueError:
+        return given, False
+    return replace(given, constraints=own.constraints), (given.names, given.maximize) == (own.names, own.maximize)
