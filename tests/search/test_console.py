@@ -71,12 +71,17 @@ def trial(trial_id: str, status: str, tmp_path: Path, error: Exception | None = 
     return SimpleNamespace(trial_id=trial_id, status=status, config=config, num_failures=1, pickled_error_file=str(pickled) if pickled else None, error_file=None)
 
 
-def test_the_live_view_and_the_event_lines_of_a_search_driven_by_hand(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    spec = SearchSpec.model_validate(spec_dict("view", tmp_path / "runs"))
-    search_run = start_search("view", spec.model_dump(mode="json"), "trials: 6\n", uri, resume=False)
+def started_search(tmp_path, name: str):
+    """A search of 6 trials started in a new SQLite store, and its hypervolume tracker set up: (spec, search run, tracker)."""
+    spec = SearchSpec.model_validate(spec_dict(name, tmp_path / "runs"))
+    search_run = start_search(name, spec.model_dump(mode="json"), "trials: 6\n", f"sqlite:///{tmp_path}/mlflow.db", resume=False)
     tracker = HypervolumeTracker(spec, search_run)
     tracker.setup()
+    return spec, search_run, tracker
+
+
+def test_the_live_view_and_the_event_lines_of_a_search_driven_by_hand(tmp_path):
+    spec, search_run, tracker = started_search(tmp_path, "view")
     printed = io.StringIO()
     console = SearchConsole(spec, search_run, tracker, total=6, live=False, console=Console(file=printed, width=300, soft_wrap=True))
     bad_image = DatasetError("/data/VOC2007/JPEGImages/000310.jpg", "not a readable image")
@@ -121,7 +126,7 @@ def test_the_live_view_and_the_event_lines_of_a_search_driven_by_hand(tmp_path):
         f"trial c0003 FAILED: {cause}",
     ]
     links = [line for line in printed.getvalue().splitlines() if not EVENT.match(line)]
-    assert links[0].startswith("MLflow UI:     mlflow ui --backend-store-uri " + uri) and links[-1] == f"dashboard:     mg-tune dashboard --search view --tracking-uri {uri}"
+    assert links[0].startswith("MLflow UI:     mlflow ui --backend-store-uri " + search_run.tracking_uri) and links[-1] == f"dashboard:     mg-tune dashboard --search view --tracking-uri {search_run.tracking_uri}"
 
     recorded = Console(record=True, width=140, file=io.StringIO())
     recorded.print(console.view())
@@ -138,11 +143,7 @@ def test_the_live_view_and_the_event_lines_of_a_search_driven_by_hand(tmp_path):
 
 
 def test_the_live_form_redraws_instead_of_printing_event_lines(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    spec = SearchSpec.model_validate(spec_dict("live", tmp_path / "runs"))
-    search_run = start_search("live", spec.model_dump(mode="json"), "trials: 6\n", uri, resume=False)
-    tracker = HypervolumeTracker(spec, search_run)
-    tracker.setup()
+    spec, search_run, tracker = started_search(tmp_path, "live")
     terminal = Console(file=io.StringIO(), width=140, force_terminal=True)
     console = SearchConsole(spec, search_run, tracker, total=6, console=terminal)
     a = trial("a0001", "RUNNING", tmp_path, loss="energy", lam_energy=0.01, lr=0.001)
